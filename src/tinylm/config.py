@@ -1,0 +1,362 @@
+"""Typed configuration: dataclass sections, YAML files whose keys equal the CLI flags, full validation.
+
+A command's configuration is a set of sections (model, train, corpus, ...). Their field names are
+unique across the sections, so a YAML file is flat (`hidden_size: 256`, `lr: 5.0e-5`) and each key
+is also a CLI flag (`--hidden_size 256`, or `--hidden-size 256`). Values are resolved in the order
+model preset < YAML file < CLI flags, then every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tinylm.errors import ConfigError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A config field with its help text (shown by --help) and allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelConfig:
+    model: str | None = opt(None, "named architecture (bert6, bert1-h12, bert1-h24, bert1-conv2-k3-d64-h12, ...); "
+                                  "other model flags override its values")  # fmt: skip
+    layers: int = opt(2, "number of transformer blocks")
+    hidden_size: int = opt(128, "hidden size (heads × head size)")
+    heads: int = opt(2, "attention heads; must divide hidden_size")
+    ffn_size: int = opt(512, "feed-forward (intermediate) size")
+    max_length: int = opt(128, "maximum sequence length in tokens (position embeddings)")
+    vocab_size: int = opt(30522, "vocabulary size (bert-base-uncased: 30522)")
+    type_vocab_size: int = opt(2, "token-type vocabulary size")
+    dropout: float = opt(0.1, "dropout on embeddings, residual branches and the classifier")
+    attention_dropout: float = opt(0.1, "dropout on attention probabilities")
+    layer_norm_eps: float = opt(1e-12, "LayerNorm epsilon")
+    init_std: float = opt(0.02, "std of the normal weight init")
+    conv_layers: int = opt(0, "conv front-end: number of Conv2d+BN+GELU layers before the blocks (0 = none)")
+    conv_kernel: str = opt("3", "conv kernel: '3' (3×3) or '16x3' (16 tokens × 3 hidden units)")
+    conv_channels: int = opt(64, "conv front-end channel count d")
+
+    def validate(self) -> list[str]:
+        p = []
+        for name in (
+            "layers",
+            "hidden_size",
+            "heads",
+            "ffn_size",
+            "max_length",
+            "vocab_size",
+            "type_vocab_size",
+        ):
+            if getattr(self, name) < 1:
+                p.append(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.heads >= 1 and self.hidden_size >= 1 and self.hidden_size % self.heads:
+            p.append(f"heads: {self.heads} does not divide hidden_size {self.hidden_size}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                p.append(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.conv_layers < 0:
+            p.append(f"conv_layers: must be >= 0, got {self.conv_layers}")
+        if self.conv_layers and self.conv_channels < 1:
+            p.append(f"conv_channels: must be positive, got {self.conv_channels}")
+        try:
+            self.kernel()
+        except ValueError as e:
+            p.append(f"conv_kernel: {e}")
+        return p
+
+    def kernel(self) -> tuple[int, int]:
+        parts = str(self.conv_kernel).lower().replace("×", "x").split("x")
+        if not 1 <= len(parts) <= 2 or not all(s.strip().isdigit() and int(s) > 0 for s in parts):
+            raise ValueError(f"expected 'K' or 'KxK2' with positive integers, got {self.conv_kernel!r}")
+        k = [int(s) for s in parts]
+        return (k[0], k[-1])
+
+
+#: The paper's models (paper.md §3.2): head size 64, FFN 4 × hidden, 128 positions.
+NAMED_MODELS: dict[str, dict[str, Any]] = {
+    "bert6": {"layers": 6, "hidden_size": 768, "heads": 12, "ffn_size": 3072},
+    "bert1-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072},
+    "bert1-h24": {"layers": 1, "hidden_size": 1536, "heads": 24, "ffn_size": 6144},
+    "bert1-conv2-k3-d64-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
+                               "conv_layers": 2, "conv_kernel": "3", "conv_channels": 64},
+    "bert1-conv2-k3-d64-h8": {"layers": 1, "hidden_size": 512, "heads": 8, "ffn_size": 2048,
+                              "conv_layers": 2, "conv_kernel": "3", "conv_channels": 64},
+    "bert1-conv3-k3-d32-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
+                               "conv_layers": 3, "conv_kernel": "3", "conv_channels": 32},
+    "bert1-conv2-k16x3-d64-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
+                                  "conv_layers": 2, "conv_kernel": "16x3", "conv_channels": 64},
+}  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = opt(1.0, "passes over the training data (may be fractional)")
+    max_tokens: int | None = opt(None, "stop after this many non-padding training tokens (overrides epochs)")
+    max_steps: int | None = opt(
+        None, "stop after this many optimizer steps (overrides epochs and max_tokens)"
+    )
+    batch_size: int = opt(32, "examples per optimizer step (split into grad_accum micro-batches)")
+    grad_accum: int = opt(1, "gradient accumulation micro-batches per step")
+    lr: float = opt(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.999, "AdamW beta2")
+    adam_eps: float = opt(1e-8, "AdamW epsilon")
+    warmup_steps: int = opt(0, "linear warm-up steps (in schedule units) before linear decay to 0")
+    schedule_unit: str = opt("step", "step the LR schedule per 'step' or per 'epoch' (the paper's code)",
+                             ("step", "epoch"))  # fmt: skip
+    grad_clip: float | None = opt(1.0, "max gradient norm (None/0 = no clipping; the paper's code: none)")
+    seed: int = opt(0, "seed for init, dropout, masking and data order")
+    precision: str = opt("fp32", "fp32, or bf16 autocast where the device supports it", ("fp32", "bf16"))
+    device: str = opt("auto", "auto (CUDA if present), cpu or cuda", ("auto", "cpu", "cuda"))
+    compile: bool = opt(False, "wrap the model in torch.compile")
+    threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
+    log_every: int = opt(10, "write a metrics line every N steps")
+    eval_every: int | None = opt(None, "evaluate every N steps (default: at the end of each epoch)")
+    checkpoint_every: int | None = opt(None, "checkpoint every N steps (default: at the end of each epoch)")
+    keep_checkpoints: int = opt(1, "how many recent checkpoints to keep")
+    progress: bool = opt(True, "show a progress bar")
+
+    def validate(self) -> list[str]:
+        p = []
+        if self.epochs <= 0:
+            p.append(f"epochs: must be positive, got {self.epochs}")
+        for name in ("batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                p.append(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("max_tokens", "max_steps", "eval_every", "checkpoint_every", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                p.append(f"{name}: must be positive when given, got {v}")
+        if self.batch_size >= 1 and self.grad_accum >= 1 and self.batch_size % self.grad_accum:
+            p.append(f"grad_accum: {self.grad_accum} does not divide batch_size {self.batch_size}")
+        if self.lr <= 0:
+            p.append(f"lr: must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                p.append(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            p.append(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            p.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
+        return p
+
+
+@dataclass
+class CorpusConfig:
+    data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
+    cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
+    num_articles: int = opt(
+        40000, "Wikipedia articles in the pre-training subset (nested: first N of one order)"
+    )
+    corpus_seed: int = opt(42, "seed of the article order (the paper: 42)")
+    eval_articles: int = opt(1000, "held-out articles for MLM evaluation (the end of the order)")
+    mask_prob: float = opt(0.15, "share of non-special tokens selected for MLM")
+    mask_replace: float = opt(0.8, "share of selected tokens replaced by [MASK]")
+    mask_random: float = opt(0.1, "share of selected tokens replaced by a random token (rest: unchanged)")
+
+    def validate(self) -> list[str]:
+        p = []
+        if self.num_articles < 1:
+            p.append(f"num_articles: must be positive, got {self.num_articles}")
+        if self.eval_articles < 1:
+            p.append(f"eval_articles: must be positive, got {self.eval_articles}")
+        if not 0 < self.mask_prob < 1:
+            p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
+        if not (
+            0 <= self.mask_replace and 0 <= self.mask_random and self.mask_replace + self.mask_random <= 1
+        ):
+            p.append(
+                f"mask_replace + mask_random: must be shares summing to <= 1, got {self.mask_replace} + {self.mask_random}"
+            )
+        return p
+
+
+@dataclass
+class RunConfig:
+    out: str = opt("runs", "directory that holds run directories")
+    name: str | None = opt(None, "run name (default: derived from the config hash)")
+    resume: bool = opt(False, "continue the run in OUT/NAME from its latest checkpoint")
+
+    def validate(self) -> list[str]:
+        return []
+
+
+# ---------------------------------------------------------------- parsing machinery
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of an annotation like `int | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(name: str, value: Any, tp: Any, choices: tuple | None) -> Any:
+    base, optional = _base_type(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError(f"{name}: a value is required")
+    if base is bool:
+        if isinstance(value, bool):
+            out = value
+        elif str(value).lower() in ("true", "1", "yes", "on"):
+            out = True
+        elif str(value).lower() in ("false", "0", "no", "off"):
+            out = False
+        else:
+            raise ValueError(f"{name}: expected true/false, got {value!r}")
+    elif base is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+        try:
+            out = int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+    elif base is float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    else:
+        out = str(value)
+    if choices and out not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(str, choices))}, got {out!r}")
+    return out
+
+
+def section_fields(sections: dict[str, type]) -> dict[str, tuple[str, dataclasses.Field, Any]]:
+    """Map every flat key to (section name, field, annotation); keys are unique across sections."""
+    out = {}
+    for sec, cls in sections.items():
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.name not in out, f"duplicate config key {f.name}"
+            out[f.name] = (sec, f, hints[f.name])
+    return out
+
+
+def add_config_args(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+    """One flag per config key (`--key` and `--key-with-dashes`), defaults left to the dataclasses."""
+    parser.add_argument(
+        "--config", metavar="YAML", help="YAML file of settings; its keys are these flags' names"
+    )
+    for sec, cls in sections.items():
+        group = parser.add_argument_group(f"{sec} settings")
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+            base, _ = _base_type(hints[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else None
+            help_text = f"{f.metadata.get('help', '')} (default: {default})"
+            metavar = base.__name__.upper() if base in (int, float, str) else "BOOL"
+            if f.metadata.get("choices"):
+                metavar = "{" + ",".join(f.metadata["choices"]) + "}"
+            group.add_argument(
+                *names, dest=f.name, default=argparse.SUPPRESS, metavar=metavar, help=help_text
+            )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}"], str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], str(path)) from e
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected a mapping of settings, got {type(data).__name__}"], str(path))
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_sections(
+    sections: dict[str, type], *layers: dict[str, Any], source: str = "config"
+) -> dict[str, Any]:
+    """Merge layers of flat settings (later wins), apply a named model, coerce and validate everything."""
+    known = section_fields(sections)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    problems: list[str] = []
+    if "model" in merged and "model" in known and merged["model"] not in (None, "", "none"):
+        name = str(merged["model"])
+        if name not in NAMED_MODELS:
+            problems.append(
+                f"model: unknown named model {name!r} (expected one of {', '.join(NAMED_MODELS)})"
+            )
+        else:
+            preset = dict(NAMED_MODELS[name])
+            for layer in layers:  # explicit settings override the preset
+                preset.update({k: v for k, v in layer.items() if k != "model"})
+            merged = preset | {"model": name}
+    values: dict[str, dict[str, Any]] = {sec: {} for sec in sections}
+    for key, value in merged.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            problems.append(f"{key}: unknown setting" + (f" (did you mean {close[0]}?)" if close else ""))
+            continue
+        sec, f, tp = known[key]
+        try:
+            values[sec][key] = _coerce(key, value, tp, f.metadata.get("choices"))
+        except ValueError as e:
+            problems.append(str(e))
+    built = {}
+    for sec, cls in sections.items():
+        obj = cls(**values[sec])
+        problems.extend(obj.validate())
+        built[sec] = obj
+    if problems:
+        raise ConfigError(problems, source)
+    return built
+
+
+def config_from_args(sections: dict[str, type], args: argparse.Namespace) -> dict[str, Any]:
+    """Build sections from `--config FILE` plus the flags given on the command line."""
+    known = section_fields(sections)
+    file_layer = read_yaml(args.config) if getattr(args, "config", None) else {}
+    cli_layer = {k: v for k, v in vars(args).items() if k in known}
+    source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
+    return build_sections(sections, file_layer, cli_layer, source=source)
+
+
+def flat_dict(built: dict[str, Any]) -> dict[str, Any]:
+    """The resolved settings as one flat mapping (what a run directory stores as config.yaml)."""
+    out: dict[str, Any] = {}
+    for obj in built.values():
+        out.update(dataclasses.asdict(obj))
+    return out
+
+
+def dump_yaml(built: dict[str, Any]) -> str:
+    return yaml.safe_dump(flat_dict(built), sort_keys=False)
+
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+def named_config(name: str) -> Path:
+    """A config shipped with tinylm (`paper-pretrain`, ...) or a path to a YAML file."""
+    p = PACKAGE_CONFIGS / f"{name}.yaml"
+    return p if p.is_file() else Path(name)

@@ -1,0 +1,356 @@
+"""Classification tasks of the paper (AG News, DBpedia-14, FewRel) as one record shape.
+
+Every task yields `Record(text, label, id)` with 0-based labels and a list of label names; the
+balanced, seeded per-label sampler draws the paper's train/test subsets from the full pools.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinylm.data.sources import DataSource, load_hub_dataset
+from tinylm.errors import DataError
+from tinylm.fileio import file_fingerprint, stable_hash
+
+FEWREL_MARKINGS = ("punct", "none")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One classification example: text, 0-based label, and a stable id (e.g. 'test:17', 'P931:5')."""
+
+    text: str
+    label: int
+    id: str
+
+
+@dataclass
+class TaskPool:
+    """The full train and test pools of a task before sampling."""
+
+    name: str
+    label_names: list[str]
+    train: list[Record]
+    test: list[Record]
+    files: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """A sampled task: what a run trains and evaluates on, and how it was drawn."""
+
+    name: str
+    label_names: list[str]
+    train: list[Record]
+    test: list[Record]
+    description: dict[str, Any]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ---------------------------------------------------------------- file readers
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a (possibly gzipped) UTF-8 text file."""
+    if str(path).endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_label_csv(
+    path: Path, num_labels: int, fields: tuple[str, ...], split: str, make_text: Callable[[list[str]], str]
+) -> list[Record]:
+    """Read a header-less `label,field,...` CSV with labels 1..num_labels into 0-based Records."""
+    records: list[Record] = []
+    try:
+        with open_text(path) as f:
+            reader = csv.reader(f)
+            row_no = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
+                line = reader.line_num
+                if len(row) != len(fields):
+                    raise DataError(
+                        f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got {len(row)}"
+                    )
+                raw = row[0].strip()
+                if not raw.isdigit() or not 1 <= int(raw) <= num_labels:
+                    raise DataError(
+                        f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected 1..{num_labels})"
+                    )
+                text = make_text(row).strip()
+                if not text:
+                    raise DataError(f"{path}:{line}: empty text (fields {', '.join(fields[1:])} are blank)")
+                records.append(Record(text=text, label=int(raw) - 1, id=f"{split}:{row_no}"))
+                row_no += 1
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 ({e})") from e
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if not records:
+        raise DataError(f"{path}: no rows (expected {', '.join(fields)} rows)")
+    return records
+
+
+def read_class_names(path: Path, expected: int) -> list[str]:
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != expected:
+        raise DataError(f"{path}: expected {expected} class names, one per line, found {len(names)}")
+    return names
+
+
+# ---------------------------------------------------------------- the three tasks
+
+
+def load_agnews(source: DataSource) -> TaskPool:
+    """AG News: text = title + ' ' + description; labels 1-4 -> 0-3."""
+    files = source.local_files("agnews")
+    if files is not None:
+        fields = ("label", "title", "description")
+
+        def text(r: list[str]) -> str:
+            return f"{r[1].strip()} {r[2].strip()}"
+
+        return TaskPool(
+            name="agnews",
+            label_names=read_class_names(files["classes"], 4),
+            train=read_label_csv(files["train"], 4, fields, "train", text),
+            test=read_label_csv(files["test"], 4, fields, "test", text),
+            files=[str(files[k]) for k in ("train", "test", "classes")],
+        )
+    if source.hub:  # pragma: no cover - needs network
+        return _hub_pool("agnews", ["World", "Sports", "Business", "Sci/Tech"], lambda r: r["text"])
+    raise source.not_found("agnews")
+
+
+DBPEDIA_NAMES = [
+    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation", "Building",
+    "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork",
+]  # fmt: skip
+
+
+def load_dbpedia(source: DataSource) -> TaskPool:
+    """DBpedia-14: text = content only (as the paper's code); labels 1-14 -> 0-13."""
+    files = source.local_files("dbpedia")
+    if files is not None:
+        fields = ("label", "title", "content")
+        return TaskPool(
+            name="dbpedia",
+            label_names=read_class_names(files["classes"], 14),
+            train=read_label_csv(files["train"], 14, fields, "train", lambda r: r[2]),
+            test=read_label_csv(files["test"], 14, fields, "test", lambda r: r[2]),
+            files=[str(files[k]) for k in ("train", "test", "classes")],
+        )
+    if source.hub:  # pragma: no cover - needs network
+        return _hub_pool("dbpedia", DBPEDIA_NAMES, lambda r: r["content"])
+    raise source.not_found("dbpedia")
+
+
+def _hub_pool(name: str, label_names: list[str], text: Callable[[dict], str]) -> TaskPool:  # pragma: no cover
+    splits = {}
+    for split in ("train", "test"):
+        ds = load_hub_dataset(name, split)
+        splits[split] = [
+            Record(text=text(r).strip(), label=int(r["label"]), id=f"{split}:{i}") for i, r in enumerate(ds)
+        ]
+    return TaskPool(name, label_names, splits["train"], splits["test"], files=[f"hf://{name}"])
+
+
+def mark_entities(tokens: list[str], head: list[list[int]], tail: list[list[int]], marking: str) -> str:
+    """Join FewRel tokens; with marking 'punct' the head span is wrapped in '@ … @' and the tail in '# … #'."""
+    if marking == "none":
+        return " ".join(tokens)
+    before: dict[int, list[str]] = {}
+    after: dict[int, list[str]] = {}
+    for spans, mark in ((head, "@"), (tail, "#")):
+        for span in spans:
+            before.setdefault(min(span), []).append(mark)
+            after.setdefault(max(span), []).append(mark)
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        out.extend(before.get(i, []))
+        out.append(tok)
+        out.extend(after.get(i, []))
+    return " ".join(out)
+
+
+def _fewrel_entity(path: Path, where: str, ent: Any, n_tokens: int) -> list[list[int]]:
+    if not (isinstance(ent, list) and len(ent) == 3 and isinstance(ent[2], list) and ent[2]):
+        raise DataError(
+            f"{path}: {where}: expected [name, wikidata_id, [[token positions], ...]], got {str(ent)[:80]}"
+        )
+    for span in ent[2]:
+        if not (
+            isinstance(span, list) and span and all(isinstance(i, int) and 0 <= i < n_tokens for i in span)
+        ):
+            raise DataError(
+                f"{path}: {where}: token positions must be ints in 0..{n_tokens - 1}, got {span!r}"
+            )
+    return ent[2]
+
+
+def load_fewrel(
+    source: DataSource, marking: str = "punct", split_seed: int = 42, test_per_relation: int = 70
+) -> TaskPool:
+    """FewRel 1.0 train_wiki: 64 relations as labels; each relation's instances split (seeded) into train/test."""
+    if marking not in FEWREL_MARKINGS:
+        raise DataError(f"fewrel_marking: expected one of {FEWREL_MARKINGS}, got {marking!r}")
+    files = source.require_local("fewrel", optional=("names",))
+    path = files["train"]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not data:
+        raise DataError(
+            f"{path}: expected a JSON object {{relation_id: [instances]}}, got {type(data).__name__}"
+        )
+    names = {}
+    if "names" in files:
+        names = json.loads(files["names"].read_text(encoding="utf-8"))
+    label_names: list[str] = []
+    train: list[Record] = []
+    test: list[Record] = []
+    for label, (pid, items) in enumerate(data.items()):
+        if not isinstance(items, list) or len(items) <= test_per_relation:
+            n = len(items) if isinstance(items, list) else type(items).__name__
+            raise DataError(
+                f"{path}: [{pid!r}]: expected a list of more than {test_per_relation} instances, got {n}"
+            )
+        label_names.append(f"{pid} ({names[pid][0]})" if pid in names else pid)
+        texts = []
+        for i, inst in enumerate(items):
+            where = f"[{pid!r}][{i}]"
+            if not isinstance(inst, dict) or not isinstance(inst.get("tokens"), list) or not inst["tokens"]:
+                raise DataError(f"{path}: {where}: expected an object with a non-empty 'tokens' list")
+            toks = inst["tokens"]
+            head = _fewrel_entity(path, where + "['h']", inst.get("h"), len(toks))
+            tail = _fewrel_entity(path, where + "['t']", inst.get("t"), len(toks))
+            texts.append(mark_entities([str(t) for t in toks], head, tail, marking))
+        order = np.random.default_rng([split_seed, label]).permutation(len(items))
+        n_train = len(items) - test_per_relation
+        for rank, i in enumerate(order):
+            rec = Record(text=texts[i], label=label, id=f"{pid}:{i}")
+            (train if rank < n_train else test).append(rec)
+    return TaskPool(
+        name="fewrel",
+        label_names=label_names,
+        train=train,
+        test=test,
+        files=[str(path)] + ([str(files["names"])] if "names" in files else []),
+        options={
+            "fewrel_marking": marking,
+            "fewrel_split_seed": split_seed,
+            "fewrel_test_per_relation": test_per_relation,
+        },
+    )
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def sample_per_label(
+    records: list[Record],
+    num_labels: int,
+    per_label: int | None,
+    seed: int,
+    split: str,
+    label_names: list[str],
+) -> list[Record]:
+    """Draw `per_label` records of every label (all if None), seeded; the result is sorted by label then id."""
+    by_label: list[list[Record]] = [[] for _ in range(num_labels)]
+    for r in records:
+        by_label[r.label].append(r)
+    out: list[Record] = []
+    for label, pool in enumerate(by_label):
+        if not pool:
+            raise DataError(f"{split} split has no examples of label {label} ({label_names[label]})")
+        if per_label is None or per_label >= len(pool):
+            if per_label is not None and per_label > len(pool):
+                raise DataError(
+                    f"samples_per_label_{split}={per_label} but label {label} ({label_names[label]}) "
+                    f"has only {len(pool)} {split} examples"
+                )
+            out.extend(pool)
+            continue
+        rng = np.random.default_rng([seed, label, 0 if split == "train" else 1])
+        chosen = np.sort(rng.choice(len(pool), size=per_label, replace=False))
+        out.extend(pool[i] for i in chosen)
+    return out
+
+
+#: Paper defaults (samples per label, train/test) from paper.md §5.
+TASKS: dict[str, dict[str, Any]] = {
+    "agnews": {"loader": load_agnews, "train": 1000, "test": 1000},
+    "dbpedia": {"loader": load_dbpedia, "train": 100, "test": 100},
+    "fewrel": {"loader": load_fewrel, "train": 630, "test": 70},
+}
+
+
+def load_pool(name: str, source: DataSource, **options: Any) -> TaskPool:
+    if name not in TASKS:
+        raise DataError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
+    loader = TASKS[name]["loader"]
+    return loader(source, **options) if name == "fewrel" else loader(source)
+
+
+def load_task(
+    name: str,
+    source: DataSource,
+    seed: int = 42,
+    samples_per_label_train: int | None = -1,
+    samples_per_label_test: int | None = -1,
+    **options: Any,
+) -> TaskData:
+    """Load a task and draw its balanced, seeded train/test samples (-1 = the paper's default count, None = all)."""
+    pool = load_pool(name, source, **options)
+    n_train = TASKS[name]["train"] if samples_per_label_train == -1 else samples_per_label_train
+    n_test = TASKS[name]["test"] if samples_per_label_test == -1 else samples_per_label_test
+    return sample_task(pool, seed, n_train, n_test)
+
+
+def sample_task(pool: TaskPool, seed: int, n_train: int | None, n_test: int | None) -> TaskData:
+    k = len(pool.label_names)
+    train = sample_per_label(pool.train, k, n_train, seed, "train", pool.label_names)
+    test = sample_per_label(pool.test, k, n_test, seed, "test", pool.label_names)
+    shared = {r.id for r in train} & {r.id for r in test}
+    if shared:  # pragma: no cover - guarded by construction
+        raise DataError(f"{pool.name}: train and test share examples {sorted(shared)[:5]}")
+    description = {
+        "task": pool.name,
+        "files": [
+            file_fingerprint(f) | {"path": f} if not f.startswith("hf://") else {"path": f}
+            for f in pool.files
+        ],
+        "seed": seed,
+        "samples_per_label_train": n_train,
+        "samples_per_label_test": n_test,
+        "num_train": len(train),
+        "num_test": len(test),
+        "train_ids_hash": stable_hash([r.id for r in train]),
+        "test_ids_hash": stable_hash([r.id for r in test]),
+        **pool.options,
+    }
+    return TaskData(pool.name, pool.label_names, train, test, description)
+
+
+def iter_texts(records: list[Record]) -> Iterator[str]:
+    return (r.text for r in records)
