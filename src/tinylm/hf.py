@@ -1,0 +1,148 @@
+"""Hugging Face `transformers` compatibility: export a tinylm model to a BERT directory, import one back.
+
+Exported directories hold `config.json` (model_type "bert") + `model.safetensors` (+ the WordPiece
+vocab when known), loadable with `AutoModelForMaskedLM` / `AutoModelForSequenceClassification`.
+Conv front-end variants have no transformers counterpart and cannot be exported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from tinylm.config import ModelConfig
+from tinylm.errors import CheckpointError, TinylmError
+from tinylm.fileio import atomic_dir
+from tinylm.model import TIED_KEYS, TinyBertForMaskedLM, TinyBertForSequenceClassification
+from tinylm.weights import load_state, read_weights, state_for_saving
+
+
+def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "architectures": ["BertForSequenceClassification" if kind == "classifier" else "BertForMaskedLM"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "intermediate_size": cfg.ffn_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_length,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.init_std,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+    if label_names:
+        out["id2label"] = {str(i): n for i, n in enumerate(label_names)}
+        out["label2id"] = {n: i for i, n in enumerate(label_names)}
+    return out
+
+
+def export_model(
+    model: nn.Module, out: Path, label_names: list[str] | None = None, tokenizer_dir: Path | None = None
+) -> Path:
+    """Write a transformers BERT directory for `model` (atomically: complete or absent)."""
+    if model.cfg.conv_layers:
+        raise TinylmError(
+            "models with the conv front-end have no transformers BERT counterpart; export needs conv_layers=0"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise TinylmError(f"{out} exists and is not empty; choose a new output directory")
+    if out.exists():
+        out.rmdir()
+    kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
+    with atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text(json.dumps(hf_config(model.cfg, kind, label_names), indent=2))
+        save_file(state_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer_dir is not None:
+            for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (tokenizer_dir / name).is_file():
+                    shutil.copy(tokenizer_dir / name, tmp / name)
+    return out
+
+
+def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:
+    if cfg.get("model_type") != "bert":
+        raise CheckpointError(
+            f"{where}: model_type is {cfg.get('model_type')!r}; only BERT directories can be imported"
+        )
+    if (
+        cfg.get("hidden_act", "gelu") != "gelu"
+        or cfg.get("position_embedding_type", "absolute") != "absolute"
+    ):
+        raise CheckpointError(
+            f"{where}: only hidden_act='gelu' and absolute position embeddings are supported"
+        )
+    return ModelConfig(
+        layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"], heads=cfg["num_attention_heads"],
+        ffn_size=cfg["intermediate_size"], max_length=cfg["max_position_embeddings"], vocab_size=cfg["vocab_size"],
+        type_vocab_size=cfg.get("type_vocab_size", 2), dropout=cfg.get("hidden_dropout_prob", 0.1),
+        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1), layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        init_std=cfg.get("initializer_range", 0.02),
+    )  # fmt: skip
+
+
+def read_hf_state(directory: Path) -> dict[str, torch.Tensor]:
+    if (directory / "model.safetensors").is_file():
+        state = read_weights(directory / "model.safetensors")
+    elif (directory / "pytorch_model.bin").is_file():
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
+    # A bare BertModel is saved without the 'bert.' prefix; legacy LayerNorm names use gamma/beta.
+    if not any(k.startswith("bert.") for k in state):
+        state = {f"bert.{k}": v for k, v in state.items()}
+    state = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+             for k, v in state.items()}  # fmt: skip
+    return {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in TIED_KEYS}
+
+
+def import_model(
+    directory: Path, kind: str = "mlm", num_labels: int | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a transformers BERT directory into a tinylm model; returns the model and what was loaded."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no config.json (not a transformers model directory)")
+    cfg = config_from_hf(json.loads(path.read_text()), str(path))
+    state = read_hf_state(directory)
+    if kind == "classifier":
+        model: nn.Module = TinyBertForSequenceClassification(
+            cfg, num_labels or len(json.loads(path.read_text()).get("id2label", {})) or 2
+        )
+    else:
+        model = TinyBertForMaskedLM(cfg)
+    own = {k for k in model.state_dict() if k not in TIED_KEYS}
+    usable = {k: v for k, v in state.items() if k in own}
+    skipped = sorted(set(state) - own)
+    fresh = sorted(own - set(usable))
+    if not any(k.startswith("bert.encoder.") for k in usable):
+        raise CheckpointError(
+            f"{directory}: no encoder weights found (expected keys like bert.encoder.layer.0...)"
+        )
+    load_state_partial(model, usable, str(directory))
+    return model, {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped}
+
+
+def load_state_partial(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    own = model.state_dict()
+    bad = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
+    ]
+    if bad:
+        raise CheckpointError(f"{where}: weight shapes do not match: {'; '.join(bad[:5])}")
+    model.load_state_dict(state, strict=False)
+
+
+__all__ = ["export_model", "hf_config", "import_model", "load_state", "TinyBertForMaskedLM"]

@@ -1,0 +1,179 @@
+"""Training objectives that plug into the one training loop: MLM pre-training and classification.
+
+An objective turns a batch of token arrays into (loss, counters) and evaluates a model on data;
+the loop in train.py knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tinylm.data.tokenize import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+
+
+@dataclass
+class TokenData:
+    """Padded uint16 token ids (N × T), true lengths, and optional labels: what the loop iterates over."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, Tensor]:
+        """Rows `idx`, trimmed to the longest of them (no compute on all-padding columns)."""
+        lengths = self.lengths[idx]
+        T = int(lengths.max())
+        ids = torch.from_numpy(self.ids[idx, :T].astype(np.int64))
+        attention = (torch.arange(T)[None, :] < torch.from_numpy(lengths.astype(np.int64))[:, None]).long()
+        out = {"input_ids": ids, "attention": attention}
+        if self.labels is not None:
+            out["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
+        return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+
+
+class Objective:
+    """Interface: `loss` for a training batch, `evaluate` over a dataset (no gradients)."""
+
+    name = "objective"
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+class MLMObjective(Objective):
+    """BERT masking, re-drawn every batch: `mask_prob` of non-special tokens ([PAD]/[CLS]/[SEP] excluded)
+    are selected; of those `mask_replace` → [MASK], `mask_random` → a uniform random id, the rest kept.
+    The loss (cross-entropy) and accuracy count only the selected positions."""
+
+    name = "mlm"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        mask_prob: float = 0.15,
+        mask_replace: float = 0.8,
+        mask_random: float = 0.1,
+        seed: int = 0,
+    ):
+        self.vocab_size = vocab_size
+        self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def mask(self, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (masked inputs, flat selected positions, their original ids). Works on CPU tensors."""
+        maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)
+        selected = (torch.rand(ids.shape, generator=gen) < self.mask_prob) & maskable
+        if not bool(selected.any()):  # tiny batches: always train on at least one token
+            selected.view(-1)[maskable.view(-1).nonzero()[0]] = True
+        action = torch.rand(ids.shape, generator=gen)
+        random_ids = torch.randint(self.vocab_size, ids.shape, generator=gen)
+        inputs = ids.clone()
+        to_mask = selected & (action < self.mask_replace)
+        to_random = selected & (action >= self.mask_replace) & (action < self.mask_replace + self.mask_random)
+        inputs[to_mask] = MASK_ID
+        inputs[to_random] = random_ids[to_random]
+        positions = selected.view(-1).nonzero().squeeze(1)
+        return inputs, positions, ids.view(-1)[positions]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        device = batch["input_ids"].device
+        inputs, positions, targets = self.mask(batch["input_ids"].cpu(), self.generator)
+        logits = model(inputs.to(device), batch["attention"], positions.to(device))
+        targets = targets.to(device)
+        loss = F.cross_entropy(logits.float(), targets)
+        correct = (logits.argmax(-1) == targets).sum()
+        return loss, {"correct": correct, "count": targets.numel()}
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, seed: int = 1234
+    ) -> dict[str, float]:
+        """MLM loss/accuracy on held-out samples with a fixed masking seed (comparable across steps)."""
+        was_training = model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(seed)
+        total_loss, correct, count = 0.0, 0, 0
+        for start in range(0, len(data), batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, len(data))), device)
+            inputs, positions, targets = self.mask(batch["input_ids"].cpu(), gen)
+            logits = model(inputs.to(device), batch["attention"], positions.to(device)).float()
+            targets = targets.to(device)
+            total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
+            correct += int((logits.argmax(-1) == targets).sum())
+            count += targets.numel()
+        model.train(was_training)
+        return {"mlm_loss": total_loss / count, "mlm_accuracy": correct / count}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class ClassificationObjective(Objective):
+    """Cross-entropy over the classifier's logits; evaluation gives accuracy, macro-F1 and the confusion matrix."""
+
+    name = "classification"
+
+    def __init__(self, num_labels: int):
+        self.num_labels = num_labels
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"], batch["attention"])
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        correct = (logits.argmax(-1) == batch["labels"]).sum()
+        return loss, {"correct": correct, "count": batch["labels"].numel()}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        out = []
+        for start in range(0, len(data), batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, len(data))), device)
+            out.append(model(batch["input_ids"], batch["attention"]).float().softmax(-1).cpu().numpy())
+        model.train(was_training)
+        return np.concatenate(out)
+
+    def evaluate(
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device
+    ) -> dict[str, float]:
+        probs = self.predict(model, data, batch_size, device)
+        return classification_metrics(probs.argmax(1), data.labels, self.num_labels)
+
+
+def classification_metrics(pred: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:
+    cm = np.bincount(gold * num_labels + pred, minlength=num_labels * num_labels).reshape(
+        num_labels, num_labels
+    )
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        per_class = np.where(support > 0, tp / support, 0.0)
+    return {
+        "accuracy": float(tp.sum() / cm.sum()),
+        "macro_f1": float(f1.mean()),
+        "per_class_accuracy": per_class.round(4).tolist(),
+        "confusion_matrix": cm.tolist(),
+    }

@@ -1,0 +1,139 @@
+"""Run directories and checkpoints.
+
+    RUN/config.yaml        resolved settings          RUN/data.json      what data the run saw
+    RUN/metrics.jsonl      one JSON line per log/eval  RUN/results.json   final results (present = finished)
+    RUN/model.safetensors  final weights (+ model.json)
+    RUN/checkpoints/step-NNNNNNNN/{model.safetensors, state.pt, manifest.json}, RUN/checkpoints/latest
+
+Checkpoints are written to a temporary directory (files fsynced), renamed into place, then `latest`
+is replaced atomically; the manifest holds SHA-256 sums, so a truncated or corrupt checkpoint is
+reported, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from tinylm.errors import CheckpointError, TinylmError
+from tinylm.fileio import atomic_dir, sha256_file, write_json, write_text
+from tinylm.weights import load_state, read_weights, state_for_saving
+
+#: Settings that may differ between an interrupted run and its resumption.
+RESUMABLE_KEYS = {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"}
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def is_finished(self) -> bool:
+        return (self.path / "results.json").is_file()
+
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.path / "results.json").read_text())
+
+    def prepare(self, config: dict[str, Any], resume: bool) -> None:
+        """Create the run dir, or check that resuming continues the same configuration."""
+        cfg_path = self.path / "config.yaml"
+        if cfg_path.is_file():
+            if not resume:
+                raise TinylmError(
+                    f"run directory {self.path} already exists; pass --resume to continue it or choose another --name"
+                )
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+            diff = sorted(
+                k for k in set(old) | set(config) if k not in RESUMABLE_KEYS and old.get(k) != config.get(k)
+            )
+            if diff:
+                details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
+                raise TinylmError(
+                    f"cannot resume {self.path}: settings differ from the original run ({details})"
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume: drop metric lines written after the checkpoint (they will be written again)."""
+        if not self.metrics.is_file():
+            return
+        keep = [
+            line
+            for line in self.metrics.read_text().splitlines()
+            if line and json.loads(line).get("step", 0) <= step
+        ]
+        write_text(self.metrics, "".join(line + "\n" for line in keep))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int) -> Path:
+        name = f"step-{step:08d}"
+        target = self.checkpoints / name
+        if not target.exists():
+            with atomic_dir(target) as tmp:
+                from safetensors.torch import save_file
+
+                save_file(state_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+                torch.save(state, tmp / "state.pt")
+                files = {f: sha256_file(tmp / f) for f in ("model.safetensors", "state.pt")}
+                (tmp / "manifest.json").write_text(json.dumps({"step": step, "sha256": files}))
+        write_text(self.checkpoints / "latest", name + "\n")
+        for old in sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.checkpoints / "latest"
+        if not pointer.is_file():
+            return None
+        target = self.checkpoints / pointer.read_text().strip()
+        if not target.is_dir():
+            raise CheckpointError(
+                f"{pointer} names {target.name}, which does not exist; the run directory is damaged"
+            )
+        return target
+
+    def load_checkpoint(self, target: Path, model: torch.nn.Module) -> dict[str, Any]:
+        """Verify and load a checkpoint into `model`; return the training state."""
+        manifest = target / "manifest.json"
+        try:
+            sums = json.loads(manifest.read_text())["sha256"]
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{manifest}: missing or unreadable checkpoint manifest ({e})") from e
+        for f, want in sums.items():
+            path = target / f
+            if not path.is_file():
+                raise CheckpointError(f"{path}: checkpoint file missing")
+            if sha256_file(path) != want:
+                raise CheckpointError(f"{path}: checkpoint file is truncated or corrupt (SHA-256 mismatch); "
+                                      "delete the checkpoint directory to fall back to an earlier one")  # fmt: skip
+        load_state(model, read_weights(target / "model.safetensors"), str(target))
+        try:
+            return torch.load(target / "state.pt", map_location="cpu", weights_only=False)
+        except Exception as e:  # pickle errors come in many types
+            raise CheckpointError(f"{target / 'state.pt'}: unreadable training state ({e})") from e
+
+    def finish(self, results: dict[str, Any]) -> None:
+        write_json(self.path / "results.json", results)

@@ -1,0 +1,291 @@
+"""The one training loop: pre-training and fine-tuning both run through `Trainer.fit`.
+
+It owns what every run needs — device and precision, AdamW with decoupled weight decay (not on
+biases/LayerNorm), linear warm-up + decay, gradient accumulation and clipping, seeded data order,
+progress bar, JSON-lines metrics, periodic evaluation, atomic checkpoints and exact resume — and
+delegates the loss and evaluation to an `Objective`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinylm.config import TrainConfig
+from tinylm.errors import TinylmError, TrainingDiverged
+from tinylm.objectives import Objective, TokenData
+from tinylm.runs import RunDir
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TinylmError("device: cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(
+        getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AVX512_BF16", "AMX")
+    )
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (linear, embedding, conv); none on biases, LayerNorm and BatchNorm."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    kw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.adam_eps}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError):  # fused kernel unavailable for this device/dtype
+        return torch.optim.AdamW(groups, foreach=True, **kw)
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up then linear decay to 0, counted in steps or (the paper's code) in epochs."""
+    if cfg.schedule_unit == "epoch":
+        total_units = max(1, math.ceil(total_steps / steps_per_epoch))
+
+        def unit(step: int) -> int:
+            return step // steps_per_epoch
+    else:
+        total_units = total_steps
+
+        def unit(step: int) -> int:
+            return step
+
+    warm = cfg.warmup_steps
+
+    def f(step: int) -> float:
+        u = unit(step)
+        if u < warm:
+            return u / max(1, warm)
+        return max(0.0, (total_units - u) / max(1, total_units - warm))
+
+    return f
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens: int = 0
+    examples: int = 0
+
+
+class Trainer:
+    """Run `objective` over `data` with the settings in `cfg`, writing everything to `run`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        data: TokenData,
+        cfg: TrainConfig,
+        run: RunDir,
+        evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+        on_step: Callable[[Progress], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        if cfg.precision == "bf16" and not bf16_supported(self.device):
+            raise TinylmError(f"precision: bf16 is not supported on this {self.device.type} device; use fp32")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model = model.to(self.device)
+        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.objective, self.data, self.run = objective, data, run
+        self.evaluate_fn, self.on_step = evaluate, on_step
+        self.steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+        self.total_steps = self._total_steps()
+        self.optimizer = make_optimizer(model, cfg, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg, self.total_steps, self.steps_per_epoch)
+        )
+        self.progress = Progress()
+
+    def _total_steps(self) -> int:
+        c = self.cfg
+        if c.max_steps:
+            return c.max_steps
+        if c.max_tokens:
+            tokens_per_step = float(self.data.lengths.mean()) * c.batch_size
+            return max(1, math.ceil(c.max_tokens / tokens_per_step))
+        return max(1, math.ceil(c.epochs * self.steps_per_epoch))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data))
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "progress": vars(self.progress).copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "objective": self.objective.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.progress = Progress(**state["progress"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.objective.load_state_dict(state["objective"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def checkpoint(self) -> None:
+        self.run.save_checkpoint(self.progress.step, self.model, self.state(), self.cfg.keep_checkpoints)
+
+    def resume(self) -> bool:
+        target = self.run.latest_checkpoint()
+        if target is None:
+            return False
+        self.load(self.run.load_checkpoint(target, self.model))
+        self.run.truncate_metrics(self.progress.step)
+        return True
+
+    # ------------------------------------------------------------ the loop
+
+    def _eval(self) -> dict[str, Any]:
+        if self.evaluate_fn is None:
+            return {}
+        t0 = time.perf_counter()
+        with autocast(self.device, self.cfg.precision):
+            out = self.evaluate_fn(self.forward_model)
+        rec = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "eval": out,
+            "eval_seconds": round(time.perf_counter() - t0, 2),
+        }
+        self.run.log(rec)
+        return out
+
+    def fit(self) -> dict[str, Any]:
+        c, p = self.cfg, self.progress
+        if p.step == 0:  # a fresh run: seed dropout (a resumed one restored the RNG state)
+            torch.manual_seed(c.seed)
+        self.model.train()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=p.step,
+            disable=not c.progress,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        micro = c.batch_size // c.grad_accum
+        win = {"loss": 0.0, "correct": 0, "count": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
+        last_eval: dict[str, Any] = {}
+        evaluated_at = -1
+        t_start = time.perf_counter()
+        while p.step < self.total_steps and not self._token_budget_spent():
+            order = self.epoch_order(p.epoch)
+            while (
+                p.batch_in_epoch < self.steps_per_epoch
+                and p.step < self.total_steps
+                and not self._token_budget_spent()
+            ):
+                idx = order[p.batch_in_epoch * c.batch_size : (p.batch_in_epoch + 1) * c.batch_size]
+                loss_value, correct, count, tokens = 0.0, 0, 0, 0
+                for chunk in np.array_split(idx, max(1, min(c.grad_accum, len(idx)))):
+                    batch = self.data.batch(chunk, self.device)
+                    with autocast(self.device, c.precision):
+                        loss, stats = self.objective.loss(self.forward_model, batch)
+                    (loss * (len(chunk) / len(idx))).backward()
+                    loss_value += loss.item() * len(chunk) / len(idx)
+                    correct += int(stats["correct"])
+                    count += int(stats["count"])
+                    tokens += int(batch["attention"].sum())
+                if not math.isfinite(loss_value):
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"loss became {loss_value} at step {p.step + 1} (epoch {p.epoch}, batch {p.batch_in_epoch}); "
+                        "lower lr or check the data; the last checkpoint is untouched"
+                    )
+                if c.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                p.step += 1
+                p.batch_in_epoch += 1
+                p.tokens += tokens
+                p.examples += len(idx)
+                win["loss"] += loss_value
+                win["correct"] += correct
+                win["count"] += count
+                win["tokens"] += tokens
+                win["steps"] += 1
+                if p.step % c.log_every == 0 or p.step == self.total_steps:
+                    dt = time.perf_counter() - win["t"]
+                    rec = {
+                        "step": p.step, "epoch": p.epoch, "loss": round(win["loss"] / win["steps"], 5),
+                        "accuracy": round(win["correct"] / max(1, win["count"]), 5),
+                        "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": round(win["tokens"] / dt, 1),
+                        "tokens": p.tokens,
+                    }  # fmt: skip
+                    self.run.log(rec)
+                    bar.set_postfix(
+                        loss=f"{rec['loss']:.3f}",
+                        acc=f"{rec['accuracy']:.3f}",
+                        tok_s=f"{rec['tokens_per_s']:.0f}",
+                    )
+                    win = {
+                        "loss": 0.0,
+                        "correct": 0,
+                        "count": 0,
+                        "tokens": 0,
+                        "steps": 0,
+                        "t": time.perf_counter(),
+                    }
+                bar.update(1)
+                if c.eval_every and p.step % c.eval_every == 0:
+                    last_eval, evaluated_at = self._eval(), p.step
+                if c.checkpoint_every and p.step % c.checkpoint_every == 0:
+                    self.checkpoint()
+                if self.on_step is not None:
+                    self.on_step(p)
+            if p.batch_in_epoch >= self.steps_per_epoch:
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                if not c.eval_every:
+                    last_eval, evaluated_at = self._eval(), p.step
+                if not c.checkpoint_every:
+                    self.checkpoint()
+        bar.close()
+        if evaluated_at != p.step:  # the final model is always evaluated
+            last_eval = self._eval()
+        self.checkpoint()
+        return {"steps": p.step, "epochs_completed": p.epoch, "tokens": p.tokens, "examples": p.examples,
+                "train_seconds": round(time.perf_counter() - t_start, 2), "final_eval": last_eval}  # fmt: skip
+
+    def _token_budget_spent(self) -> bool:
+        return bool(self.cfg.max_tokens and self.progress.tokens >= self.cfg.max_tokens)

@@ -1,0 +1,151 @@
+"""The model: parameter counts of the paper's architectures, conv front-end, and transformers parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm.config import ModelConfig, build_sections
+from tinylm.errors import CheckpointError, ConfigError, TinylmError
+from tinylm.hf import export_model, import_model
+from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, parameter_counts
+
+transformers = pytest.importorskip("transformers")  # a dev dependency: always present in CI
+
+PAPER_COUNTS = {  # paper.md §3.2, backbone incl. pooler (and conv)
+    "bert6": 66_660_096,
+    "bert1-h12": 31_220_736,
+    "bert1-h24": 77_776_896,
+    "bert1-conv2-k3-d64-h12": 31_258_627,
+    "bert1-conv2-k3-d64-h8": 19_147_779,
+    "bert1-conv3-k3-d32-h12": 31_239_779,
+    "bert1-conv2-k16x3-d64-h12": 31_420_867,
+}
+
+
+def model_cfg(**kw) -> ModelConfig:
+    return build_sections({"model": ModelConfig}, kw)["model"]
+
+
+@pytest.mark.parametrize("name", list(PAPER_COUNTS))
+def test_paper_parameter_counts(name: str) -> None:
+    counts = parameter_counts(model_cfg(model=name))
+    assert counts["backbone"] == PAPER_COUNTS[name]
+    assert (
+        counts["mlm_head"] == {768: 622_650, 1536: 2_394_426, 512: 294_202}[model_cfg(model=name).hidden_size]
+    )
+
+
+def test_named_model_overridable_and_validation_reports_all() -> None:
+    cfg = model_cfg(model="bert6", layers=2)
+    assert cfg.layers == 2 and cfg.hidden_size == 768
+    with pytest.raises(ConfigError) as e:
+        model_cfg(hidden_size=100, heads=3, layers=-1, dropout=1.5, hiden_size=3, conv_kernel="x")
+    msg = str(e.value)
+    for part in ("heads: 3 does not divide hidden_size 100", "layers: must be positive", "dropout: must be in [0, 1)",
+                 "hiden_size: unknown setting (did you mean hidden_size?)", "conv_kernel:"):  # fmt: skip
+        assert part in msg
+    assert len(e.value.problems) == 5
+
+
+def test_conv_front_end_shapes_and_rectangular_kernel() -> None:
+    cfg = model_cfg(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=200, max_length=16,
+                    conv_layers=2, conv_kernel="16x3", conv_channels=4)  # fmt: skip
+    m = TinyBertForMaskedLM(cfg)
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(16, 3), (16, 3), (1, 1)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 4), (4, 4), (4, 1)]
+    ids = torch.randint(5, 200, (3, 10))
+    assert m(ids).shape == (30, 200)
+    # faithful to the paper's code: the conv block ignores the padding mask (a padded position changes outputs)
+    m.eval()
+    att = torch.ones_like(ids)
+    att[:, 8:] = 0
+    a = m(ids, att)
+    ids2 = ids.clone()
+    ids2[:, 9] = 7
+    b = m(ids2, att)
+    assert not torch.allclose(a.view(3, 10, -1)[:, 0], b.view(3, 10, -1)[:, 0])
+
+
+def test_masked_positions_equal_full_logits() -> None:
+    cfg = model_cfg(layers=2, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16)
+    m = TinyBertForMaskedLM(cfg).eval()
+    ids = torch.randint(5, 300, (2, 12))
+    pos = torch.tensor([0, 5, 13, 23])
+    assert torch.allclose(m(ids, None, pos), m(ids)[pos], atol=1e-6)
+
+
+def hf_pair(cfg: ModelConfig, tmp: Path, kind: str):
+    torch.manual_seed(0)
+    if kind == "mlm":
+        ours = TinyBertForMaskedLM(cfg).eval()
+    else:
+        ours = TinyBertForSequenceClassification(cfg, 5).eval()
+    with torch.no_grad():  # non-trivial LayerNorm and bias values so the comparison means something
+        for name, p in ours.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    out = export_model(ours, tmp / kind, label_names=[f"l{i}" for i in range(5)] if kind != "mlm" else None)
+    auto = (
+        transformers.AutoModelForMaskedLM
+        if kind == "mlm"
+        else transformers.AutoModelForSequenceClassification
+    )
+    theirs = auto.from_pretrained(out).eval()
+    return ours, theirs, out
+
+
+def test_export_loads_in_transformers_and_logits_match(tmp_path: Path) -> None:
+    cfg = model_cfg(layers=2, hidden_size=64, heads=4, ffn_size=128, vocab_size=500, max_length=32)
+    ids = torch.randint(104, 500, (3, 20))
+    ids[:, 0] = 101
+    att = torch.ones_like(ids)
+    att[1, 15:] = 0
+    att[2, 7:] = 0
+    ours, theirs, out = hf_pair(cfg, tmp_path, "mlm")
+    with torch.no_grad():
+        a = ours(ids, att).view(3, 20, -1)
+        b = theirs(input_ids=ids, attention_mask=att).logits
+    for i, n in enumerate((20, 15, 7)):  # padded positions are meaningless in both
+        assert (a[i, :n] - b[i, :n]).abs().max().item() <= 1e-4
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+
+    ours_c, theirs_c, _ = hf_pair(cfg, tmp_path, "classifier")
+    with torch.no_grad():
+        a = ours_c(ids, att)
+        b = theirs_c(input_ids=ids, attention_mask=att).logits
+    assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_import_transformers_directory_round_trip(tmp_path: Path) -> None:
+    hcfg = transformers.BertConfig(vocab_size=400, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                                   intermediate_size=96, max_position_embeddings=24)  # fmt: skip
+    torch.manual_seed(1)
+    hf = transformers.BertForMaskedLM(hcfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours, report = import_model(tmp_path / "hf")
+    ours.eval()
+    ids = torch.randint(104, 400, (2, 16))
+    with torch.no_grad():
+        assert (ours(ids).view(2, 16, -1) - hf(input_ids=ids).logits).abs().max().item() <= 1e-4
+    assert "bert.encoder.layer.1.output.dense.weight" in report["loaded"]
+    cls, rep = import_model(tmp_path / "hf", kind="classifier", num_labels=3)
+    assert "bert.pooler.dense.weight" in rep["not_loaded"] and "classifier.weight" in rep["not_loaded"]
+
+
+def test_export_refuses_conv_and_bad_import(tmp_path: Path) -> None:
+    conv = TinyBertForMaskedLM(
+        model_cfg(layers=1, hidden_size=16, heads=2, ffn_size=32, vocab_size=120, conv_layers=1)
+    )
+    with pytest.raises(TinylmError, match="conv front-end"):
+        export_model(conv, tmp_path / "x")
+    (tmp_path / "notbert").mkdir()
+    (tmp_path / "notbert" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(CheckpointError, match="only BERT directories"):
+        import_model(tmp_path / "notbert")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        import_model(tmp_path)

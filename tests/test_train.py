@@ -1,0 +1,167 @@
+"""The training loop and MLM pre-training: masking, schedule, resume equality, corrupt checkpoints, NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tinylm.config import ConfigError, TrainConfig, build_sections, read_yaml
+from tinylm.data.sources import resolve_source
+from tinylm.data.tokenize import load_tokenizer
+from tinylm.errors import CheckpointError, TinylmError, TrainingDiverged
+from tinylm.objectives import MLMObjective, Objective, TokenData
+from tinylm.pretrain import SECTIONS, pretrain
+from tinylm.runs import RunDir
+from tinylm.train import Trainer, lr_lambda
+
+
+def tiny(data_dir: Path, out: Path, **kw) -> dict:
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    settings = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab,
+                    num_articles=40, eval_articles=8, epochs=2, batch_size=8, lr=1e-3, warmup_steps=2,
+                    data_dir=str(data_dir), cache_dir=str(out / "cache"), out=str(out / "runs"), name="r",
+                    progress=False, log_every=1, checkpoint_every=3)  # fmt: skip
+    return build_sections(SECTIONS, settings | kw)
+
+
+def test_masking_statistics() -> None:
+    obj = MLMObjective(vocab_size=1000, seed=0)
+    ids = torch.randint(200, 1000, (64, 128))
+    ids[:, 0], ids[:, -1], ids[:, 100:120] = 101, 102, 0  # CLS, SEP, padding
+    inputs, pos, targets = obj.mask(ids, torch.Generator().manual_seed(1))
+    flat_in, flat_ids = inputs.view(-1), ids.view(-1)
+    assert not np.isin(flat_ids[pos].numpy(), [0, 101, 102]).any()  # specials never selected
+    maskable = int(((ids != 0) & (ids != 101) & (ids != 102)).sum())
+    assert abs(len(pos) / maskable - 0.15) < 0.01
+    share_mask = float((flat_in[pos] == 103).float().mean())
+    share_same = float((flat_in[pos] == flat_ids[pos]).float().mean())
+    assert abs(share_mask - 0.8) < 0.03 and abs(share_same - 0.1 - 0.1 / 1000) < 0.02
+    unselected = torch.ones_like(flat_ids, dtype=torch.bool)
+    unselected[pos] = False
+    assert torch.equal(flat_in[unselected], flat_ids[unselected])
+    assert torch.equal(targets, flat_ids[pos])
+
+
+def test_lr_schedule_warmup_decay_and_epoch_unit() -> None:
+    f = lr_lambda(TrainConfig(warmup_steps=2), total_steps=10, steps_per_epoch=5)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    g = lr_lambda(TrainConfig(schedule_unit="epoch"), total_steps=10, steps_per_epoch=5)
+    assert [g(s) for s in (0, 4, 5, 9)] == [
+        1.0,
+        1.0,
+        0.5,
+        0.5,
+    ]  # constant within an epoch, as the paper's code
+
+
+def test_pretrain_run_directory_and_loss_falls(data_dir: Path, tmp_path: Path) -> None:
+    run = pretrain(tiny(data_dir, tmp_path, epochs=6, checkpoint_every=None), log=lambda *_: None)
+    for name in (
+        "config.yaml",
+        "data.json",
+        "metrics.jsonl",
+        "model.safetensors",
+        "model.json",
+        "results.json",
+    ):
+        assert (run.path / name).is_file(), name
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert cfg["hidden_size"] == 16 and cfg["num_articles"] == 40
+    losses = [m["loss"] for m in run.read_metrics() if "loss" in m]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    evals = [m["eval"] for m in run.read_metrics() if "eval" in m]
+    assert len(evals) == 6 and 0 <= evals[-1]["mlm_accuracy"] <= 1
+    again = pretrain(tiny(data_dir, tmp_path, epochs=6, checkpoint_every=None), log=lambda *_: None)
+    assert again.path == run.path  # a finished run is reused, not retrained
+
+
+def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
+    full = pretrain(tiny(data_dir, tmp_path / "a", grad_accum=2), log=lambda *_: None)
+
+    def interrupt(p):
+        if p.step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2), log=lambda *_: None, on_step=interrupt)
+    run_b = RunDir(tmp_path / "b" / "runs" / "r")
+    assert not run_b.is_finished() and (run_b.checkpoints / "step-00000006").is_dir()
+    with pytest.raises(TinylmError, match="already exists; pass --resume"):
+        pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2), log=lambda *_: None)
+    with pytest.raises(TinylmError, match="settings differ"):
+        pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, lr=5e-3, resume=True), log=lambda *_: None)
+    resumed = pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, resume=True), log=lambda *_: None)
+    a, b = load_file(full.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [m["step"] for m in resumed.read_metrics() if "loss" in m]
+    assert steps == sorted(set(steps))  # no duplicated metric lines after resume
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_restart(data_dir: Path, tmp_path: Path) -> None:
+    def interrupt(p):
+        if p.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path), log=lambda *_: None, on_step=interrupt)
+    ckpt = tmp_path / "runs" / "r" / "checkpoints" / "step-00000003" / "model.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(
+        CheckpointError, match=r"step-00000003/model.safetensors: checkpoint file is truncated or corrupt"
+    ):
+        pretrain(tiny(data_dir, tmp_path, resume=True), log=lambda *_: None)
+
+
+class NaNAfter(Objective):
+    def __init__(self, step: int):
+        self.calls, self.step = 0, step
+
+    def loss(self, model, batch):
+        self.calls += 1
+        out = model(batch["input_ids"], batch["attention"]).float().mean()
+        return out * (float("nan") if self.calls >= self.step else 1.0), {"correct": 0, "count": 1}
+
+
+def test_nan_loss_stops_with_the_step(tmp_path: Path) -> None:
+    from tinylm.config import ModelConfig
+    from tinylm.model import TinyBertForMaskedLM
+
+    model = TinyBertForMaskedLM(
+        ModelConfig(layers=1, hidden_size=8, heads=1, ffn_size=8, vocab_size=120, max_length=8)
+    )
+    data = TokenData(np.full((16, 8), 110, dtype=np.uint16), np.full(16, 8, dtype=np.int32))
+    run = RunDir(tmp_path / "nan")
+    run.prepare({}, resume=False)
+    trainer = Trainer(model, NaNAfter(3), data, TrainConfig(batch_size=4, epochs=2, progress=False), run)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 \(epoch 0, batch 2\)"):
+        trainer.fit()
+
+
+def test_yaml_keys_are_cli_flags_and_all_problems_reported(tmp_path: Path) -> None:
+    from tinylm.cli import build_parser
+
+    shipped = Path(__file__).resolve().parents[1] / "src" / "tinylm" / "configs" / "paper-pretrain.yaml"
+    keys = read_yaml(shipped)
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["pretrain"]._actions}
+    assert set(keys) <= flags
+    built = build_sections(SECTIONS, keys)
+    assert built["model"].layers == 6 and built["train"].epochs == 50 and built["train"].lr == 5e-5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden_size: 100\nheads: 3\nbatch_size: -2\nlr: fast\nepoch: 3\n")
+    with pytest.raises(ConfigError) as e:
+        build_sections(SECTIONS, read_yaml(bad))
+    text = str(e.value)
+    for part in (
+        "heads: 3 does not divide",
+        "batch_size: must be positive",
+        "lr: expected a number",
+        "epoch: unknown setting (did you mean epochs?)",
+    ):
+        assert part in text
