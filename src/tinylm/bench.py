@@ -1,11 +1,252 @@
-"""`tinylm bench`: throughput and latency benchmarks against the transformers reference, in one run."""
+"""`tinylm bench`: throughput benchmarks against the transformers reference, measured in one process.
+
+`tinylm bench pretrain` times full MLM training steps (forward, loss, backward, AdamW step) of
+tinylm and of transformers' `BertForMaskedLM` with the same architecture, batch, sequence length,
+masking and optimizer settings, alternating between the two so that machine noise hits both, and
+reports medians, their ratio, tinylm's achieved FLOP/s next to the machine's matmul FLOP/s, and the
+peak resident memory of a tinylm BERT-6 step (in a child process).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tinylm.config import ModelConfig
+from tinylm.fileio import write_json, write_text
+from tinylm.model import TinyBertForMaskedLM, train_flops_per_token
+from tinylm.objectives import MLMObjective, cross_entropy
+from tinylm.perf import tune_cpu_allocator
+from tinylm.train import autocast, bf16_supported, make_optimizer
+
+SHAPES = {
+    "bert6": ModelConfig(layers=6, hidden_size=768, heads=12, ffn_size=3072),
+    "1x256": ModelConfig(layers=1, hidden_size=256, heads=4, ffn_size=1024),
+    "2x128": ModelConfig(layers=2, hidden_size=128, heads=2, ffn_size=512),
+}
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def sample_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    """Real Wikipedia samples when TINYLM_DATA_DIR is set (full-length ones), else random ids."""
+    g = torch.Generator().manual_seed(seed)
+    try:
+        from tinylm.data.corpus import load_wiki_corpus
+        from tinylm.data.sources import resolve_source
+        from tinylm.data.tokenize import load_tokenizer
+
+        src = resolve_source(None)
+        if src.local_files("wikipedia") is None:
+            raise LookupError
+        corpus = load_wiki_corpus(src, load_tokenizer(src), 2000, 42, seq, 100)
+        full = torch.from_numpy(corpus.train.ids[corpus.train.lengths == seq][:batch].astype("int64"))
+        if len(full) == batch:
+            return full
+    except Exception:  # noqa: BLE001 - the benchmark still runs without data
+        pass
+    ids = torch.randint(1000, vocab, (batch, seq), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return ids
+
+
+class Runner:
+    """One training step function per implementation, sharing batch, masking and optimizer settings."""
+
+    def __init__(self, impl: str, cfg: ModelConfig, ids: torch.Tensor, precision: str, seed: int = 0):
+        torch.manual_seed(seed)
+        self.impl, self.precision, self.ids = impl, precision, ids
+        self.masker = MLMObjective(cfg.vocab_size, seed=seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.attention = torch.ones_like(ids)
+        if impl == "tinylm":
+            self.model = TinyBertForMaskedLM(cfg)
+        else:
+            from transformers import BertConfig, BertForMaskedLM
+
+            hcfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
+                              num_attention_heads=cfg.heads, intermediate_size=cfg.ffn_size,
+                              max_position_embeddings=cfg.max_length, hidden_dropout_prob=cfg.dropout,
+                              attention_probs_dropout_prob=cfg.attention_dropout)  # fmt: skip
+            self.model = BertForMaskedLM(hcfg)
+        self.model.train()
+        from tinylm.config import TrainConfig
+
+        tcfg = TrainConfig(lr=5e-5, weight_decay=0.01)
+        if impl == "tinylm":
+            self.opt = make_optimizer(self.model, tcfg, torch.device("cpu"))
+        else:  # the reference: torch AdamW with its defaults, as the paper's code
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
+
+    def step(self) -> None:
+        inputs, positions, targets = self.masker.mask(self.ids, self.gen)
+        with autocast(torch.device("cpu"), self.precision):
+            if self.impl == "tinylm":
+                logits = self.model(inputs, None, positions)
+                loss = cross_entropy(logits.float(), targets)
+            else:
+                labels = torch.full(self.ids.shape, -100, dtype=torch.long)
+                labels.view(-1)[positions] = targets
+                loss = self.model(input_ids=inputs, attention_mask=self.attention, labels=labels).loss
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def time_steps(runners: dict[str, Runner], steps: int, warmup: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for r in runners.values():
+        for _ in range(warmup):
+            r.step()
+    for _ in range(steps):  # alternate so drifts in machine speed hit every implementation alike
+        for k, r in runners.items():
+            t = time.perf_counter()
+            r.step()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: int = 2) -> float:
+    """Peak RSS (GiB) of a fresh process doing tinylm training steps on `shape`."""
+    code = ("import resource,torch;from tinylm.bench import Runner,SHAPES,sample_batch;"
+            "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
+            f"r=Runner('tinylm',SHAPES['{shape}'],sample_batch({batch},{seq},30522),'{precision}');"
+            f"[r.step() for _ in range({steps})];"
+            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")  # fmt: skip
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report the parent's peak
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 2**20  # KiB -> GiB
+
+
+def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup: int, batch: int, seq: int,
+                   reference: bool = True, memory: bool = True, log=print) -> dict[str, Any]:  # fmt: skip
+    allocator = tune_cpu_allocator()  # as tinylm training does; applies to both implementations alike
+    peak = {"fp32": matmul_flops(torch.float32)}
+    if bf16_supported(torch.device("cpu")):
+        peak["bf16"] = matmul_flops(torch.bfloat16)
+    ids = sample_batch(batch, seq, 30522)
+    rows = []
+    for shape in shapes:
+        cfg = SHAPES[shape]
+        for precision in precisions:
+            if precision == "bf16" and "bf16" not in peak:
+                continue
+            runners = {"tinylm": Runner("tinylm", cfg, ids, precision)}
+            if reference:
+                runners["transformers"] = Runner("transformers", cfg, ids, precision)
+            log(
+                f"timing {shape} {precision}: {steps} steps after {warmup} warm-up, implementations alternating ..."
+            )
+            times = time_steps(runners, steps, warmup)
+            tokens = batch * seq
+            med = {k: statistics.median(v) for k, v in times.items()}
+            row = {"shape": shape, "layers/hidden/heads/ffn": f"{cfg.layers}/{cfg.hidden_size}/{cfg.heads}/{cfg.ffn_size}",
+                   "precision": precision, "tinylm_tokens_per_s": round(tokens / med["tinylm"], 1),
+                   "tinylm_step_s": round(med["tinylm"], 4)}  # fmt: skip
+            flops = train_flops_per_token(cfg, seq, mlm_fraction=0.15) * tokens / med["tinylm"]
+            row["tinylm_gflops"] = round(flops / 1e9, 1)
+            row["share_of_matmul_peak"] = round(flops / peak[precision], 3)
+            if reference:
+                row["transformers_tokens_per_s"] = round(tokens / med["transformers"], 1)
+                row["speedup"] = round(med["transformers"] / med["tinylm"], 2)
+            rows.append(row)
+            log("  " + json.dumps(row))
+    mem = {}
+    if memory:
+        for precision in precisions:
+            if precision in peak:
+                mem[f"bert6_{precision}_peak_rss_gib"] = round(
+                    peak_memory_child("bert6", batch, seq, precision), 2
+                )
+    return {
+        "command": "tinylm bench pretrain " + " ".join(sys.argv[3:]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "matmul_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()}},
+        "settings": {"batch": batch, "seq": seq, "steps": steps, "warmup": warmup, "mask_prob": 0.15,
+                     "dropout": 0.1, "optimizer": "AdamW lr 5e-5 wd 0.01 (tinylm: fused, no decay on bias/LN)",
+                     "glibc_allocator_tuned_for_both": allocator},
+        "rows": rows,
+        "memory": mem,
+    }  # fmt: skip
+
+
+def format_table(result: dict[str, Any]) -> str:
+    head = "| model | precision | tinylm tok/s | transformers tok/s | speed-up | tinylm GFLOP/s | share of matmul peak |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['layers/hidden/heads/ffn']} | {r['precision']} | {r['tinylm_tokens_per_s']:,.0f} | "
+                     f"{r.get('transformers_tokens_per_s', float('nan')):,.0f} | {r.get('speedup', float('nan'))}× | "
+                     f"{r['tinylm_gflops']} | {r['share_of_matmul_peak']:.0%} |")  # fmt: skip
+    m = result["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak (2048², measured): "
+                 + ", ".join(f"{k} {v} GFLOP/s" for k, v in m["matmul_gflops"].items()))  # fmt: skip
+    for k, v in result["memory"].items():
+        lines.append(
+            f"Peak RSS of a fresh process running tinylm BERT-6 training steps, batch {result['settings']['batch']} "
+            f"({k.split('_')[1]}): {v} GiB"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    res = bench_pretrain(args.shapes, args.precision, args.steps, args.warmup, args.batch, args.seq,
+                         reference=not args.no_reference, memory=not args.no_memory)  # fmt: skip
+    table = format_table(res)
+    print(table)
+    out = Path(args.out)
+    write_json(out / "pretrain.json", res)
+    write_text(out / "pretrain.md", table + "\n")
+    print(f"\nwrote {out / 'pretrain.json'} and {out / 'pretrain.md'}")
+    return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (pretrain throughput vs transformers)")
+    p = sub.add_parser("bench", help="benchmarks against the transformers reference",
+                       description="Speed benchmarks; each compares implementations inside one process and run.")  # fmt: skip
     bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain}")
-    del bsub
+    q = bsub.add_parser("pretrain", help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    q.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["bert6", "1x256"],
+        choices=list(SHAPES),
+        help="model shapes (default: bert6 1x256)",
+    )
+    q.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="precisions (bf16 where supported)",
+    )
+    q.add_argument(
+        "--steps", type=int, default=10, help="timed steps per implementation (median reported; default 10)"
+    )
+    q.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
+    q.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    q.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
+    q.add_argument("--no-reference", action="store_true", help="skip transformers (tinylm only)")
+    q.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    q.add_argument(
+        "--out", default="benchmarks", help="where to write pretrain.json / pretrain.md (default benchmarks/)"
+    )
+    q.set_defaults(handler=_cmd_pretrain)

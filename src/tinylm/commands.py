@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinylm.config import add_config_args, config_from_args, named_config
+from tinylm.data.tasks import TASKS as TASK_NAMES
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -30,6 +31,124 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, SECTIONS)
     p.set_defaults(handler=_pretrain)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from tinylm.config import read_yaml, section_fields
+    from tinylm.finetune import SECTIONS, finetune
+
+    if getattr(args, "config", None):
+        args.config = str(named_config(args.config))
+    explicit = set(read_yaml(args.config)) if args.config else set()
+    explicit |= {k for k in vars(args) if k in section_fields(SECTIONS)}
+    finetune(config_from_args(SECTIONS, args), explicit)
+    return 0
+
+
+def add_finetune(sub: argparse._SubParsersAction) -> None:
+    from tinylm.finetune import SECTIONS
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pre-trained (or scratch) model on a classification task",
+        description="Fine-tune a classifier on agnews, dbpedia, fewrel or your own file (--task file:PATH). "
+        "--init RUN_DIR transfers embeddings + encoder from a pre-training run, a tinylm model directory or a "
+        "transformers BERT directory; --init scratch is the same architecture from random init (the control). "
+        "The test split is evaluated after every epoch (accuracy, macro-F1, per-class accuracy, confusion "
+        "matrix); results.json keeps final-epoch and best-epoch accuracy. Shipped configs: paper-finetune-agnews, "
+        "paper-finetune-dbpedia, paper-finetune-fewrel.",
+    )
+    add_config_args(p, SECTIONS)
+    p.set_defaults(handler=_finetune)
+
+
+def _overlap(args: argparse.Namespace) -> int:
+    import json
+
+    from tinylm.data.corpus import load_wiki_corpus
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+    from tinylm.errors import TinylmError
+    from tinylm.fileio import write_json
+    from tinylm.overlap import format_rows, load_selected_corpus, nested_overlap, task_token_counts
+
+    source = resolve_source(args.data_dir)
+    tok = load_tokenizer(source)
+    thresholds = tuple(sorted(set(args.thresholds) | {1}))
+    per_label = (args.samples_per_label_train, args.samples_per_label_test)
+    tasks = {t: task_token_counts(t, source, tok, args.max_length, per_label=per_label) for t in args.tasks}
+    rows = []
+    sizes = []
+    for spec in args.corpus:
+        kind, _, rest = spec.partition(":")
+        if kind == "wiki" and rest:
+            sizes += [int(x) for x in rest.split(",")]
+        elif kind in ("high", "low") and rest.count(":") == 1:
+            task, n = rest.split(":")
+            c = load_selected_corpus(source, tok, task, kind, int(n), args.pool, args.seed, args.max_length,
+                                     args.eval_articles, args.cache_dir, per_label)  # fmt: skip
+            rows += [r | {"corpus": f"{kind}:{task}:{n}", "selection": c.description["selection"]["rule"]}
+                     for r in nested_overlap(c.train.ids, [int(n)], tasks, tok.vocab_size, thresholds)]  # fmt: skip
+        else:
+            raise TinylmError(f"--corpus {spec!r}: expected wiki:N[,N...], high:TASK:N or low:TASK:N")
+    if sizes:
+        corpus = load_wiki_corpus(
+            source, tok, max(sizes), args.seed, args.max_length, args.eval_articles, args.cache_dir
+        )
+        rows = nested_overlap(corpus.train.ids, sizes, tasks, tok.vocab_size, thresholds) + rows
+    print(format_rows(rows, thresholds))
+    if args.json:
+        write_json(
+            args.json,
+            {"max_length": args.max_length, "corpus_seed": args.seed, "thresholds": thresholds, "rows": rows},
+        )
+        print(f"wrote {args.json}")
+    elif args.print_json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def add_overlap(sub: argparse._SubParsersAction) -> None:
+    from tinylm import overlap
+
+    p = sub.add_parser("overlap", help="token overlap between pre-training corpora and tasks",
+                       description=overlap.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--corpus", nargs="+", default=["wiki:20000,40000,90000"],
+                   help="corpora: wiki:N[,N...] (nested subsets, counted in one pass), high:TASK:N / low:TASK:N "
+                        "(overlap-controlled selections); default wiki:20000,40000,90000")  # fmt: skip
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASK_NAMES),
+        choices=list(TASK_NAMES),
+        help="tasks (default: all three)",
+    )
+    p.add_argument(
+        "--thresholds", nargs="+", type=int, default=[1, 5, 20], help="k of coverage@k (default 1 5 20)"
+    )
+    p.add_argument(
+        "--max-length",
+        "--max_length",
+        dest="max_length",
+        type=int,
+        default=128,
+        help="tokens per sample (default 128)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="corpus order seed (default 42)")
+    p.add_argument("--eval-articles", "--eval_articles", dest="eval_articles", type=int, default=1000,
+                   help="held-out articles at the end of the order (as in pretrain; default 1000)")  # fmt: skip
+    p.add_argument("--samples-per-label-train", "--samples_per_label_train", dest="samples_per_label_train", type=int,
+                   default=-1, help="task training examples per label (-1: the paper's default)")  # fmt: skip
+    p.add_argument("--samples-per-label-test", "--samples_per_label_test", dest="samples_per_label_test", type=int,
+                   default=-1, help="task test examples per label (-1: the paper's default)")  # fmt: skip
+    p.add_argument(
+        "--pool", type=int, default=100000, help="candidate pool for high/low selections (default 100000)"
+    )
+    p.add_argument("--data-dir", "--data_dir", dest="data_dir", help="local data directory")
+    p.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="token cache directory")
+    p.add_argument("--json", help="write the rows to this JSON file")
+    p.add_argument("--print-json", action="store_true", help="print the rows as JSON after the table")
+    p.set_defaults(handler=_overlap)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -82,4 +201,4 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_parser(sub)
 
 
-REGISTER = [add_pretrain, add_export, add_bench]
+REGISTER = [add_pretrain, add_finetune, add_overlap, add_export, add_bench]

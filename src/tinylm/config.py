@@ -166,6 +166,15 @@ class CorpusConfig:
     )
     corpus_seed: int = opt(42, "seed of the article order (the paper: 42)")
     eval_articles: int = opt(1000, "held-out articles for MLM evaluation (the end of the order)")
+    selection: str = opt(
+        "nested",
+        "which articles: 'nested' (first num_articles of the order), or 'high'/'low' "
+        "(overlap-controlled: the full-length articles of the pool with the highest/lowest "
+        "overlap with selection_task)",
+        ("nested", "high", "low"),
+    )
+    selection_task: str | None = opt(None, "task whose training vocabulary drives selection high/low")
+    selection_pool: int = opt(100000, "candidate articles (first of the order) for selection high/low")
     mask_prob: float = opt(0.15, "share of non-special tokens selected for MLM")
     mask_replace: float = opt(0.8, "share of selected tokens replaced by [MASK]")
     mask_random: float = opt(0.1, "share of selected tokens replaced by a random token (rest: unchanged)")
@@ -176,6 +185,12 @@ class CorpusConfig:
             p.append(f"num_articles: must be positive, got {self.num_articles}")
         if self.eval_articles < 1:
             p.append(f"eval_articles: must be positive, got {self.eval_articles}")
+        if self.selection != "nested" and not self.selection_task:
+            p.append(f"selection_task: required when selection is {self.selection!r}")
+        if self.selection != "nested" and self.selection_pool < self.num_articles:
+            p.append(
+                f"selection_pool: {self.selection_pool} is smaller than num_articles {self.num_articles}"
+            )
         if not 0 < self.mask_prob < 1:
             p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
         if not (

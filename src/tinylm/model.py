@@ -21,6 +21,32 @@ from tinylm.config import ModelConfig
 PAD_ID = 0
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout. On CPU the keep-mask comes from 16-bit random integers, four per 64-bit draw
+    from torch's generator: about 2× cheaper than `F.dropout`'s Bernoulli sampling, with the drop
+    probability quantised to a multiple of 1/65536 (0.1 → 0.100006). Elsewhere: `F.dropout`."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    n = x.numel()
+    bits = (
+        torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        .view(torch.int16)[:n]
+        .view(x.shape)
+    )
+    return torch.where(bits >= -32768 + round(p * 65536), x * (1.0 / (1.0 - p)), 0.0)
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -28,7 +54,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_length, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.shape[1]
@@ -51,12 +77,25 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         B, T, H = x.shape
-        q, k, v = (
-            lin(x).view(B, T, self.heads, H // self.heads).transpose(1, 2)
-            for lin in (self.query, self.key, self.value)
-        )
-        p = self.dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, heads, T, head size)
+        # q, k and v in one matmul over the concatenated weights (parameters stay separate, as in BERT)
+        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        nh, hd = self.heads, H // self.heads
+        qkv = F.linear(x, w, b).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
+        if self.training and self.dropout_p > 0 and x.device.type == "cpu":
+            # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
+            # plain batched matmuls over (B·heads) with our dropout are ~1.4× faster here.
+            q, k, v = qkv.reshape(3, B * nh, T, hd).unbind(0)
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(hd**-0.5)
+            if mask is not None:
+                scores = scores.view(B, nh, T, T).masked_fill(~mask, float("-inf")).view(B * nh, T, T)
+            y = torch.bmm(dropout(scores.softmax(-1), self.dropout_p, True), v).view(B, nh, T, hd)
+        else:
+            q, k, v = qkv.unbind(0)
+            p = self.dropout_p if self.training else 0.0
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p
+            )  # (B, heads, T, head size)
         return y.transpose(1, 2).reshape(B, T, H)
 
 
@@ -67,7 +106,7 @@ class AddNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(d_in, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, h: Tensor, residual: Tensor) -> Tensor:
         return self.LayerNorm(residual + self.dropout(self.dense(h)))
@@ -234,7 +273,7 @@ class TinyBertForSequenceClassification(nn.Module):
         self.cfg = cfg
         self.num_labels = num_labels
         self.bert = Bert(cfg, pooler=True)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
 

@@ -54,7 +54,7 @@ def pretrain(built: dict[str, Any], log=print, on_step=None) -> RunDir:
         source, tok, ccfg.num_articles, ccfg.corpus_seed, mcfg.max_length, ccfg.eval_articles, ccfg.cache_dir
     )
     write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
-    log(f"corpus: {ccfg.num_articles:,} articles (seed {ccfg.corpus_seed}), {corpus.description['tokens']:,} tokens; "
+    log(f"corpus: {ccfg.num_articles:,} articles ({ccfg.selection}, seed {ccfg.corpus_seed}), {corpus.description['tokens']:,} tokens; "
         f"held out {ccfg.eval_articles:,}")  # fmt: skip
     torch.manual_seed(tcfg.seed)
     model = TinyBertForMaskedLM(mcfg)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from tinylm.config import TrainConfig
 from tinylm.errors import TinylmError, TrainingDiverged
 from tinylm.objectives import Objective, TokenData
+from tinylm.perf import tune_cpu_allocator
 from tinylm.runs import RunDir
 
 
@@ -115,6 +116,8 @@ class Trainer:
             raise TinylmError(f"precision: bf16 is not supported on this {self.device.type} device; use fp32")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.model = model.to(self.device)
         self.forward_model = torch.compile(model) if cfg.compile else model
         self.objective, self.data, self.run = objective, data, run
@@ -201,7 +204,6 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        micro = c.batch_size // c.grad_accum
         win = {"loss": 0.0, "correct": 0, "count": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
         last_eval: dict[str, Any] = {}
         evaluated_at = -1

@@ -354,3 +354,95 @@ def sample_task(pool: TaskPool, seed: int, n_train: int | None, n_test: int | No
 
 def iter_texts(records: list[Record]) -> Iterator[str]:
     return (r.text for r in records)
+
+
+# ---------------------------------------------------------------- a user's own file as a task
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) pairs of a CSV (with a header) or JSONL file."""
+    if not path.is_file():
+        raise DataError(f"task file not found: {path}")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        with open_text(path) as f:
+            if ".jsonl" in path.name or ".json" in path.name:
+                for n, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{n}: not a JSON object ({e})") from e
+                    if not isinstance(obj, dict):
+                        raise DataError(
+                            f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}"
+                        )
+                    rows.append((n, obj))
+            else:
+                reader = csv.DictReader(f)
+                try:
+                    for row in reader:
+                        if None in row:
+                            raise DataError(
+                                f"{path}:{reader.line_num}: more fields than the header's {len(reader.fieldnames or [])}"
+                            )
+                        rows.append((reader.line_num, row))
+                except csv.Error as e:
+                    raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 ({e})") from e
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def load_file_pool(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    test_file: str | Path | None = None,
+    test_share: float = 0.1,
+    split_seed: int = 42,
+) -> TaskPool:
+    """A CSV (header row) or JSONL file as a task. Labels may be names or integers; names are sorted,
+    integers keep their values (0-based or not: they are mapped in sorted order). Without a test file
+    each label's rows are split by a seeded shuffle, `test_share` of them into the test split."""
+    path = Path(path)
+    splits = {"train": _read_rows(path)}
+    if test_file:
+        splits["test"] = _read_rows(Path(test_file))
+    raw_labels: set[Any] = set()
+    for split, rows in splits.items():
+        src = path if split == "train" else Path(test_file)  # type: ignore[arg-type]
+        for n, row in rows:
+            for col in (text_column, label_column):
+                if col not in row:
+                    raise DataError(f"{src}:{n}: no column {col!r} (columns: {', '.join(map(str, row))})")
+            if not str(row[text_column] or "").strip():
+                raise DataError(f"{src}:{n}: empty text in column {text_column!r}")
+            raw_labels.add(str(row[label_column]).strip())
+    ints = all(lbl.lstrip("-").isdigit() for lbl in raw_labels)
+    names = sorted(raw_labels, key=int) if ints else sorted(raw_labels)
+    index = {n: i for i, n in enumerate(names)}
+    records = {
+        split: [Record(str(row[text_column]).strip(), index[str(row[label_column]).strip()], f"{split}:{i}")
+                for i, (_, row) in enumerate(rows)]
+        for split, rows in splits.items()
+    }  # fmt: skip
+    if "test" not in records:
+        if not 0 < test_share < 1:
+            raise DataError(f"test_share must be in (0, 1) when no test file is given, got {test_share}")
+        train, test = [], []
+        for label in range(len(names)):
+            pool = [r for r in records["train"] if r.label == label]
+            order = np.random.default_rng([split_seed, label]).permutation(len(pool))
+            n_test = max(1, round(len(pool) * test_share)) if len(pool) > 1 else 0
+            for rank, i in enumerate(order):
+                (test if rank < n_test else train).append(pool[i])
+        records = {"train": sorted(train, key=lambda r: int(r.id.split(":")[1])),
+                   "test": sorted(test, key=lambda r: int(r.id.split(":")[1]))}  # fmt: skip
+    files = [str(path)] + ([str(test_file)] if test_file else [])
+    options = {"text_column": text_column, "label_column": label_column, "test_file": str(test_file) if test_file else None,
+               "test_share": None if test_file else test_share, "split_seed": split_seed}  # fmt: skip
+    return TaskPool(f"file:{path}", names, records["train"], records["test"], files, options)

@@ -164,3 +164,25 @@ def cached_arrays(
             json.dumps({"key": key, "arrays": list(arrays)}, indent=2, default=str)
         )
     return arrays, target, False
+
+
+def encode_records_cached(
+    tok: TokenizerInfo,
+    splits: dict[str, list],
+    description: dict[str, Any],
+    max_length: int,
+    cache_dir: str | os.PathLike | None,
+) -> tuple[dict[str, dict[str, np.ndarray]], bool]:
+    """Token ids, lengths and labels of each split of Records, cached under a hash of the task description."""
+    key = {"task": description, "tokenizer": tok.fingerprint, "max_length": max_length}
+
+    def build() -> dict[str, np.ndarray]:
+        out = {}
+        for split, records in splits.items():
+            enc = encode_texts(tok, [r.text for r in records], max_length)
+            out[f"{split}_ids"], out[f"{split}_lengths"] = enc.ids, enc.lengths
+            out[f"{split}_labels"] = np.array([r.label for r in records], dtype=np.int64)
+        return out
+
+    arrays, _, hit = cached_arrays(cache_dir, "task", key, build)
+    return {s: {k: arrays[f"{s}_{k}"] for k in ("ids", "lengths", "labels")} for s in splits}, hit

@@ -1,0 +1,276 @@
+"""`tinylm finetune`: a pre-trained (or scratch) TinyBert fine-tuned as a classifier on a task.
+
+What transfers from `--init` is explicit: embeddings and encoder (conv front-end included); the
+pooler and classifier start fresh (as in the paper's code, where BertForMaskedLM has no pooler)
+unless `init_pooler` is set and the source has one. The run records what was loaded and what not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinylm.config import ModelConfig, RunConfig, TrainConfig, flat_dict, opt
+from tinylm.data.sources import resolve_source
+from tinylm.data.tasks import TASKS, TaskData, load_file_pool, load_pool, sample_task
+from tinylm.data.tokenize import encode_records_cached, load_tokenizer
+from tinylm.errors import CheckpointError, ConfigError, DataError, TinylmError
+from tinylm.fileio import write_json
+from tinylm.model import TinyBertForSequenceClassification, describe
+from tinylm.objectives import ClassificationObjective, TokenData
+from tinylm.pretrain import run_name
+from tinylm.runs import RunDir
+from tinylm.train import Trainer
+from tinylm.weights import read_model_meta, read_weights, save_model
+
+
+@dataclass
+class TaskConfig:
+    task: str = opt("agnews", "agnews, dbpedia, fewrel, or file:PATH (a CSV with a header row, or JSONL)")
+    init: str = opt("scratch", "'scratch' (random init: the non-pre-trained control), a pre-training run, "
+                               "a tinylm model directory, or a transformers BERT directory")  # fmt: skip
+    init_pooler: bool = opt(False, "also load the pooler when the init source has one (the paper: fresh)")
+    samples_per_label_train: int | None = opt(
+        -1, "training examples per label (-1: the task's paper default, None: all)"
+    )
+    samples_per_label_test: int | None = opt(
+        -1, "test examples per label (-1: the task's paper default, None: all)"
+    )
+    sample_seed: int = opt(42, "seed of the per-label sampling (the paper's code: 42)")
+    fewrel_marking: str = opt(
+        "punct", "FewRel entity marking: punct ('@ head @', '# tail #') or none", ("punct", "none")
+    )
+    fewrel_split_seed: int = opt(42, "seed of FewRel's per-relation train/test split")
+    fewrel_test_per_relation: int = opt(
+        70, "FewRel test instances per relation (the rest train; paper 630/70)"
+    )
+    text_column: str = opt("text", "file tasks: the text column / JSON field")
+    label_column: str = opt("label", "file tasks: the label column / JSON field (names or integers)")
+    test_file: str | None = opt(None, "file tasks: a separate test file (else a seeded split of the file)")
+    test_share: float = opt(
+        0.1, "file tasks without a test file: share of each label's rows held out for test"
+    )
+    eval_batch_size: int = opt(128, "batch size for evaluation")
+    data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
+    cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
+
+    def validate(self) -> list[str]:
+        p = []
+        if not (self.task in TASKS or self.task.startswith("file:")):
+            p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
+        for name in ("samples_per_label_train", "samples_per_label_test"):
+            v = getattr(self, name)
+            if v is not None and v != -1 and v < 1:
+                p.append(f"{name}: must be positive, -1 (paper default) or None (all), got {v}")
+        if self.eval_batch_size < 1:
+            p.append(f"eval_batch_size: must be positive, got {self.eval_batch_size}")
+        return p
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
+
+
+def load_task_data(tc: TaskConfig) -> TaskData:
+    """The sampled task described by a TaskConfig (built-in or file:PATH)."""
+    if tc.task.startswith("file:"):
+        pool = load_file_pool(
+            tc.task[5:], tc.text_column, tc.label_column, tc.test_file, tc.test_share, tc.sample_seed
+        )
+        n_train = None if tc.samples_per_label_train == -1 else tc.samples_per_label_train
+        n_test = None if tc.samples_per_label_test == -1 else tc.samples_per_label_test
+    else:
+        source = resolve_source(tc.data_dir)
+        options = {}
+        if tc.task == "fewrel":
+            options = {
+                "marking": tc.fewrel_marking,
+                "split_seed": tc.fewrel_split_seed,
+                "test_per_relation": tc.fewrel_test_per_relation,
+            }
+        pool = load_pool(tc.task, source, **options)
+        n_train = TASKS[tc.task]["train"] if tc.samples_per_label_train == -1 else tc.samples_per_label_train
+        n_test = TASKS[tc.task]["test"] if tc.samples_per_label_test == -1 else tc.samples_per_label_test
+    return sample_task(pool, tc.sample_seed, n_train, n_test)
+
+
+# ---------------------------------------------------------------- init
+
+
+def init_source(path: str) -> tuple[str, Path]:
+    """Classify an --init path: ('tinylm', dir) or ('hf', dir); a clear error otherwise."""
+    p = Path(path)
+    if (p / "model.json").is_file():
+        if not (p / "model.safetensors").is_file():
+            raise CheckpointError(
+                f"--init {p}: the run has not finished (no model.safetensors); resume it first"
+            )
+        return "tinylm", p
+    if (p / "config.json").is_file():
+        return "hf", p
+    if (p / "config.yaml").is_file():
+        raise CheckpointError(
+            f"--init {p}: the run has not finished (no model.json/model.safetensors); resume it first"
+        )
+    raise CheckpointError(f"--init {p}: not a tinylm run or model directory (model.json + model.safetensors) "
+                          "nor a transformers BERT directory (config.json)")  # fmt: skip
+
+
+def init_model_config(path: str) -> ModelConfig:
+    kind, p = init_source(path)
+    if kind == "tinylm":
+        return ModelConfig(**read_model_meta(p)["model"])
+    from tinylm.hf import config_from_hf
+
+    return config_from_hf(json.loads((p / "config.json").read_text()), str(p / "config.json"))
+
+
+def transferable(key: str, init_pooler: bool) -> bool:
+    return key.startswith(("bert.embeddings.", "bert.encoder.")) or (
+        init_pooler and key.startswith("bert.pooler.")
+    )
+
+
+def build_classifier(
+    mcfg: ModelConfig, num_labels: int, tc: TaskConfig, seed: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A seeded classifier; with an --init source, its embeddings and encoder (and pooler if asked) loaded."""
+    torch.manual_seed(seed)
+    model = TinyBertForSequenceClassification(mcfg, num_labels)
+    if tc.init == "scratch":
+        return model, {"init": "scratch", "loaded": [], "fresh": sorted(model.state_dict())}
+    kind, p = init_source(tc.init)
+    if kind == "tinylm":
+        state = read_weights(p / "model.safetensors")
+    else:
+        from tinylm.hf import read_hf_state
+
+        state = read_hf_state(p)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and transferable(k, tc.init_pooler)}
+    bad = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in take.items()
+        if v.shape != own[k].shape
+    ]
+    if bad:
+        raise CheckpointError(f"--init {p}: weights do not fit the model: {'; '.join(bad[:4])}")
+    if not any(k.startswith("bert.encoder.") for k in take):
+        raise CheckpointError(f"--init {p}: no encoder weights to transfer")
+    model.load_state_dict(take, strict=False)
+    return model, {
+        "init": str(p),
+        "init_kind": kind,
+        "loaded": sorted(take),
+        "fresh": sorted(set(own) - set(take)),
+    }
+
+
+def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -> ModelConfig:
+    """Scratch: the model flags. --init: the source's architecture; explicit model flags must agree with it."""
+    if init == "scratch":
+        return built["model"]
+    cfg = init_model_config(init)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    # dropout may be re-set for fine-tuning; the architecture may not
+    free = {"dropout", "attention_dropout", "model"}
+    clash = [f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(built['model'], k)!r}"
+             for k in sorted(explicit & fields - free) if getattr(cfg, k) != getattr(built["model"], k)]  # fmt: skip
+    if clash:
+        raise ConfigError(clash, f"--init {init} vs model settings")
+    over = {k: getattr(built["model"], k) for k in explicit & {"dropout", "attention_dropout"}}
+    return dataclasses.replace(cfg, **over)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print) -> RunDir:
+    tcfg: TrainConfig = built["train"]
+    tc: TaskConfig = built["task"]
+    rcfg: RunConfig = built["run"]
+    mcfg = resolve_model_config(built, explicit or set(), tc.init)  # errors before any data work
+    built = built | {"model": mcfg}
+    flat = flat_dict(built)
+    name = rcfg.name or run_name(f"finetune-{tc.task.replace('file:', 'file-').replace('/', '_')}", flat)
+    run = RunDir(Path(rcfg.out) / name)
+    if run.is_finished():
+        log(f"{run.path}: already finished; reusing it (results.json)")
+        return run
+    task = load_task_data(tc)
+    tok = load_tokenizer(resolve_source(tc.data_dir))
+    if tok.vocab_size != mcfg.vocab_size:
+        raise CheckpointError(
+            f"vocab_size: the model ({tc.init}) has {mcfg.vocab_size} but the tokenizer {tok.path} has {tok.vocab_size}"
+        )
+    run.prepare(flat, rcfg.resume)
+    splits, hit = encode_records_cached(
+        tok, {"train": task.train, "test": task.test}, task.description, mcfg.max_length, tc.cache_dir
+    )
+    model, transfer = build_classifier(mcfg, task.num_labels, tc, tcfg.seed)
+    write_json(
+        run.path / "data.json",
+        task.description | {"label_names": task.label_names, "tokenizer": tok.path, "cache_hit": hit},
+    )
+    write_json(run.path / "init.json", transfer)
+    log(f"task {tc.task}: {len(task.train):,} train / {len(task.test):,} test, {task.num_labels} labels; "
+        f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)")  # fmt: skip
+    log(describe(mcfg))
+    train = TokenData(splits["train"]["ids"], splits["train"]["lengths"], splits["train"]["labels"])
+    test = TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"])
+    objective = ClassificationObjective(task.num_labels)
+    trainer = Trainer(model, objective, train, tcfg, run,
+                      evaluate=lambda m: objective.evaluate(m, test, tc.eval_batch_size, trainer.device))  # fmt: skip
+    if rcfg.resume and trainer.resume():
+        log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
+    result = trainer.fit()
+    probs = objective.predict(model, test, tc.eval_batch_size, trainer.device)
+    np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
+    save_model(model, run.path, label_names=task.label_names, tokenizer=tok.path, task=tc.task)
+    results = summarize(run, task) | {
+        "training": {k: v for k, v in result.items() if k != "final_eval"},
+        "init": transfer["init"],
+    }
+    run.finish(results)
+    fe, be = results["final_epoch"], results["best_epoch"]
+    log(f"done: final-epoch accuracy {fe['accuracy']:.4f} (epoch {fe['epoch']}), best {be['accuracy']:.4f} "
+        f"(epoch {be['epoch']}) -> {run.path}")  # fmt: skip
+    return run
+
+
+def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
+    """Final-epoch and best-epoch test results from the evaluation records (both kept: which one the
+    paper reported is unknown)."""
+    evals = [m for m in run.read_metrics() if "eval" in m]
+    if not evals:
+        raise TinylmError(f"{run.path}: no evaluation records")
+    per_epoch = [
+        {
+            "epoch": m["epoch"],
+            "step": m["step"],
+            "accuracy": m["eval"]["accuracy"],
+            "macro_f1": m["eval"]["macro_f1"],
+        }
+        for m in evals
+    ]
+    best = max(per_epoch, key=lambda r: r["accuracy"])
+    final = evals[-1]["eval"]
+    return {
+        "task": task.name,
+        "label_names": task.label_names,
+        "final_epoch": {"epoch": evals[-1]["epoch"], "accuracy": final["accuracy"], "macro_f1": final["macro_f1"],
+                        "per_class_accuracy": final["per_class_accuracy"], "confusion_matrix": final["confusion_matrix"]},
+        "best_epoch": best,
+        "per_epoch": per_epoch,
+        "num_train": len(task.train),
+        "num_test": len(task.test),
+    }  # fmt: skip
+
+
+__all__ = ["SECTIONS", "TaskConfig", "build_classifier", "finetune", "DataError"]

@@ -1,0 +1,34 @@
+"""Process-level CPU performance settings used by training and benchmarks."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the glibc heap instead of returning it to the OS.
+
+    Training allocates and frees the same large activation buffers every step; by default glibc
+    serves large blocks with fresh `mmap`s and trims the heap eagerly, so every step pays page faults
+    and zero-filling again (measured here: ~20% of a 1/256 CPU training step). A 256 MiB mmap
+    threshold and a 2 GiB trim threshold make those buffers reused; peak RSS grows a little (BERT-6
+    step: 3.7 → 3.9 GiB) and memory freed after training stays with the process.
+    Returns True when the setting was applied (glibc on Linux only).
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1 and libc.mallopt(m_trim_threshold, 2 << 30) == 1
+    except (OSError, AttributeError):
+        return False
+    _TUNED = ok
+    return ok

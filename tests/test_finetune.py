@@ -1,0 +1,157 @@
+"""Fine-tuning: transfer from a pre-training run, the scratch control, file tasks, evaluation, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinylm.config import build_sections
+from tinylm.data.sources import resolve_source
+from tinylm.data.tokenize import load_tokenizer
+from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.finetune import SECTIONS as FT
+from tinylm.finetune import build_classifier, finetune, load_task_data, resolve_model_config
+from tinylm.objectives import classification_metrics
+from tinylm.pretrain import SECTIONS as PT
+from tinylm.pretrain import pretrain
+
+QUIET = {"log": lambda *_: None}
+
+
+def model_settings(data_dir: Path) -> dict:
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    return dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab)
+
+
+@pytest.fixture
+def pre_run(data_dir: Path, tmp_path: Path) -> Path:
+    s = model_settings(data_dir) | dict(num_articles=40, eval_articles=8, epochs=1, batch_size=8, data_dir=str(data_dir),
+                                        cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "runs"), name="pre", progress=False)  # fmt: skip
+    return pretrain(build_sections(PT, s), **QUIET).path
+
+
+def ft(data_dir: Path, tmp_path: Path, **kw) -> dict:
+    s = dict(task="agnews", samples_per_label_train=8, samples_per_label_test=4, epochs=2, batch_size=8, lr=1e-3,
+             data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    return build_sections(FT, s | kw)
+
+
+def test_init_transfers_encoder_and_scratch_is_seeded(data_dir: Path, tmp_path: Path, pre_run: Path) -> None:
+    built = ft(data_dir, tmp_path, init=str(pre_run))
+    mcfg = resolve_model_config(built, set(), str(pre_run))
+    model, report = build_classifier(mcfg, 4, built["task"], seed=0)
+    pre = load_file(pre_run / "model.safetensors")
+    own = model.state_dict()
+    for k, v in pre.items():
+        if k.startswith(("bert.embeddings.", "bert.encoder.")):
+            assert torch.equal(own[k], v), k
+    assert "bert.pooler.dense.weight" in report["fresh"] and "classifier.weight" in report["fresh"]
+    assert not any(k.startswith("cls.") for k in report["loaded"])
+    s_built = ft(data_dir, tmp_path, **model_settings(data_dir))
+    a, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=0)
+    b, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=0)
+    c, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=1)
+    w = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w])  # seeded
+    assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
+    assert not torch.equal(a.state_dict()[w], pre[w])  # scratch is not the pre-trained model
+
+
+def test_finetune_run_results(data_dir: Path, tmp_path: Path, pre_run: Path) -> None:
+    run = finetune(ft(data_dir, tmp_path, init=str(pre_run), name="ft"), **QUIET)
+    res = json.loads((run.path / "results.json").read_text())
+    assert res["final_epoch"]["epoch"] == 2 and len(res["per_epoch"]) == 2
+    assert res["best_epoch"]["accuracy"] >= res["final_epoch"]["accuracy"]
+    assert np.array(res["final_epoch"]["confusion_matrix"]).sum() == 16
+    init = json.loads((run.path / "init.json").read_text())
+    assert init["init"] == str(pre_run) and "bert.encoder.layer.0.output.dense.weight" in init["loaded"]
+    preds = np.load(run.path / "test_predictions.npz")
+    assert preds["probs"].shape == (16, 4) and np.allclose(preds["probs"].sum(1), 1, atol=1e-5)
+    assert abs((preds["probs"].argmax(1) == preds["labels"]).mean() - res["final_epoch"]["accuracy"]) < 1e-9
+    data = json.loads((run.path / "data.json").read_text())
+    assert data["samples_per_label_train"] == 8 and data["label_names"][0] == "World"
+
+
+def test_metrics() -> None:
+    m = classification_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert m["per_class_accuracy"] == [1.0, 1.0, 0.5]
+    assert abs(m["macro_f1"] - (1 + 2 / 3 + 2 / 3) / 3) < 1e-9
+
+
+def test_file_task_csv_and_jsonl(tmp_path: Path, data_dir: Path) -> None:
+    csv_path = tmp_path / "mine.csv"
+    rows = ["text,label"] + [f"the city {i},{'pos' if i % 2 else 'neg'}" for i in range(20)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    built = ft(
+        data_dir,
+        tmp_path,
+        task=f"file:{csv_path}",
+        samples_per_label_train=-1,
+        samples_per_label_test=-1,
+        test_share=0.2,
+    )
+    task = load_task_data(built["task"])
+    assert task.label_names == ["neg", "pos"] and len(task.test) == 4 and len(task.train) == 16
+    assert not {r.id for r in task.train} & {r.id for r in task.test}
+    jl = tmp_path / "mine.jsonl"
+    jl.write_text("\n".join(json.dumps({"sentence": f"a town {i}", "y": i % 3}) for i in range(12)) + "\n")
+    test = tmp_path / "test.jsonl"
+    test.write_text(
+        "\n".join(json.dumps({"sentence": f"the river {i}", "y": i % 3}) for i in range(6)) + "\n"
+    )
+    built = ft(data_dir, tmp_path, task=f"file:{jl}", text_column="sentence", label_column="y", test_file=str(test),
+               samples_per_label_train=2, samples_per_label_test=-1)  # fmt: skip
+    task = load_task_data(built["task"])
+    assert task.label_names == ["0", "1", "2"] and len(task.train) == 6 and len(task.test) == 6
+    run = finetune(build_sections(FT, {**{k: v for k, v in vars(built["task"]).items()}, **model_settings(data_dir),
+                                       "epochs": 1, "batch_size": 4, "progress": False, "out": str(tmp_path / "r")}), **QUIET)  # fmt: skip
+    assert run.is_finished()
+
+
+def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None:
+    with pytest.raises(ConfigError, match="task: unknown task 'imdb'"):
+        ft(data_dir, tmp_path, task="imdb")
+    with pytest.raises(CheckpointError, match="not a tinylm run or model directory"):
+        finetune(ft(data_dir, tmp_path, init=str(tmp_path)), **QUIET)
+    with pytest.raises(ConfigError, match="hidden_size: --init has 16, the settings ask for 32"):
+        finetune(
+            ft(data_dir, tmp_path, init=str(pre_run), hidden_size=32, heads=2),
+            {"hidden_size", "heads"},
+            **QUIET,
+        )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,a\n,b\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: empty text in column 'text'"):
+        load_task_data(ft(data_dir, tmp_path, task=f"file:{bad}")["task"])
+    nolab = tmp_path / "nolab.csv"
+    nolab.write_text("text,cls\nhello,a\n")
+    with pytest.raises(DataError, match=r"nolab.csv:2: no column 'label'"):
+        load_task_data(ft(data_dir, tmp_path, task=f"file:{nolab}")["task"])
+    tr, te = tmp_path / "tr.csv", tmp_path / "te.csv"
+    tr.write_text("text,label\na b,x\nc d,y\ne f,x\ng h,y\n")
+    te.write_text("text,label\na b,x\nc d,x\n")
+    with pytest.raises(DataError, match=r"test split has no examples of label 1 \(y\)"):
+        load_task_data(
+            ft(
+                data_dir,
+                tmp_path,
+                task=f"file:{tr}",
+                test_file=str(te),
+                samples_per_label_train=-1,
+                samples_per_label_test=-1,
+            )["task"]
+        )
+    # a checkpoint whose vocabulary does not match the tokenizer: error before training
+    big = build_sections(PT, model_settings(data_dir) | {"vocab_size": 999})["model"]
+    from tinylm.model import TinyBertForMaskedLM
+    from tinylm.weights import save_model
+
+    save_model(TinyBertForMaskedLM(big), tmp_path / "bigvocab")
+    with pytest.raises(CheckpointError, match=r"vocab_size: the model .* has 999 but the tokenizer"):
+        finetune(ft(data_dir, tmp_path, init=str(tmp_path / "bigvocab")), **QUIET)
