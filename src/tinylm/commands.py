@@ -151,6 +151,136 @@ def add_overlap(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_overlap)
 
 
+def _committee(args: argparse.Namespace) -> int:
+    from tinylm.committee import evaluate_committee, plot_curve
+    from tinylm.errors import TinylmError
+    from tinylm.fileio import write_json
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise TinylmError(f"{out} exists and is not empty; choose a new --out")
+    result, committee = evaluate_committee(
+        args.members, args.task, args.reference, args.rule, args.orderings, args.seed, args.mode
+    )
+    committee.save(out / "committee", {"task": result["task"], "rule": args.rule})
+    write_json(out / "results.json", result)
+    plot_curve(result, out / "accuracy_vs_k.png")
+    c = result["curve"]
+    print(f"soft committee on {result['task']} ({result['num_test']} test examples), rule {args.rule}:")
+    for k, f, m, sd in zip(c["k"], c["first_k"], c["mean"], c["std"], strict=True):
+        print(f"  k={k:<2} first-k {f:.4f}   random orderings {m:.4f} ± {sd:.4f}")
+    if "reference" in result:
+        print(f"  reference {result['reference']['run']}: {result['reference']['accuracy']:.4f}")
+    print("  all rules (K members): " + ", ".join(f"{r} {a:.4f}" for r, a in result["all_rules"].items()))
+    print(f"wrote {out}/results.json, {out}/accuracy_vs_k.png and the committee artifact {out}/committee/")
+    return 0
+
+
+def add_committee(sub: argparse._SubParsersAction) -> None:
+    from tinylm.committee import RULES
+
+    p = sub.add_parser("committee", help="soft committee of fine-tuned runs: accuracy vs size, one artifact",
+                       description="Build a soft committee from fine-tuned runs (any architectures sharing tokenizer and "
+                       "labels), evaluate it on their shared test split for k = 1..K members (first k, and mean ± std "
+                       "over random orderings) next to a --reference run, and save it as one loadable directory.")  # fmt: skip
+    p.add_argument("--members", nargs="*", default=[], required=True, help="fine-tuned run directories")
+    p.add_argument("--task", help="task the members were fine-tuned on (checked)")
+    p.add_argument("--reference", help="a deep model's fine-tuned run to compare with (e.g. BERT-6)")
+    p.add_argument(
+        "--rule",
+        default="mean_prob",
+        choices=list(RULES),
+        help="mean_prob (soft committee, default), mean_logit or vote",
+    )
+    p.add_argument(
+        "--orderings", type=int, default=20, help="random member orderings for mean ± std (default 20)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the orderings (default 0)")
+    p.add_argument(
+        "--mode",
+        default="stacked",
+        choices=["stacked", "sequential"],
+        help="member evaluation (default stacked)",
+    )
+    p.add_argument(
+        "--out", required=True, help="new output directory (results.json, accuracy_vs_k.png, committee/)"
+    )
+    p.set_defaults(handler=_committee)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import sys
+
+    import numpy as np
+    import torch
+
+    from tinylm.committee import Committee, combine, softmax
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import encode_texts, load_tokenizer, tokenizer_from_file
+    from tinylm.errors import DataError
+    from tinylm.objectives import TokenData
+
+    model_dir = Path(args.model)
+    committee = (
+        Committee.load(model_dir)
+        if (model_dir / "manifest.json").is_file()
+        else Committee.from_runs([model_dir])
+    )
+    where = "standard input" if args.input in (None, "-") else args.input
+    try:
+        raw = sys.stdin.buffer.read() if where == "standard input" else Path(args.input).read_bytes()
+    except OSError as e:
+        raise DataError(f"{where}: cannot read ({e})") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not valid UTF-8 (byte {e.start})") from e
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"{where}: no texts (expected one text per line)")
+    tok = (
+        tokenizer_from_file(committee.tokenizer)
+        if committee.tokenizer and Path(committee.tokenizer).is_file()
+        else load_tokenizer(resolve_source(None))
+    )
+    enc = encode_texts(tok, texts, committee.members[0].cfg.max_length)
+    data = TokenData(enc.ids, enc.lengths)
+    logits = []
+    for start in range(0, len(data), args.batch_size):
+        b = data.batch(np.arange(start, min(start + args.batch_size, len(data))), torch.device("cpu"))
+        logits.append(committee.member_logits(b["input_ids"], b["attention"]).numpy())
+    member_logits = np.concatenate(logits, axis=1)
+    pred = combine(member_logits, args.rule)
+    probs = softmax(member_logits).mean(0)
+    for i, lab in enumerate(pred):
+        print(f"{lab}\t{committee.label_names[lab]}\t{probs[i, lab]:.4f}")
+    return 0
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    from tinylm.committee import RULES
+
+    p = sub.add_parser("predict", help="label texts with a fine-tuned model or a committee",
+                       description="Read one text per line from a file or standard input and print "
+                       "'label<TAB>label name<TAB>probability' per line (probability: the mean of the members' softmax).")  # fmt: skip
+    p.add_argument(
+        "--model", required=True, help="a fine-tuned run / model directory, or a committee directory"
+    )
+    p.add_argument("--input", default="-", help="text file, one text per line (default: standard input)")
+    p.add_argument(
+        "--rule", default="mean_prob", choices=list(RULES), help="committee rule (default mean_prob)"
+    )
+    p.add_argument(
+        "--batch-size",
+        "--batch_size",
+        dest="batch_size",
+        type=int,
+        default=64,
+        help="batch size (default 64)",
+    )
+    p.set_defaults(handler=_predict)
+
+
 def _export(args: argparse.Namespace) -> int:
     from tinylm.hf import export_model
     from tinylm.weights import load_model
@@ -201,4 +331,4 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_parser(sub)
 
 
-REGISTER = [add_pretrain, add_finetune, add_overlap, add_export, add_bench]
+REGISTER = [add_pretrain, add_finetune, add_overlap, add_committee, add_predict, add_export, add_bench]

@@ -1,0 +1,440 @@
+"""Soft committees of fine-tuned classifiers (claim C4), evaluated fast.
+
+A committee predicts the argmax of the members' mean softmax probabilities (`mean_prob`, the
+default "soft committee"); `mean_logit` (argmax of mean logits) and `vote` (majority of argmaxes,
+ties to the lowest label) are offered too. Members must share the tokenizer and the label set.
+
+Members with the same architecture run as one stacked computation: their weights are stacked along
+a member dimension and every matmul is a batched matmul (`StackedClassifier`); a conv front-end runs
+as grouped convolutions. Different architectures form separate groups, evaluated one after the other
+or, when there are enough cores, in parallel threads with split thread budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tinylm.config import ModelConfig
+from tinylm.errors import CheckpointError, TinylmError
+from tinylm.fileio import atomic_dir, sha256_file
+from tinylm.model import TinyBertForSequenceClassification, attention_mask
+from tinylm.weights import load_model
+
+RULES = ("mean_prob", "mean_logit", "vote")
+
+
+# ---------------------------------------------------------------- stacked inference
+
+
+def _stack(models: list[nn.Module], name: str) -> Tensor:
+    return torch.stack([m.state_dict()[name].detach().float() for m in models])
+
+
+class StackedClassifier(nn.Module):
+    """M classifiers of one architecture as one computation: logits (M, B, labels) in eval mode."""
+
+    def __init__(self, members: list[TinyBertForSequenceClassification]):
+        super().__init__()
+        cfg: ModelConfig = members[0].cfg
+        self.cfg, self.M, self.num_labels = cfg, len(members), members[0].num_labels
+        s = lambda n: _stack(members, n)  # noqa: E731
+        e = "bert.embeddings."
+        self.word, self.pos, self.type0 = (
+            s(e + "word_embeddings.weight"),
+            s(e + "position_embeddings.weight"),
+            s(e + "token_type_embeddings.weight")[:, 0],
+        )
+        self.emb_ln = (s(e + "LayerNorm.weight"), s(e + "LayerNorm.bias"))
+        self.layers = []
+        for i in range(cfg.layers):
+            p = f"bert.encoder.layer.{i}."
+            a = p + "attention.self."
+            self.layers.append({
+                "qkv_w": torch.cat([s(a + "query.weight"), s(a + "key.weight"), s(a + "value.weight")], 1).transpose(1, 2).contiguous(),
+                "qkv_b": torch.cat([s(a + "query.bias"), s(a + "key.bias"), s(a + "value.bias")], 1)[:, None],
+                "ao_w": s(p + "attention.output.dense.weight").transpose(1, 2).contiguous(), "ao_b": s(p + "attention.output.dense.bias")[:, None],
+                "ln1": (s(p + "attention.output.LayerNorm.weight"), s(p + "attention.output.LayerNorm.bias")),
+                "in_w": s(p + "intermediate.dense.weight").transpose(1, 2).contiguous(), "in_b": s(p + "intermediate.dense.bias")[:, None],
+                "out_w": s(p + "output.dense.weight").transpose(1, 2).contiguous(), "out_b": s(p + "output.dense.bias")[:, None],
+                "ln2": (s(p + "output.LayerNorm.weight"), s(p + "output.LayerNorm.bias")),
+            })  # fmt: skip
+        self.pool_w, self.pool_b = (
+            s("bert.pooler.dense.weight").transpose(1, 2).contiguous(),
+            s("bert.pooler.dense.bias")[:, None],
+        )
+        self.cls_w, self.cls_b = (
+            s("classifier.weight").transpose(1, 2).contiguous(),
+            s("classifier.bias")[:, None],
+        )
+        self.conv = self._grouped_conv(members) if cfg.conv_layers else None
+
+    def _grouped_conv(self, members: list[TinyBertForSequenceClassification]) -> nn.Sequential:
+        """Each member's conv block as grouped convolutions (groups = M) with BatchNorm folded in."""
+        mods: list[nn.Module] = []
+        blocks = [list(m.bert.encoder.conv.net) for m in members]
+        for j in range(0, len(blocks[0]), 3):
+            convs = [b[j] for b in blocks]
+            bns = [b[j + 1] for b in blocks]
+            c0 = convs[0]
+            conv = nn.Conv2d(
+                c0.in_channels * self.M,
+                c0.out_channels * self.M,
+                c0.kernel_size,
+                padding=c0.padding,
+                groups=self.M,
+            )
+            scale = torch.cat([bn.weight / torch.sqrt(bn.running_var + bn.eps) for bn in bns])
+            shift = torch.cat(
+                [bn.bias - bn.running_mean * (bn.weight / torch.sqrt(bn.running_var + bn.eps)) for bn in bns]
+            )
+            with torch.no_grad():
+                conv.weight.copy_(torch.cat([c.weight for c in convs]) * scale[:, None, None, None])
+                conv.bias.copy_(torch.cat([c.bias for c in convs]) * scale + shift)
+            mods += [conv, nn.GELU()]
+        return nn.Sequential(*mods).eval().to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _ln(x: Tensor, wb: tuple[Tensor, Tensor], eps: float) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=eps) * wb[0][:, None] + wb[1][:, None]
+
+    @torch.no_grad()
+    def forward(self, input_ids: Tensor, attention: Tensor | None = None) -> Tensor:
+        cfg, M = self.cfg, self.M
+        B, T = input_ids.shape
+        H, nh, eps = cfg.hidden_size, cfg.heads, cfg.layer_norm_eps
+        x = self.word[:, input_ids].view(M, B * T, H) + (self.pos[:, :T] + self.type0[:, None]).repeat(
+            1, B, 1
+        )
+        x = self._ln(x, self.emb_ln, eps)
+        if self.conv is not None:
+            img = x.view(M, B, T, H).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+            x = self.conv(img).transpose(0, 1).reshape(M, B * T, H)
+        mask = attention_mask(attention)
+        if mask is not None:
+            mask = mask.repeat(M, 1, 1, 1)
+        for L in self.layers:
+            qkv = (
+                torch.baddbmm(L["qkv_b"], x, L["qkv_w"]).view(M * B, T, 3, nh, H // nh).permute(2, 0, 3, 1, 4)
+            )
+            y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+            y = y.transpose(1, 2).reshape(M, B * T, H)
+            x = self._ln(x + torch.baddbmm(L["ao_b"], y, L["ao_w"]), L["ln1"], eps)
+            h = F.gelu(torch.baddbmm(L["in_b"], x, L["in_w"]))
+            x = self._ln(x + torch.baddbmm(L["out_b"], h, L["out_w"]), L["ln2"], eps)
+        cls = x.view(M, B, T, H)[:, :, 0]
+        pooled = torch.tanh(torch.baddbmm(self.pool_b, cls, self.pool_w))
+        return torch.baddbmm(self.cls_b, pooled, self.cls_w)
+
+
+def arch_key(model: TinyBertForSequenceClassification) -> str:
+    return json.dumps(dataclasses.asdict(model.cfg) | {"num_labels": model.num_labels}, sort_keys=True)
+
+
+# ---------------------------------------------------------------- the committee
+
+
+class Committee:
+    """Fine-tuned members sharing tokenizer and labels; logits per member, combined by a rule."""
+
+    def __init__(self, members: list[nn.Module], metas: list[dict[str, Any]], sources: list[str]):
+        if not members:
+            raise TinylmError("a committee needs at least one member (got an empty member list)")
+        check_compatible(metas, sources)
+        self.members, self.metas, self.sources = members, metas, sources
+        self.label_names: list[str] = metas[0]["label_names"]
+        self.tokenizer: str | None = metas[0].get("tokenizer")
+        for m in members:
+            m.eval()
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            groups.setdefault(arch_key(m), []).append(i)
+        self.groups = list(groups.values())
+        self._stacked: dict[int, StackedClassifier] = {}
+
+    @classmethod
+    def from_runs(cls, paths: list[str | Path]) -> Committee:
+        members, metas = [], []
+        for p in paths:
+            model, meta = load_member(Path(p))
+            members.append(model)
+            metas.append(meta)
+        return cls(members, metas, [str(p) for p in paths])
+
+    def stacked(self, g: int) -> StackedClassifier:
+        if g not in self._stacked:
+            self._stacked[g] = StackedClassifier([self.members[i] for i in self.groups[g]])
+        return self._stacked[g]
+
+    @torch.no_grad()
+    def member_logits(
+        self, input_ids: Tensor, attention: Tensor | None, mode: str = "stacked", workers: int = 1
+    ) -> Tensor:
+        """Logits (members, B, labels). mode: 'sequential' (one member at a time) or 'stacked' (per group)."""
+        out: list[Tensor | None] = [None] * len(self.members)
+        if mode == "sequential":
+            for i, m in enumerate(self.members):
+                out[i] = m(input_ids, attention)
+            return torch.stack(out)  # type: ignore[arg-type]
+
+        def run(g: int) -> None:
+            logits = self.stacked(g)(input_ids, attention)
+            for j, i in enumerate(self.groups[g]):
+                out[i] = logits[j]
+
+        if workers > 1 and len(self.groups) > 1:
+            parallel_groups(run, len(self.groups), workers)
+        else:
+            for g in range(len(self.groups)):
+                run(g)
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def save(self, out: Path, provenance: dict[str, Any] | None = None) -> Path:
+        """One artifact: members/<i>/{model.safetensors, model.json} + manifest.json (atomically)."""
+        if out.exists() and any(out.iterdir()):
+            raise TinylmError(f"{out} exists and is not empty; choose a new output directory")
+        if out.exists():
+            out.rmdir()
+        with atomic_dir(out) as tmp:
+            for i, src in enumerate(self.sources):
+                d = tmp / "members" / f"{i:02d}"
+                d.mkdir(parents=True)
+                for f in ("model.safetensors", "model.json"):
+                    shutil.copy(Path(src) / f, d / f)
+            manifest = {"kind": "committee", "rule_default": "mean_prob", "label_names": self.label_names,
+                        "tokenizer": self.tokenizer, "members": [
+                            {"dir": f"members/{i:02d}", "source": src, "model": self.metas[i]["model"],
+                             "sha256": sha256_file(Path(src) / "model.safetensors"),
+                             "results": _results_of(Path(src))} for i, src in enumerate(self.sources)],
+                        **(provenance or {})}  # fmt: skip
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: Path) -> Committee:
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise CheckpointError(f"{path}: no manifest.json (not a committee directory)")
+        manifest = json.loads(manifest_path.read_text())
+        return cls.from_runs([path / m["dir"] for m in manifest["members"]])
+
+
+def _results_of(run: Path) -> dict[str, Any] | None:
+    p = run / "results.json"
+    if not p.is_file():
+        return None
+    r = json.loads(p.read_text())
+    return {k: r.get(k) for k in ("task", "final_epoch", "best_epoch") if k in r} | {
+        "final_accuracy": (r.get("final_epoch") or {}).get("accuracy")
+    }
+
+
+def load_member(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    if not path.is_dir():
+        raise CheckpointError(f"member {path}: no such run directory")
+    if not (path / "model.json").is_file():
+        raise CheckpointError(f"member {path}: no model.json (not a finished fine-tuning run)")
+    model, meta = load_model(path)
+    if meta["kind"] != "classifier":
+        raise CheckpointError(f"member {path}: is a {meta['kind']} model, not a fine-tuned classifier")
+    return model, meta
+
+
+def _tokenizer_id(meta: dict[str, Any]) -> str:
+    tok = meta.get("tokenizer")
+    if tok and Path(tok).is_file():
+        return sha256_file(tok)
+    return f"vocab_size={meta['model']['vocab_size']}"
+
+
+def check_compatible(metas: list[dict[str, Any]], sources: list[str]) -> None:
+    """All members share the label set and tokenizer; the error names the member that breaks it."""
+    ref_labels, ref_tok = metas[0].get("label_names"), _tokenizer_id(metas[0])
+    for meta, src in zip(metas[1:], sources[1:], strict=True):
+        if meta.get("label_names") != ref_labels:
+            raise TinylmError(
+                f"member {src} has labels {meta.get('label_names')} but member {sources[0]} has {ref_labels}"
+            )
+        if meta["model"]["vocab_size"] != metas[0]["model"]["vocab_size"] or _tokenizer_id(meta) != ref_tok:
+            raise TinylmError(f"member {src} uses a different tokenizer/vocabulary ({meta.get('tokenizer')}, vocab "
+                              f"{meta['model']['vocab_size']}) than member {sources[0]} ({metas[0].get('tokenizer')}, "
+                              f"vocab {metas[0]['model']['vocab_size']})")  # fmt: skip
+
+
+def parallel_groups(run, n_groups: int, workers: int) -> None:
+    """Run groups in threads; torch releases the GIL in its kernels. Each thread keeps torch's pool."""
+    threads = [threading.Thread(target=run, args=(g,)) for g in range(n_groups)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def auto_workers(n_groups: int) -> int:
+    """Parallel groups only when every group can get at least 2 cores; else sequential (never slower)."""
+    cores = os.cpu_count() or 1
+    return n_groups if n_groups > 1 and cores >= 2 * n_groups else 1
+
+
+def combine(logits: np.ndarray, rule: str) -> np.ndarray:
+    """(members, N, labels) logits → predicted labels (N,) by a committee rule."""
+    if rule == "mean_prob":
+        return softmax(logits).mean(0).argmax(-1)
+    if rule == "mean_logit":
+        return logits.mean(0).argmax(-1)
+    if rule == "vote":
+        votes = logits.argmax(-1)
+        counts = np.apply_along_axis(np.bincount, 0, votes, minlength=logits.shape[-1])
+        return counts.argmax(0)
+    raise TinylmError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def accuracy_vs_size(
+    logits: np.ndarray, labels: np.ndarray, rule: str, orderings: int, seed: int
+) -> dict[str, Any]:
+    """Accuracy of the first-k committee and mean ± std over random member orderings, k = 1..K."""
+    K = logits.shape[0]
+    first = [float((combine(logits[:k], rule) == labels).mean()) for k in range(1, K + 1)]
+    rng = np.random.default_rng(seed)
+    acc = np.array([[float((combine(logits[perm[:k]], rule) == labels).mean()) for k in range(1, K + 1)]
+                    for perm in (rng.permutation(K) for _ in range(orderings))])  # fmt: skip
+    return {"k": list(range(1, K + 1)), "first_k": first, "mean": acc.mean(0).tolist(), "std": acc.std(0).tolist(),
+            "orderings": orderings, "seed": seed, "rule": rule}  # fmt: skip
+
+
+# ---------------------------------------------------------------- evaluation on a task
+
+
+def member_task_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"member {run}: no config.yaml (needed to rebuild its task's test split)")
+    return yaml.safe_load(cfg_path.read_text())
+
+
+def evaluate_committee(
+    runs: list[str], task: str | None, reference: str | None, rule: str, orderings: int, seed: int,
+    mode: str = "stacked", batch_size: int = 64,
+) -> dict[str, Any]:  # fmt: skip
+    """Logits of every member on the members' shared test split; accuracy vs committee size; the reference."""
+    from tinylm.config import build_sections
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import encode_records_cached, load_tokenizer
+    from tinylm.finetune import SECTIONS, load_task_data
+    from tinylm.objectives import TokenData
+
+    if not runs:
+        raise TinylmError("a committee needs at least one member (got an empty member list)")
+    if rule not in RULES:
+        raise TinylmError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    committee = Committee.from_runs(runs)
+    hashes = {}
+    for r in runs + ([reference] if reference else []):
+        data = json.loads((Path(r) / "data.json").read_text()) if (Path(r) / "data.json").is_file() else {}
+        hashes[r] = data.get("test_ids_hash")
+    first_cfg = member_task_config(Path(runs[0]))
+    if task is not None and first_cfg.get("task") != task:
+        raise TinylmError(f"--task {task}: member {runs[0]} was fine-tuned on {first_cfg.get('task')}")
+    differing = [r for r, h in hashes.items() if h != hashes[runs[0]]]
+    if differing:
+        raise TinylmError(
+            f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}"
+        )
+    settings = {
+        k: v
+        for k, v in first_cfg.items()
+        if k in {f for sec in SECTIONS.values() for f in sec.__dataclass_fields__}
+    }
+    tcfg = build_sections(SECTIONS, settings)["task"]
+    data = load_task_data(tcfg)
+    tok = load_tokenizer(resolve_source(tcfg.data_dir))
+    max_length = committee.members[0].cfg.max_length
+    splits, _ = encode_records_cached(tok, {"test": data.test}, data.description, max_length, tcfg.cache_dir)
+    test = TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"])
+    logits = []
+    for start in range(0, len(test), batch_size):
+        b = test.batch(np.arange(start, min(start + batch_size, len(test))), torch.device("cpu"))
+        logits.append(committee.member_logits(b["input_ids"], b["attention"], mode).numpy())
+    member_logits = np.concatenate(logits, axis=1)
+    labels = test.labels
+    curve = accuracy_vs_size(member_logits, labels, rule, orderings, seed)
+    members = [{"run": r, "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
+                "model": committee.metas[i]["model"].get("model") or "{layers}/{hidden_size}/{heads}".format(**committee.metas[i]["model"])}
+               for i, r in enumerate(runs)]  # fmt: skip
+    out = {"task": data.name, "rule": rule, "num_test": len(labels), "members": members, "curve": curve,
+           "committee_accuracy": curve["first_k"][-1], "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES}}  # fmt: skip
+    if reference:
+        ref_model, _ = load_member(Path(reference))
+        ref_model.eval()
+        preds = []
+        with torch.no_grad():
+            for start in range(0, len(test), batch_size):
+                b = test.batch(np.arange(start, min(start + batch_size, len(test))), torch.device("cpu"))
+                preds.append(ref_model(b["input_ids"], b["attention"]).argmax(-1).numpy())
+        acc = float((np.concatenate(preds) == labels).mean())
+        out["reference"] = {
+            "run": reference,
+            "accuracy": acc,
+            "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
+        }
+    return out, committee
+
+
+def plot_curve(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result["curve"]
+    k, mean, std = np.array(c["k"]), np.array(c["mean"]), np.array(c["std"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.plot(k, np.array(c["first_k"]) * 100, "o-", label="committee of the first k members")
+    ax.errorbar(
+        k,
+        mean * 100,
+        yerr=std * 100,
+        fmt="s--",
+        capsize=3,
+        label=f"mean ± std over {c['orderings']} random orderings",
+    )
+    if "reference" in result:
+        r = result["reference"]
+        ax.axhspan(
+            (r["accuracy"] - r["stderr"]) * 100,
+            (r["accuracy"] + r["stderr"]) * 100,
+            color="tab:red",
+            alpha=0.2,
+        )
+        ax.axhline(
+            r["accuracy"] * 100, color="tab:red", label=f"reference {Path(r['run']).name} (± binomial s.e.)"
+        )
+    ax.set_xlabel("committee size k (members)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Soft committee on {result['task']} (rule: {result['rule']}, n={result['num_test']})")
+    ax.set_xticks(k)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,149 @@
+"""Soft committees: stacked inference equals member-by-member, rules, accuracy vs k, artifact, predict, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_finetune import QUIET, ft, model_settings
+from tinylm.committee import Committee, StackedClassifier, accuracy_vs_size, combine, evaluate_committee
+from tinylm.config import ModelConfig
+from tinylm.errors import CheckpointError, TinylmError
+from tinylm.finetune import finetune
+from tinylm.model import TinyBertForSequenceClassification
+
+
+def random_member(cfg: ModelConfig, seed: int, labels: int = 5) -> TinyBertForSequenceClassification:
+    torch.manual_seed(seed)
+    m = TinyBertForSequenceClassification(cfg, labels)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+@pytest.mark.parametrize("conv", [0, 2])
+def test_stacked_equals_one_by_one(conv: int) -> None:
+    cfg = ModelConfig(layers=2, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16,
+                      conv_layers=conv, conv_kernel="3", conv_channels=4)  # fmt: skip
+    members = [random_member(cfg, s) for s in range(4)]
+    ids = torch.randint(104, 300, (3, 12))
+    att = torch.ones_like(ids)
+    att[1, 9:] = 0
+    with torch.no_grad():
+        one = torch.stack([m(ids, att) for m in members]).softmax(-1)
+        stacked = StackedClassifier(members)(ids, att).softmax(-1)
+    assert (one - stacked).abs().max().item() <= 1e-5
+
+
+def test_mixed_architectures_group_and_match() -> None:
+    a = ModelConfig(layers=1, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16)
+    b = ModelConfig(layers=1, hidden_size=48, heads=3, ffn_size=96, vocab_size=300, max_length=16)
+    members = [random_member(a, 0), random_member(b, 1), random_member(a, 2)]
+    metas = [{"label_names": list("abcde"), "model": {"vocab_size": 300}} for _ in members]
+    c = Committee(members, metas, ["m0", "m1", "m2"])
+    assert c.groups == [[0, 2], [1]]
+    ids = torch.randint(104, 300, (2, 10))
+    seq = c.member_logits(ids, None, "sequential")
+    st = c.member_logits(ids, None, "stacked")
+    par = c.member_logits(ids, None, "stacked", workers=2)
+    assert (seq.softmax(-1) - st.softmax(-1)).abs().max() <= 1e-5 and torch.allclose(st, par)
+
+
+def test_rules_and_curve() -> None:
+    logits = np.log(np.array([
+        [[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]],
+        [[0.3, 0.7], [0.4, 0.6], [0.45, 0.55]],
+        [[0.35, 0.65], [0.3, 0.7], [0.4, 0.6]],
+    ]))  # fmt: skip
+    assert combine(logits, "mean_prob").tolist() == [1, 1, 0]
+    assert combine(logits, "vote").tolist() == [1, 1, 1]
+    labels = np.array([1, 1, 0])
+    curve = accuracy_vs_size(logits, labels, "mean_prob", orderings=10, seed=0)
+    assert curve["first_k"][0] == pytest.approx(2 / 3) and curve["first_k"][-1] == 1.0
+    assert len(curve["mean"]) == 3 and curve["std"][-1] == 0.0  # all members: ordering does not matter
+
+
+@pytest.fixture
+def members(data_dir: Path, tmp_path: Path) -> list[str]:
+    runs = []
+    for seed in range(3):
+        built = ft(data_dir, tmp_path, **model_settings(data_dir), seed=seed, epochs=1, name=f"m{seed}")
+        runs.append(str(finetune(built, **QUIET).path))
+    return runs
+
+
+def test_committee_cli_artifact_and_predict(
+    members: list[str], tmp_path: Path, data_dir: Path, monkeypatch
+) -> None:
+    from tinylm.cli import main
+
+    monkeypatch.setenv("TINYLM_DATA_DIR", str(data_dir))
+    out = tmp_path / "com"
+    assert (
+        main(
+            [
+                "committee",
+                "--members",
+                *members[:2],
+                "--task",
+                "agnews",
+                "--reference",
+                members[2],
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    res = json.loads((out / "results.json").read_text())
+    assert res["curve"]["k"] == [1, 2] and res["reference"]["run"] == members[2]
+    assert (out / "accuracy_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((out / "committee" / "manifest.json").read_text())
+    assert [m["source"] for m in manifest["members"]] == members[:2]
+    loaded = Committee.load(out / "committee")
+    assert len(loaded.members) == 2 and loaded.label_names[0] == "World"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the city news report\nstock market price\n")
+    proc = subprocess.run([sys.executable, "-m", "tinylm.cli", "predict", "--model", str(out / "committee"), "--input", str(texts)],
+                          capture_output=True, text=True, env={**__import__("os").environ, "TINYLM_DATA_DIR": str(data_dir)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")) == 3 for line in lines)
+    assert lines[0].split("\t")[1] in ["World", "Sports", "Business", "Sci/Tech"]
+    single = subprocess.run([sys.executable, "-m", "tinylm.cli", "predict", "--model", members[0]], input="hello world\n",
+                            capture_output=True, text=True)  # fmt: skip
+    assert single.returncode == 0 and len(single.stdout.strip().splitlines()) == 1
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["predict", "--model", members[0], "--input", str(tmp_path / "empty.txt")]) == 2
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe bad")
+    assert main(["predict", "--model", members[0], "--input", str(tmp_path / "bad.txt")]) == 2
+    assert (
+        main(["committee", "--members", *members[:2], "--out", str(out)]) == 2
+    )  # exists: nothing overwritten
+
+
+def test_committee_bad_input(members: list[str], tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(TinylmError, match="empty member list"):
+        evaluate_committee([], None, None, "mean_prob", 5, 0)
+    with pytest.raises(CheckpointError, match="no such run directory"):
+        Committee.from_runs([members[0], str(tmp_path / "missing")])
+    other = finetune(ft(data_dir, tmp_path, **model_settings(data_dir), task="dbpedia", samples_per_label_train=2,
+                        samples_per_label_test=1, epochs=1, name="db"), **QUIET)  # fmt: skip
+    with pytest.raises(TinylmError, match=rf"member {other.path} has labels"):
+        Committee.from_runs([members[0], str(other.path)])
+    with pytest.raises(TinylmError, match="was fine-tuned on agnews"):
+        evaluate_committee(members[:2], "fewrel", None, "mean_prob", 5, 0)
