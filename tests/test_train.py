@@ -165,3 +165,24 @@ def test_yaml_keys_are_cli_flags_and_all_problems_reported(tmp_path: Path) -> No
         "epoch: unknown setting (did you mean epochs?)",
     ):
         assert part in text
+
+
+def test_pretrain_on_overlap_selected_corpus(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from tinylm.data import tasks as tasks_mod
+
+    with pytest.raises(ConfigError, match="selection_task: required"):
+        tiny(data_dir, tmp_path, selection="low")
+    # the fixture's AG News has 10 training rows per label; the paper's 1000 would not fit
+    monkeypatch.setitem(tasks_mod.TASKS["agnews"], "train", 5)
+    monkeypatch.setitem(tasks_mod.TASKS["agnews"], "test", 3)
+    settings = dict(
+        selection="high", selection_task="agnews", selection_pool=50, num_articles=10, max_length=12
+    )
+    run = pretrain(tiny(data_dir, tmp_path, epochs=1, checkpoint_every=None, **settings), log=lambda *_: None)
+    data = json.loads((run.path / "data.json").read_text())
+    assert data["selection"]["direction"] == "high" and data["num_articles"] == 10
+    assert data["selection"]["achieved_overlap_train"]["type_coverage"] > 0

@@ -15,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks against the transformers reference",
                        description="Speed benchmarks; each compares implementations inside one process and run.")  # fmt: skip
-    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain}")
+    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency}")
     q = bsub.add_parser("pretrain", help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     q.add_argument(
@@ -250,3 +251,168 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", default="benchmarks", help="where to write pretrain.json / pretrain.md (default benchmarks/)"
     )
     q.set_defaults(handler=_cmd_pretrain)
+    la = bsub.add_parser("latency", help="inference latency: BERT-6 vs BERT-1 committees (sequential/stacked/parallel)",
+                         description="ms per input at each batch size for BERT-6 (768/12), one BERT-1 (768/12) and soft "
+                         "committees of k BERT-1 members evaluated sequentially, stacked (one batched computation) and "
+                         "in parallel threads (members split in two stacked halves, cores split between them); random "
+                         "weights, sequence 128, median of repeated calls after warm-up.")  # fmt: skip
+    la.add_argument(
+        "--k", nargs="+", type=int, default=[2, 4, 6, 8], help="committee sizes (default 2 4 6 8)"
+    )
+    la.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes (default 1 32)")
+    la.add_argument(
+        "--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"], help="precisions"
+    )
+    la.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
+    la.add_argument(
+        "--reps", type=int, default=20, help="timed calls at batch 1 (batch > 1: reps/5; default 20)"
+    )
+    la.add_argument(
+        "--out", default="benchmarks", help="where to write latency.json / latency.md (default benchmarks/)"
+    )
+    la.set_defaults(handler=_cmd_latency)
+
+
+# ---------------------------------------------------------------- inference latency (claim C4)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time_call(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        _sync()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _latency_ms(fn, ids: torch.Tensor, precision: str, reps: int) -> float:
+    def call() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+        ):
+            fn(ids)
+
+    return _time_call(call, reps) * 1000
+
+
+def _in_threads(parts: list, ids: torch.Tensor) -> None:
+    """Run parts concurrently: CUDA streams on a GPU, threads on a CPU."""
+    if ids.is_cuda:
+        streams = [torch.cuda.Stream() for _ in parts]
+        for st, part in zip(streams, parts, strict=True):
+            with torch.cuda.stream(st):
+                part(ids)
+        return
+    threads = [threading.Thread(target=p, args=(ids,)) for p in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def bench_latency(ks: list[int], batches: list[int], precisions: list[str], seq: int = 128, reps1: int = 20, reps32: int = 3,
+                  log=print, device: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked / parallel)."""
+    from tinylm.committee import StackedClassifier
+    from tinylm.config import NAMED_MODELS
+    from tinylm.model import TinyBertForSequenceClassification
+
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    if dev.type == "cpu":
+        tune_cpu_allocator()
+    cores = torch.get_num_threads()
+    deep_cfg = ModelConfig(**NAMED_MODELS["bert6"], dropout=0.0, attention_dropout=0.0)
+    shallow_cfg = ModelConfig(**NAMED_MODELS["bert1-h12"], dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    deep = TinyBertForSequenceClassification(deep_cfg, 4).eval()
+    members = [TinyBertForSequenceClassification(shallow_cfg, 4).eval() for _ in range(max(ks))]
+    stacked = {k: StackedClassifier(members[:k]) for k in ks}
+    halves = {
+        k: [StackedClassifier(members[:k][: (k + 1) // 2]), StackedClassifier(members[:k][(k + 1) // 2 :])]
+        for k in ks
+        if k > 1
+    }
+    rows: list[dict[str, Any]] = []
+    for precision in precisions:
+        if precision == "bf16" and not bf16_supported(dev):
+            continue
+        for batch in batches:
+            ids = torch.randint(1000, 30522, (batch, seq), device=dev)
+            reps = reps1 if batch == 1 else reps32
+            cases = [
+                ("BERT-6 768/12", "single", 1, deep, "6 blocks"),
+                ("BERT-1 768/12", "single", 1, members[0], "1 block"),
+            ]
+            for k in ks:
+                cases.append(
+                    (
+                        "committee of BERT-1",
+                        "sequential",
+                        k,
+                        lambda x, g=members[:k]: [m(x) for m in g],
+                        f"{k} blocks in series",
+                    )
+                )
+                cases.append(
+                    ("committee of BERT-1", "stacked", k, stacked[k], "1 block (batched over members)")
+                )
+                if k in halves:
+                    cases.append(
+                        (
+                            "committee of BERT-1",
+                            "parallel",
+                            k,
+                            lambda x, h=halves[k]: _in_threads(h, x),
+                            "1 block (2 threads)",
+                        )
+                    )
+            for model, mode, k, fn, depth in cases:
+                if mode == "parallel" and dev.type == "cpu":  # two threads, each with half of the cores
+                    torch.set_num_threads(max(1, cores // 2))
+                try:
+                    ms = _latency_ms(fn, ids, precision, reps)
+                finally:
+                    torch.set_num_threads(cores)
+                row = {"model": model, "mode": mode, "k": k, "batch": batch, "precision": precision,
+                       "ms_per_batch": round(ms, 2), "ms_per_input": round(ms / batch, 3), "critical_path": depth}  # fmt: skip
+                rows.append(row)
+                log("  " + json.dumps(row))
+    return {"command": "tinylm bench latency " + " ".join(sys.argv[3:]), "seq": seq, "threads": cores,
+            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}, "rows": rows}  # fmt: skip
+
+
+def format_latency(result: dict[str, Any]) -> str:
+    lines = [
+        "| model | mode | k | batch | precision | ms per input | ms per batch | critical path |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['mode']} | {r['k']} | {r['batch']} | {r['precision']} | {r['ms_per_input']} | "
+                     f"{r['ms_per_batch']} | {r['critical_path']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _cmd_latency(args: argparse.Namespace) -> int:
+    res = bench_latency(
+        args.k, args.batch, args.precision, args.seq, args.reps, max(1, args.reps // 5), device=args.device
+    )
+    table = format_latency(res)
+    print(table)
+    out = Path(args.out)
+    write_json(out / "latency.json", res)
+    write_text(out / "latency.md", table + "\n")
+    print(f"\nwrote {out / 'latency.json'} and {out / 'latency.md'}")
+    return 0

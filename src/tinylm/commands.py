@@ -281,6 +281,40 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_predict)
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from tinylm.experiments import reproduce
+
+    reproduce(args.preset, args.out or f"reproduce-{Path(args.preset).stem}", args.seeds, args.tasks, args.jobs,
+              args.data_dir, dry_run=args.dry_run)  # fmt: skip
+    return 0
+
+
+def add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from tinylm import experiments
+
+    p = sub.add_parser("reproduce", help="the paper's experiments E1-E4 end to end, with a report",
+                       description=experiments.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="smoke, quick (default), cpu, paper, or a YAML file of the same keys",
+    )
+    p.add_argument(
+        "--out", help="output directory (default: reproduce-PRESET); rerun with the same --out to resume"
+    )
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASK_NAMES), help="tasks (default: the preset's)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes; cores are split between them (default 1)"
+    )
+    p.add_argument(
+        "--data-dir", "--data_dir", dest="data_dir", help="local data directory (default: $TINYLM_DATA_DIR)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate the whole grid, then run one pre-training and one "
+                   "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)")  # fmt: skip
+    p.set_defaults(handler=_reproduce)
+
+
 def _export(args: argparse.Namespace) -> int:
     from tinylm.hf import export_model
     from tinylm.weights import load_model
@@ -331,4 +365,13 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_parser(sub)
 
 
-REGISTER = [add_pretrain, add_finetune, add_overlap, add_committee, add_predict, add_export, add_bench]
+REGISTER = [
+    add_reproduce,
+    add_pretrain,
+    add_finetune,
+    add_overlap,
+    add_committee,
+    add_predict,
+    add_export,
+    add_bench,
+]

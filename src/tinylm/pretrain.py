@@ -50,9 +50,21 @@ def pretrain(built: dict[str, Any], log=print, on_step=None) -> RunDir:
         raise ConfigError(
             [f"vocab_size: the model has {mcfg.vocab_size} but the tokenizer {tok.path} has {tok.vocab_size}"]
         )
-    corpus = load_wiki_corpus(
-        source, tok, ccfg.num_articles, ccfg.corpus_seed, mcfg.max_length, ccfg.eval_articles, ccfg.cache_dir
-    )
+    if ccfg.selection == "nested":
+        corpus = load_wiki_corpus(
+            source,
+            tok,
+            ccfg.num_articles,
+            ccfg.corpus_seed,
+            mcfg.max_length,
+            ccfg.eval_articles,
+            ccfg.cache_dir,
+        )
+    else:
+        from tinylm.overlap import load_selected_corpus
+
+        corpus = load_selected_corpus(source, tok, ccfg.selection_task, ccfg.selection, ccfg.num_articles, ccfg.selection_pool,
+                                      ccfg.corpus_seed, mcfg.max_length, ccfg.eval_articles, ccfg.cache_dir)  # fmt: skip
     write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
     log(f"corpus: {ccfg.num_articles:,} articles ({ccfg.selection}, seed {ccfg.corpus_seed}), {corpus.description['tokens']:,} tokens; "
         f"held out {ccfg.eval_articles:,}")  # fmt: skip

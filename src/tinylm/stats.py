@@ -1,0 +1,88 @@
+"""Small statistics for the report: paired t-test (Student t via the regularized incomplete beta)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _betacf(a: float, b: float, x: float, iters: int = 300, eps: float = 3e-16) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, iters + 1):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_bt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    bt = math.exp(ln_bt)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return bt * _betacf(a, b, x) / a
+    return 1.0 - bt * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| ≥ |t|) for Student's t with df degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def paired_test(diffs: list[float]) -> dict[str, Any]:
+    """Paired t-test of mean(diffs) ≠ 0; one-sided p for > 0 too. n = 1 gives no p-value."""
+    n = len(diffs)
+    mean = sum(diffs) / n if n else float("nan")
+    out: dict[str, Any] = {"n": n, "mean": mean}
+    if n < 2:
+        return out | {"std": None, "t": None, "p_two_sided": None, "p_greater": None}
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if sd == 0.0:
+        t = math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)
+    else:
+        t = mean / (sd / math.sqrt(n))
+    p2 = 1.0 if t == 0.0 else t_two_sided_p(t, n - 1)
+    p_greater = p2 / 2 if t > 0 else 1 - p2 / 2
+    return out | {"std": sd, "t": t, "p_two_sided": p2, "p_greater": p_greater}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return m, sd
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    n = len(x)
+    if n < 3:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None

@@ -1,0 +1,131 @@
+"""`tinylm reproduce`: the smoke preset end to end on the real data, resume, the paper preset's dry run."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from tinylm import experiments
+from tinylm.errors import ConfigError
+from tinylm.experiments import build_grid, load_preset, reproduce
+
+QUIET = {"log": lambda *_: None}
+
+
+@pytest.fixture(scope="session")
+def smoke(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return reproduce(
+        "smoke", str(tmp_path_factory.mktemp("smoke")), None, None, 1, str(real_data_dir), **QUIET
+    )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+def test_smoke_artifacts(smoke: Path) -> None:
+    results = json.loads((smoke / "results.json").read_text())
+    assert set(results["verdicts"]) == {"C1", "C2", "C3", "C4"}
+    assert all(v in ("holds", "does not hold", "inconclusive") for v in results["verdicts"].values())
+    for task in ("agnews", "dbpedia", "fewrel"):
+        e1 = results["E1"]["tasks"][task]
+        assert len(e1["gaps"]) == 2 and all(0 <= a <= 1 for a in e1["pretrained"] + e1["scratch"])
+        assert len(results["E2"]["tasks"][task]["gap_mean"]) == 3
+        assert results["E4"]["tasks"][task]["curve"]["k"] == [1, 2]
+    assert {r["corpus"] for r in results["E3"]["rows"]} == {"wiki:200", "wiki:400", "wiki:800"}
+    assert (
+        results["E3"]["controlled"]["selection"]["high"]["mean_score"]
+        > results["E3"]["controlled"]["selection"]["low"]["mean_score"]
+    )
+    figures = sorted(p.name for p in (smoke / "figures").glob("*.png"))
+    assert figures == sorted(["e1_accuracy_per_epoch.png", "e2_gap_vs_size.png", "e3_gap_vs_overlap.png", "e4_latency.png",
+                              "e4_committee_agnews.png", "e4_committee_dbpedia.png", "e4_committee_fewrel.png"])  # fmt: skip
+    for f in figures:
+        w, h = png_size(smoke / "figures" / f)
+        assert w >= 400 and h >= 300
+    report = (smoke / "report.md").read_text()
+    for section in (
+        "## Verdicts",
+        "## C1",
+        "## C2",
+        "## C3",
+        "## C4",
+        "## Deviations from the paper",
+        "## Preset",
+    ):
+        assert section in report
+    tables = [line for line in report.splitlines() if line.startswith("|")]
+    assert tables and all(line.count("|") == tables[0].count("|") or line.count("|") >= 4 for line in tables)
+    for claim in ("C1", "C2", "C3", "C4"):
+        assert f"**{results['verdicts'][claim]}**" in report
+    timings = json.loads((smoke / "timings.json").read_text())
+    assert timings["latency"]["rows"] and timings["wall_seconds"] > 0
+    assert "DBpedia test rows come from an 11,891-row" in report
+
+
+def test_interrupted_grid_resumes_and_gives_the_same_results(
+    real_data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    args = dict(seeds=1, tasks=["agnews"], n_jobs=1, data_dir=str(real_data_dir))
+    full = reproduce("smoke", str(tmp_path / "full"), **args, **QUIET)
+    calls = []
+    real_run_job = experiments.run_job
+
+    def interrupted(job, *a, **k):
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        calls.append(job.id)
+        return real_run_job(job, *a, **k)
+
+    monkeypatch.setattr(experiments, "run_job", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
+    first = list(calls)
+    assert len(first) == 6 and not (tmp_path / "resumed" / "results.json").exists()
+    calls.clear()
+    monkeypatch.setattr(
+        experiments, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k)
+    )
+    reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
+    assert not set(first) & set(calls)  # finished runs were reused, not retrained
+    total = len(build_grid(load_preset("smoke"), ["agnews"], 1))
+    assert len(first) + len(calls) == total
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert a == b
+
+
+def test_paper_preset_dry_run(real_data_dir: Path, tmp_path: Path) -> None:
+    p = load_preset("paper")
+    assert p["deep"] == {"model": "bert6"} and sorted(p["corpus_sizes"]) == [20000, 40000, 90000]
+    assert (
+        p["pretrain"]["epochs"] == 50 and p["pretrain"]["lr"] == 5e-5 and p["samples"]["fewrel"] == [630, 70]
+    )
+    jobs = build_grid(p, p["tasks"], p["seeds"])
+    assert sum(j.kind == "pretrain" for j in jobs) == 3 + 2 + 5
+    out = reproduce(
+        "paper", str(tmp_path / "paper"), None, None, 1, str(real_data_dir), dry_run=True, **QUIET
+    )
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
+    pre = (
+        json.loads((runs[1] / "results.json").read_text())
+        if runs[1].name.startswith("pretrain")
+        else json.loads((runs[0] / "results.json").read_text())
+    )
+    assert pre["steps"] == 2 and pre["parameters"]["backbone"] == 66_660_096
+
+
+def test_bad_preset(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("tasks: [agnews]\nseeds: 1\nmembers: 1\nbogus: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_preset(str(bad))
+    assert "bogus: unknown preset key" in str(e.value) and "deep: missing" in str(e.value)
+    with pytest.raises(ConfigError, match="no preset 'huge'"):
+        load_preset("huge")
