@@ -61,6 +61,10 @@ def test_mixed_architectures_group_and_match() -> None:
     st = c.member_logits(ids, None, "stacked")
     par = c.member_logits(ids, None, "stacked", workers=2)
     assert (seq.softmax(-1) - st.softmax(-1)).abs().max() <= 1e-5 and torch.allclose(st, par)
+    assert torch.allclose(c.member_logits(ids, None), st)  # auto: stacked for small batches
+    assert "batch 1: stacked (auto)" in c.execution_plan(
+        1
+    ) and "batch 32: sequential (auto)" in c.execution_plan(32)
 
 
 def test_rules_and_curve() -> None:

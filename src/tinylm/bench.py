@@ -268,6 +268,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--reps", type=int, default=20, help="timed calls at batch 1 (batch > 1: reps/5; default 20)"
     )
     la.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: CUDA if present)"
+    )
+    la.add_argument(
         "--out", default="benchmarks", help="where to write latency.json / latency.md (default benchmarks/)"
     )
     la.set_defaults(handler=_cmd_latency)

@@ -166,6 +166,7 @@ def _committee(args: argparse.Namespace) -> int:
     write_json(out / "results.json", result)
     plot_curve(result, out / "accuracy_vs_k.png")
     c = result["curve"]
+    print("execution: " + committee.execution_plan(64, args.mode))
     print(f"soft committee on {result['task']} ({result['num_test']} test examples), rule {args.rule}:")
     for k, f, m, sd in zip(c["k"], c["first_k"], c["mean"], c["std"], strict=True):
         print(f"  k={k:<2} first-k {f:.4f}   random orderings {m:.4f} ± {sd:.4f}")
@@ -198,9 +199,9 @@ def add_committee(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the orderings (default 0)")
     p.add_argument(
         "--mode",
-        default="stacked",
-        choices=["stacked", "sequential"],
-        help="member evaluation (default stacked)",
+        default="auto",
+        choices=["auto", "stacked", "sequential"],
+        help="member evaluation: stacked (batched over members), sequential, or auto (stacked for batches of <= 8)",
     )
     p.add_argument(
         "--out", required=True, help="new output directory (results.json, accuracy_vs_k.png, committee/)"

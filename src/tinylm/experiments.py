@@ -17,7 +17,6 @@ worker processes with the cores split between them.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import multiprocessing as mp
 import os
 import time
@@ -277,4 +276,4 @@ def reproduce(preset: str, out: str, seeds: int | None, tasks: list[str] | None,
     return outp
 
 
-__all__ = ["reproduce", "build_grid", "load_preset", "json"]
+__all__ = ["build_grid", "load_preset", "reproduce"]

@@ -21,7 +21,7 @@ from tinylm.config import ModelConfig, RunConfig, TrainConfig, flat_dict, opt
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TASKS, TaskData, load_file_pool, load_pool, sample_task
 from tinylm.data.tokenize import encode_records_cached, load_tokenizer
-from tinylm.errors import CheckpointError, ConfigError, DataError, TinylmError
+from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.objectives import ClassificationObjective, TokenData
@@ -273,4 +273,4 @@ def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
     }  # fmt: skip
 
 
-__all__ = ["SECTIONS", "TaskConfig", "build_classifier", "finetune", "DataError"]
+__all__ = ["SECTIONS", "TaskConfig", "build_classifier", "finetune"]

@@ -20,7 +20,7 @@ from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir
 from tinylm.model import TIED_KEYS, TinyBertForMaskedLM, TinyBertForSequenceClassification
-from tinylm.weights import load_state, read_weights, state_for_saving
+from tinylm.weights import read_weights, state_for_saving
 
 
 def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
@@ -145,4 +145,4 @@ def load_state_partial(model: nn.Module, state: dict[str, torch.Tensor], where: 
     model.load_state_dict(state, strict=False)
 
 
-__all__ = ["export_model", "hf_config", "import_model", "load_state", "TinyBertForMaskedLM"]
+__all__ = ["export_model", "hf_config", "import_model"]

@@ -75,12 +75,27 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+        """Self-attention over x (B, T, H). With `cls_only`, only the [CLS] query is computed (B, 1, H)."""
         B, T, H = x.shape
+        nh, hd = self.heads, H // self.heads
+        if cls_only:  # keys and values of every position, the query of the first one only
+            w_kv = torch.cat([self.key.weight, self.value.weight])
+            k, v = (
+                F.linear(x, w_kv, torch.cat([self.key.bias, self.value.bias]))
+                .view(B, T, 2, nh, hd)
+                .permute(2, 0, 3, 1, 4)
+            )
+            q = self.query(x[:, :1]).view(B, 1, nh, hd).transpose(1, 2)
+            p = self.dropout_p if self.training else 0.0
+            return (
+                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+                .transpose(1, 2)
+                .reshape(B, 1, H)
+            )
         # q, k and v in one matmul over the concatenated weights (parameters stay separate, as in BERT)
         w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        nh, hd = self.heads, H // self.heads
         qkv = F.linear(x, w, b).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
         if self.training and self.dropout_p > 0 and x.device.type == "cpu":
             # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
@@ -118,8 +133,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(cfg)
         self.output = AddNorm(cfg.hidden_size, cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        return self.output(self.self(x, mask), x)
+    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+        return self.output(self.self(x, mask, cls_only), x[:, :1] if cls_only else x)
 
 
 class Intermediate(nn.Module):
@@ -140,8 +155,10 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = AddNorm(cfg.ffn_size, cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+        """Post-LN block; with `cls_only` it returns only the [CLS] row (B, 1, H), computing nothing else
+        that row does not depend on (the classifier reads only [CLS] from the last block)."""
+        x = self.attention(x, mask, cls_only)
         return self.output(self.intermediate(x), x)
 
 
@@ -173,11 +190,11 @@ class Encoder(nn.Module):
         self.conv = ConvFrontEnd(cfg) if cfg.conv_layers else None
         self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
         if self.conv is not None:
             x = self.conv(x)
-        for block in self.layer:
-            x = block(x, mask)
+        for i, block in enumerate(self.layer):
+            x = block(x, mask, cls_only and i == len(self.layer) - 1)
         return x
 
 
@@ -208,9 +225,13 @@ class Bert(nn.Module):
         self.pooler = Pooler(cfg) if pooler else None
 
     def forward(
-        self, input_ids: Tensor, attention: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        cls_only: bool = False,
     ) -> Tensor:
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask(attention))
+        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask(attention), cls_only)
 
 
 class LMTransform(nn.Module):
@@ -277,8 +298,10 @@ class TinyBertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
 
-    def forward(self, input_ids: Tensor, attention: Tensor | None = None) -> Tensor:
-        h = self.bert(input_ids, attention)
+    def forward(self, input_ids: Tensor, attention: Tensor | None = None, cls_only: bool = True) -> Tensor:
+        # The pooler reads only [CLS], so the last block computes only that row (`cls_only`): the same
+        # logits for ~1/6 of that block's FLOPs (5× faster for a 1-block model); False computes every row.
+        h = self.bert(input_ids, attention, cls_only=cls_only)
         return self.classifier(self.dropout(self.bert.pooler(h)))
 
 

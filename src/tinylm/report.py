@@ -188,6 +188,14 @@ def analyse(
     e2["verdict"] = verdict_from_test(
         e2["pooled_test"], all(np.mean(t["slope_per_decade"]) > 0 for t in e2["tasks"].values())
     )
+    e2["pretraining_mlm"] = {}
+    for j in jobs:
+        if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role:
+            ev = _load(out, j).get("final_eval", {})
+            e2["pretraining_mlm"][str(j.role["size"])] = {
+                "mlm_loss": ev.get("mlm_loss"),
+                "mlm_accuracy": ev.get("mlm_accuracy"),
+            }
     results["E2"] = e2
 
     # E3 -------------------------------------------------------------
@@ -391,7 +399,7 @@ def render(
 
     v = r["verdicts"]
     n_pre = sum(j.kind == "pretrain" for j in jobs)
-    L = [f"# tinylm reproduction report — preset `{p['name']}`", "",
+    L = [f"# tinylm reproduction report — preset `{p['name']}`", "", f"*{p.get('description', '').strip()}*", "",
          "Reproduction of *Tiny language models* (Gross, Tzach, Halevi, Koresh, Kanter, arXiv 2507.14871).",
          f"{len(jobs)} runs ({n_pre} pre-training, {len(jobs) - n_pre} fine-tuning), tasks {', '.join(tasks)}, "
          f"{seeds} fine-tuning seed(s), device {timings['machine']['device']} ({timings['machine']['cpus']} CPUs), "
@@ -419,6 +427,10 @@ def render(
     L += ["", f"Pooled over tasks and seeds: mean gap {100 * pt['mean']:+.2f} pp, n = {pt['n']}, one-sided p = {_p(pt['p_greater'])}. "
           f"Verdict: **{v['C1']}**.", "", "![E1](figures/e1_accuracy_per_epoch.png)", ""]  # fmt: skip
     e2 = r["E2"]
+    mlm = r["E2"]["pretraining_mlm"]
+    L += ["Held-out MLM of the pre-trained deep models (articles: loss / accuracy): "
+          + "; ".join(f"{int(n):,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in sorted(mlm.items(), key=lambda x: int(x[0]))
+                      if d["mlm_loss"] is not None) + ".", ""]  # fmt: skip
     L += ["## C2 — gap vs pre-training corpus size (E2)", "", "Nested subsets (each the first N of one article order).", "",
           "| task | " + " | ".join(f"gap pp @ {n:,}" for n in e2["sizes"]) + " | slope pp/decade (mean) | p (one-sided) |",
           "|---|" + "---|" * (len(e2["sizes"]) + 2)]  # fmt: skip
@@ -470,7 +482,7 @@ def render(
     L += ["## C4 — soft committee of shallow models vs the deep model (E4)", "",
           f"{e4['members']} shallow members, each pre-trained independently (seeds 0..{e4['members'] - 1}) on {p['main_corpus']:,} articles "
           f"and fine-tuned per task; soft committee = argmax of the mean softmax. Reference: the deep model pre-trained on the same corpus.", "",
-          "| task | members' acc % (each) | committee of K % | best ordering-mean at K % | deep model % | difference pp (± 2 s.e.) |",
+          "| task | members' acc % (each) | committee of K % | mean over orderings at K % | deep model % | difference pp (± 2 s.e.) |",
           "|---|---|---|---|---|---|"]  # fmt: skip
     for t, d in e4["tasks"].items():
         each = ", ".join(f"{100 * m['accuracy']:.1f}" for m in d["members"])
