@@ -216,6 +216,9 @@ def analyse(
         c, ref_acc = r["committee_accuracy"], r["reference"]["accuracy"]
         se = math.sqrt(c * (1 - c) / n + ref_acc * (1 - ref_acc) / n)
         worse.append(c < ref_acc - 2 * se)
+        for m in r["members"]:  # paths relative to OUT: results.json does not depend on where OUT is
+            m["run"] = str(Path(m["run"]).relative_to(out))
+        r["reference"]["run"] = str(Path(r["reference"]["run"]).relative_to(out))
         r["difference"] = c - ref_acc
         r["difference_se"] = se
         r["member_architectures"] = [p["shallow"][i % len(p["shallow"])] for i in range(p["members"])]
