@@ -129,3 +129,16 @@ def test_bad_preset(tmp_path: Path) -> None:
     assert "bogus: unknown preset key" in str(e.value) and "deep: missing" in str(e.value)
     with pytest.raises(ConfigError, match="no preset 'huge'"):
         load_preset("huge")
+
+
+def test_grid_in_two_worker_processes(real_data_dir: Path, tmp_path: Path) -> None:
+    out = reproduce("smoke", str(tmp_path / "jobs2"), 1, ["dbpedia"], 2, str(real_data_dir), **QUIET)
+    results = json.loads((out / "results.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["args"]["jobs"] == 2 and all(
+        (out / "runs" / j["id"] / "results.json").is_file() for j in plan["jobs"]
+    )
+    assert (
+        results["tasks"] == ["dbpedia"] and results["E3"]["controlled"] is None
+    )  # the controlled task was not run
+    assert results["verdicts"]["C3"] == "inconclusive"
