@@ -207,16 +207,19 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _write_result(out: Path, name: str, result: dict[str, Any], table: str) -> int:
+    """Print the table and write OUT/NAME.json (everything) and OUT/NAME.md (the table)."""
+    print(table)
+    write_json(out / f"{name}.json", result)
+    write_text(out / f"{name}.md", table + "\n")
+    print(f"\nwrote {out / f'{name}.json'} and {out / f'{name}.md'}")
+    return 0
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     res = bench_pretrain(args.shapes, args.precision, args.steps, args.warmup, args.batch, args.seq,
                          reference=not args.no_reference, memory=not args.no_memory)  # fmt: skip
-    table = format_table(res)
-    print(table)
-    out = Path(args.out)
-    write_json(out / "pretrain.json", res)
-    write_text(out / "pretrain.md", table + "\n")
-    print(f"\nwrote {out / 'pretrain.json'} and {out / 'pretrain.md'}")
-    return 0
+    return _write_result(Path(args.out), "pretrain", res, format_table(res))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -412,10 +415,4 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     res = bench_latency(
         args.k, args.batch, args.precision, args.seq, args.reps, max(1, args.reps // 5), device=args.device
     )
-    table = format_latency(res)
-    print(table)
-    out = Path(args.out)
-    write_json(out / "latency.json", res)
-    write_text(out / "latency.md", table + "\n")
-    print(f"\nwrote {out / 'latency.json'} and {out / 'latency.md'}")
-    return 0
+    return _write_result(Path(args.out), "latency", res, format_latency(res))

@@ -9,11 +9,16 @@ from tinylm.config import add_config_args, config_from_args, named_config
 from tinylm.data.tasks import TASKS as TASK_NAMES
 
 
+def _resolve_config(args: argparse.Namespace) -> None:
+    """`--config NAME` may be a shipped config (paper-pretrain, ...) or a YAML path."""
+    if getattr(args, "config", None):
+        args.config = str(named_config(args.config))
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from tinylm.pretrain import SECTIONS, pretrain
 
-    if getattr(args, "config", None):
-        args.config = str(named_config(args.config))
+    _resolve_config(args)
     pretrain(config_from_args(SECTIONS, args))
     return 0
 
@@ -37,8 +42,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from tinylm.config import read_yaml, section_fields
     from tinylm.finetune import SECTIONS, finetune
 
-    if getattr(args, "config", None):
-        args.config = str(named_config(args.config))
+    _resolve_config(args)
     explicit = set(read_yaml(args.config)) if args.config else set()
     explicit |= {k for k in vars(args) if k in section_fields(SECTIONS)}
     finetune(config_from_args(SECTIONS, args), explicit)

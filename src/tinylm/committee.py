@@ -37,8 +37,8 @@ RULES = ("mean_prob", "mean_logit", "vote")
 # ---------------------------------------------------------------- stacked inference
 
 
-def _stack(models: list[nn.Module], name: str) -> Tensor:
-    return torch.stack([m.state_dict()[name].detach().float() for m in models])
+def _stack(states: list[dict[str, Tensor]], name: str) -> Tensor:
+    return torch.stack([sd[name].detach().float() for sd in states])
 
 
 class StackedClassifier(nn.Module):
@@ -48,7 +48,8 @@ class StackedClassifier(nn.Module):
         super().__init__()
         cfg: ModelConfig = members[0].cfg
         self.cfg, self.M, self.num_labels = cfg, len(members), members[0].num_labels
-        s = lambda n: _stack(members, n)  # noqa: E731
+        states = [m.state_dict() for m in members]  # once per member, not once per weight
+        s = lambda n: _stack(states, n)  # noqa: E731
         e = "bert.embeddings."
         self.word, self.pos, self.type0 = (
             s(e + "word_embeddings.weight"),

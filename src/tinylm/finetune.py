@@ -28,7 +28,7 @@ from tinylm.objectives import ClassificationObjective, TokenData
 from tinylm.pretrain import run_name
 from tinylm.runs import RunDir
 from tinylm.train import Trainer
-from tinylm.weights import read_model_meta, read_weights, save_model
+from tinylm.weights import load_state, read_model_meta, read_weights, save_model
 
 
 @dataclass
@@ -154,16 +154,9 @@ def build_classifier(
         state = read_hf_state(p)
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and transferable(k, tc.init_pooler)}
-    bad = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in take.items()
-        if v.shape != own[k].shape
-    ]
-    if bad:
-        raise CheckpointError(f"--init {p}: weights do not fit the model: {'; '.join(bad[:4])}")
     if not any(k.startswith("bert.encoder.") for k in take):
         raise CheckpointError(f"--init {p}: no encoder weights to transfer")
-    model.load_state_dict(take, strict=False)
+    load_state(model, take, f"--init {p}", strict=False)
     return model, {
         "init": str(p),
         "init_kind": kind,

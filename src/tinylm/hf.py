@@ -20,7 +20,7 @@ from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir
 from tinylm.model import TIED_KEYS, TinyBertForMaskedLM, TinyBertForSequenceClassification
-from tinylm.weights import read_weights, state_for_saving
+from tinylm.weights import load_state, read_weights, state_for_saving
 
 
 def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
@@ -131,18 +131,8 @@ def import_model(
         raise CheckpointError(
             f"{directory}: no encoder weights found (expected keys like bert.encoder.layer.0...)"
         )
-    load_state_partial(model, usable, str(directory))
+    load_state(model, usable, str(directory), strict=False)
     return model, {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped}
-
-
-def load_state_partial(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    own = model.state_dict()
-    bad = [
-        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
-    ]
-    if bad:
-        raise CheckpointError(f"{where}: weight shapes do not match: {'; '.join(bad[:5])}")
-    model.load_state_dict(state, strict=False)
 
 
 __all__ = ["export_model", "hf_config", "import_model"]

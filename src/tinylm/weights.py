@@ -78,15 +78,18 @@ def load_model(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, meta
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    expected = {k for k in model.state_dict() if k not in TIED_KEYS}
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where}: weights do not match the architecture (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
-        )
-    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(model.state_dict()[k].shape)}" for k, v in state.items()
-              if v.shape != model.state_dict()[k].shape]  # fmt: skip
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, strict: bool = True) -> None:
+    """Load `state` into `model` after checking shapes (and, if strict, that every weight is present)."""
+    own = model.state_dict()
+    if strict:
+        expected = {k for k in own if k not in TIED_KEYS}
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise CheckpointError(f"{where}: weights do not match the architecture "
+                                  f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")  # fmt: skip
+    shapes = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
+    ]
     if shapes:
         raise CheckpointError(
             f"{where}: weight shapes do not match the architecture: {'; '.join(shapes[:5])}"

@@ -10,7 +10,7 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,10 +350,6 @@ def sample_task(pool: TaskPool, seed: int, n_train: int | None, n_test: int | No
         **pool.options,
     }
     return TaskData(pool.name, pool.label_names, train, test, description)
-
-
-def iter_texts(records: list[Record]) -> Iterator[str]:
-    return (r.text for r in records)
 
 
 # ---------------------------------------------------------------- a user's own file as a task
