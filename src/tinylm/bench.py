@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,35 @@ import torch
 
 from tinylm.config import ModelConfig
 from tinylm.fileio import write_json, write_text
-from tinylm.model import TinyBertForMaskedLM, train_flops_per_token
+from tinylm.model import (
+    TinyBertForMaskedLM,
+    TinyBertForSequenceClassification,
+    stack_members,
+    train_flops_per_token,
+)
 from tinylm.objectives import MLMObjective, cross_entropy
 from tinylm.perf import tune_cpu_allocator
-from tinylm.train import autocast, bf16_supported, make_optimizer
+from tinylm.predict import autocast
+from tinylm.registry import BERT_VOCAB_SIZE, CLS_ID, NAMED_MODELS, PAPER_CORPUS_SEED, SEP_ID
+from tinylm.train import bf16_supported, make_optimizer
 
-SHAPES = {
-    "bert6": ModelConfig(layers=6, hidden_size=768, heads=12, ffn_size=3072),
-    "1x256": ModelConfig(layers=1, hidden_size=256, heads=4, ffn_size=1024),
-    "2x128": ModelConfig(layers=2, hidden_size=128, heads=2, ffn_size=512),
-}
+#: Shapes timed by `bench pretrain` (short name -> registered architecture).
+SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128"}
+
+
+def shape_config(shape: str, **overrides: Any) -> ModelConfig:
+    return ModelConfig(**NAMED_MODELS[SHAPES.get(shape, shape)] | overrides)
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), printed next to every timing."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -57,14 +77,14 @@ def sample_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> torch.Tenso
         src = resolve_source(None)
         if src.local_files("wikipedia") is None:
             raise LookupError
-        corpus = load_wiki_corpus(src, load_tokenizer(src), 2000, 42, seq, 100)
+        corpus = load_wiki_corpus(src, load_tokenizer(src), 2000, PAPER_CORPUS_SEED, seq, 100)
         full = torch.from_numpy(corpus.train.ids[corpus.train.lengths == seq][:batch].astype("int64"))
         if len(full) == batch:
             return full
     except Exception:  # noqa: BLE001 - the benchmark still runs without data
         pass
     ids = torch.randint(1000, vocab, (batch, seq), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
     return ids
 
 
@@ -126,9 +146,9 @@ def time_steps(runners: dict[str, Runner], steps: int, warmup: int) -> dict[str,
 
 def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: int = 2) -> float:
     """Peak RSS (GiB) of a fresh process doing tinylm training steps on `shape`."""
-    code = ("import resource,torch;from tinylm.bench import Runner,SHAPES,sample_batch;"
+    code = ("import resource,torch;from tinylm.bench import Runner,shape_config,sample_batch;"
             "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
-            f"r=Runner('tinylm',SHAPES['{shape}'],sample_batch({batch},{seq},30522),'{precision}');"
+            f"r=Runner('tinylm',shape_config('{shape}'),sample_batch({batch},{seq},{BERT_VOCAB_SIZE}),'{precision}');"
             f"[r.step() for _ in range({steps})];"
             "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")  # fmt: skip
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report the parent's peak
@@ -142,10 +162,10 @@ def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup:
     peak = {"fp32": matmul_flops(torch.float32)}
     if bf16_supported(torch.device("cpu")):
         peak["bf16"] = matmul_flops(torch.bfloat16)
-    ids = sample_batch(batch, seq, 30522)
+    ids = sample_batch(batch, seq, BERT_VOCAB_SIZE)
     rows = []
     for shape in shapes:
-        cfg = SHAPES[shape]
+        cfg = shape_config(shape)
         for precision in precisions:
             if precision == "bf16" and "bf16" not in peak:
                 continue
@@ -178,7 +198,7 @@ def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup:
                 )
     return {
         "command": "tinylm bench pretrain " + " ".join(sys.argv[3:]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "matmul_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()}},
         "settings": {"batch": batch, "seq": seq, "steps": steps, "warmup": warmup, "mask_prob": 0.15,
                      "dropout": 0.1, "optimizer": "AdamW lr 5e-5 wd 0.01 (tinylm: fused, no decay on bias/LN)",
@@ -326,77 +346,69 @@ def _in_threads(parts: list, ids: torch.Tensor) -> None:
         t.join()
 
 
-def bench_latency(ks: list[int], batches: list[int], precisions: list[str], seq: int = 128, reps1: int = 20, reps32: int = 3,
-                  log=print, device: str = "auto") -> dict[str, Any]:  # fmt: skip
-    """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked / parallel)."""
-    from tinylm.committee import StackedClassifier
-    from tinylm.config import NAMED_MODELS
-    from tinylm.model import TinyBertForSequenceClassification
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+
+Case = tuple[str, str, int, Callable[[torch.Tensor], Any], str]  # model, mode, k, fn, critical path
+
+
+def latency_cases(ks: list[int], dev: torch.device) -> list[Case]:
+    """BERT-6, one BERT-1 and committees of k BERT-1 members run sequentially, stacked and in two parallel
+    stacked halves (random weights, dropout off), all on `dev`."""
+    no_dropout = {"dropout": 0.0, "attention_dropout": 0.0}
+    torch.manual_seed(0)
+    deep = TinyBertForSequenceClassification(ModelConfig(**NAMED_MODELS["bert6"] | no_dropout), 4).to(dev).eval()
+    shallow_cfg = ModelConfig(**NAMED_MODELS["bert1-h12"] | no_dropout)
+    members = [TinyBertForSequenceClassification(shallow_cfg, 4).to(dev).eval() for _ in range(max(ks))]
+    cases: list[Case] = [
+        ("BERT-6 768/12", "single", 1, deep, "6 blocks"),
+        ("BERT-1 768/12", "single", 1, members[0], "1 block"),
+    ]
+    for k in ks:
+        group = members[:k]
+        cases.append(("committee of BERT-1", "sequential", k, lambda x, g=group: [m(x) for m in g], f"{k} blocks in series"))
+        cases.append(("committee of BERT-1", "stacked", k, stack_members(group), "1 block (batched over members)"))
+        if k > 1:
+            halves = [stack_members(group[: (k + 1) // 2]), stack_members(group[(k + 1) // 2 :])]
+            cases.append(("committee of BERT-1", "parallel", k, lambda x, h=halves: _in_threads(h, x), "1 block (2 threads)"))
+    return cases  # fmt: skip
+
+
+def _time_case(case: Case, ids: torch.Tensor, precision: str, reps: int, cores: int) -> dict[str, Any]:
+    model, mode, k, fn, depth = case
+    if mode == "parallel" and ids.device.type == "cpu":  # two threads, each with half of the cores
+        torch.set_num_threads(max(1, cores // 2))
+    try:
+        ms = _latency_ms(fn, ids, precision, reps)
+    finally:
+        torch.set_num_threads(cores)
+    batch = ids.shape[0]
+    return {"model": model, "mode": mode, "k": k, "batch": batch, "precision": precision, "ms_per_batch": round(ms, 2),
+            "ms_per_input": round(ms / batch, 3), "critical_path": depth}  # fmt: skip
+
+
+def bench_latency(ks: list[int], batches: list[int], precisions: list[str], seq: int = 128, reps1: int = 20, reps32: int = 3,
+                  log: Callable[[str], None] = print, device: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked / parallel)."""
+    dev = _device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
     cores = torch.get_num_threads()
-    deep_cfg = ModelConfig(**NAMED_MODELS["bert6"], dropout=0.0, attention_dropout=0.0)
-    shallow_cfg = ModelConfig(**NAMED_MODELS["bert1-h12"], dropout=0.0, attention_dropout=0.0)
-    torch.manual_seed(0)
-    deep = TinyBertForSequenceClassification(deep_cfg, 4).eval()
-    members = [TinyBertForSequenceClassification(shallow_cfg, 4).eval() for _ in range(max(ks))]
-    stacked = {k: StackedClassifier(members[:k]) for k in ks}
-    halves = {
-        k: [StackedClassifier(members[:k][: (k + 1) // 2]), StackedClassifier(members[:k][(k + 1) // 2 :])]
-        for k in ks
-        if k > 1
-    }
+    cases = latency_cases(ks, dev)
     rows: list[dict[str, Any]] = []
     for precision in precisions:
         if precision == "bf16" and not bf16_supported(dev):
             continue
         for batch in batches:
-            ids = torch.randint(1000, 30522, (batch, seq), device=dev)
-            reps = reps1 if batch == 1 else reps32
-            cases = [
-                ("BERT-6 768/12", "single", 1, deep, "6 blocks"),
-                ("BERT-1 768/12", "single", 1, members[0], "1 block"),
-            ]
-            for k in ks:
-                cases.append(
-                    (
-                        "committee of BERT-1",
-                        "sequential",
-                        k,
-                        lambda x, g=members[:k]: [m(x) for m in g],
-                        f"{k} blocks in series",
-                    )
-                )
-                cases.append(
-                    ("committee of BERT-1", "stacked", k, stacked[k], "1 block (batched over members)")
-                )
-                if k in halves:
-                    cases.append(
-                        (
-                            "committee of BERT-1",
-                            "parallel",
-                            k,
-                            lambda x, h=halves[k]: _in_threads(h, x),
-                            "1 block (2 threads)",
-                        )
-                    )
-            for model, mode, k, fn, depth in cases:
-                if mode == "parallel" and dev.type == "cpu":  # two threads, each with half of the cores
-                    torch.set_num_threads(max(1, cores // 2))
-                try:
-                    ms = _latency_ms(fn, ids, precision, reps)
-                finally:
-                    torch.set_num_threads(cores)
-                row = {"model": model, "mode": mode, "k": k, "batch": batch, "precision": precision,
-                       "ms_per_batch": round(ms, 2), "ms_per_input": round(ms / batch, 3), "critical_path": depth}  # fmt: skip
-                rows.append(row)
-                log("  " + json.dumps(row))
+            ids = torch.randint(1000, BERT_VOCAB_SIZE, (batch, seq), device=dev)
+            for case in cases:
+                rows.append(_time_case(case, ids, precision, reps1 if batch == 1 else reps32, cores))
+                log("  " + json.dumps(rows[-1]))
     return {"command": "tinylm bench latency " + " ".join(sys.argv[3:]), "seq": seq, "threads": cores,
-            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "machine": {"cpu": cpu_name(), "torch": torch.__version__,
                         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}, "rows": rows}  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from tinylm.errors import TinylmError
+from tinylm.registry import TASKS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,8 +51,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         help="local data directory (default: $TINYLM_DATA_DIR, else the hub)",
     )
     st.add_argument(
-        "--datasets", nargs="+", default=["agnews", "dbpedia", "fewrel", "wikipedia"],
-        choices=["agnews", "dbpedia", "fewrel", "wikipedia"], help="datasets to describe (default: all)",
+        "--datasets", nargs="+", default=[*TASKS, "wikipedia"],
+        choices=[*TASKS, "wikipedia"], help="datasets to describe (default: all)",
     )  # fmt: skip
     st.add_argument(
         "--max-length",

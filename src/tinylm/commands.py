@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinylm.config import add_config_args, config_from_args, named_config
-from tinylm.data.tasks import TASKS as TASK_NAMES
+from tinylm.registry import TASKS as TASK_NAMES
 
 
 def _resolve_config(args: argparse.Namespace) -> None:
@@ -216,21 +216,14 @@ def add_committee(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import sys
 
-    import numpy as np
-    import torch
-
-    from tinylm.committee import Committee, combine, softmax
+    from tinylm.committee import Committee, combine, committee_logits, softmax
     from tinylm.data.sources import resolve_source
     from tinylm.data.tokenize import encode_texts, load_tokenizer, tokenizer_from_file
     from tinylm.errors import DataError
-    from tinylm.objectives import TokenData
+    from tinylm.predict import TokenData
 
     model_dir = Path(args.model)
-    committee = (
-        Committee.load(model_dir)
-        if (model_dir / "manifest.json").is_file()
-        else Committee.from_runs([model_dir])
-    )
+    committee = Committee.load(model_dir) if (model_dir / "manifest.json").is_file() else Committee.from_runs([model_dir])
     where = "standard input" if args.input in (None, "-") else args.input
     try:
         raw = sys.stdin.buffer.read() if where == "standard input" else Path(args.input).read_bytes()
@@ -249,12 +242,7 @@ def _predict(args: argparse.Namespace) -> int:
         else load_tokenizer(resolve_source(None))
     )
     enc = encode_texts(tok, texts, committee.members[0].cfg.max_length)
-    data = TokenData(enc.ids, enc.lengths)
-    logits = []
-    for start in range(0, len(data), args.batch_size):
-        b = data.batch(np.arange(start, min(start + args.batch_size, len(data))), torch.device("cpu"))
-        logits.append(committee.member_logits(b["input_ids"], b["attention"]).numpy())
-    member_logits = np.concatenate(logits, axis=1)
+    member_logits = committee_logits(committee, TokenData(enc.ids, enc.lengths), args.batch_size)
     pred = combine(member_logits, args.rule)
     probs = softmax(member_logits).mean(0)
     for i, lab in enumerate(pred):
@@ -287,7 +275,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from tinylm.experiments import reproduce
+    from tinylm.paper.reproduce import reproduce
 
     reproduce(args.preset, args.out or f"reproduce-{Path(args.preset).stem}", args.seeds, args.tasks, args.jobs,
               args.data_dir, dry_run=args.dry_run)  # fmt: skip
@@ -295,10 +283,10 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from tinylm import experiments
+    from tinylm.paper import grid
 
     p = sub.add_parser("reproduce", help="the paper's experiments E1-E4 end to end, with a report",
-                       description=experiments.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       description=grid.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--preset",
         default="quick",

@@ -4,10 +4,10 @@ A committee predicts the argmax of the members' mean softmax probabilities (`mea
 default "soft committee"); `mean_logit` (argmax of mean logits) and `vote` (majority of argmaxes,
 ties to the lowest label) are offered too. Members must share the tokenizer and the label set.
 
-Members with the same architecture run as one stacked computation: their weights are stacked along
-a member dimension and every matmul is a batched matmul (`StackedClassifier`); a conv front-end runs
-as grouped convolutions. Different architectures form separate groups, evaluated one after the other
-or, when there are enough cores, in parallel threads with split thread budgets.
+Members with the same architecture run as one stacked computation (`model.stack_members`): their
+weights are stacked along a member dimension and the model's own forward code runs every matmul as a
+batched matmul and a conv front-end as grouped convolutions. Different architectures form separate
+groups, evaluated one after the other or, when there are enough cores, in parallel threads.
 """
 
 from __future__ import annotations
@@ -17,139 +17,28 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.config import ModelConfig
+from tinylm.config import TaskConfig, build_sections
+from tinylm.data.sources import resolve_source
+from tinylm.data.tasks import load_task_data
+from tinylm.data.tokenize import encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file
-from tinylm.model import TinyBertForSequenceClassification, attention_mask
+from tinylm.model import stack_members
+from tinylm.predict import TokenData, evaluating, predict
 from tinylm.weights import load_model
 
 RULES = ("mean_prob", "mean_logit", "vote")
 
 
-# ---------------------------------------------------------------- stacked inference
-
-
-def _stack(states: list[dict[str, Tensor]], name: str) -> Tensor:
-    return torch.stack([sd[name].detach().float() for sd in states])
-
-
-class StackedClassifier(nn.Module):
-    """M classifiers of one architecture as one computation: logits (M, B, labels) in eval mode."""
-
-    def __init__(self, members: list[TinyBertForSequenceClassification]):
-        super().__init__()
-        cfg: ModelConfig = members[0].cfg
-        self.cfg, self.M, self.num_labels = cfg, len(members), members[0].num_labels
-        states = [m.state_dict() for m in members]  # once per member, not once per weight
-        s = lambda n: _stack(states, n)  # noqa: E731
-        e = "bert.embeddings."
-        self.word, self.pos, self.type0 = (
-            s(e + "word_embeddings.weight"),
-            s(e + "position_embeddings.weight"),
-            s(e + "token_type_embeddings.weight")[:, 0],
-        )
-        self.emb_ln = (s(e + "LayerNorm.weight"), s(e + "LayerNorm.bias"))
-        self.layers = []
-        for i in range(cfg.layers):
-            p = f"bert.encoder.layer.{i}."
-            a = p + "attention.self."
-            self.layers.append({
-                "qkv_w": torch.cat([s(a + "query.weight"), s(a + "key.weight"), s(a + "value.weight")], 1).transpose(1, 2).contiguous(),
-                "qkv_b": torch.cat([s(a + "query.bias"), s(a + "key.bias"), s(a + "value.bias")], 1)[:, None],
-                "ao_w": s(p + "attention.output.dense.weight").transpose(1, 2).contiguous(), "ao_b": s(p + "attention.output.dense.bias")[:, None],
-                "ln1": (s(p + "attention.output.LayerNorm.weight"), s(p + "attention.output.LayerNorm.bias")),
-                "in_w": s(p + "intermediate.dense.weight").transpose(1, 2).contiguous(), "in_b": s(p + "intermediate.dense.bias")[:, None],
-                "out_w": s(p + "output.dense.weight").transpose(1, 2).contiguous(), "out_b": s(p + "output.dense.bias")[:, None],
-                "ln2": (s(p + "output.LayerNorm.weight"), s(p + "output.LayerNorm.bias")),
-            })  # fmt: skip
-        last, H = self.layers[-1], cfg.hidden_size
-        last["q_w"], last["kv_w"] = last["qkv_w"][:, :, :H].contiguous(), last["qkv_w"][:, :, H:].contiguous()
-        last["q_b"], last["kv_b"] = last["qkv_b"][:, :, :H].contiguous(), last["qkv_b"][:, :, H:].contiguous()
-        self.pool_w, self.pool_b = (
-            s("bert.pooler.dense.weight").transpose(1, 2).contiguous(),
-            s("bert.pooler.dense.bias")[:, None],
-        )
-        self.cls_w, self.cls_b = (
-            s("classifier.weight").transpose(1, 2).contiguous(),
-            s("classifier.bias")[:, None],
-        )
-        self.conv = self._grouped_conv(members) if cfg.conv_layers else None
-
-    def _grouped_conv(self, members: list[TinyBertForSequenceClassification]) -> nn.Sequential:
-        """Each member's conv block as grouped convolutions (groups = M) with BatchNorm folded in."""
-        mods: list[nn.Module] = []
-        blocks = [list(m.bert.encoder.conv.net) for m in members]
-        for j in range(0, len(blocks[0]), 3):
-            convs = [b[j] for b in blocks]
-            bns = [b[j + 1] for b in blocks]
-            c0 = convs[0]
-            conv = nn.Conv2d(
-                c0.in_channels * self.M,
-                c0.out_channels * self.M,
-                c0.kernel_size,
-                padding=c0.padding,
-                groups=self.M,
-            )
-            scale = torch.cat([bn.weight / torch.sqrt(bn.running_var + bn.eps) for bn in bns])
-            shift = torch.cat(
-                [bn.bias - bn.running_mean * (bn.weight / torch.sqrt(bn.running_var + bn.eps)) for bn in bns]
-            )
-            with torch.no_grad():
-                conv.weight.copy_(torch.cat([c.weight for c in convs]) * scale[:, None, None, None])
-                conv.bias.copy_(torch.cat([c.bias for c in convs]) * scale + shift)
-            mods += [conv, nn.GELU()]
-        return nn.Sequential(*mods).eval().to(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _ln(x: Tensor, wb: tuple[Tensor, Tensor], eps: float) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=eps) * wb[0][:, None] + wb[1][:, None]
-
-    @torch.no_grad()
-    def forward(self, input_ids: Tensor, attention: Tensor | None = None) -> Tensor:
-        cfg, M = self.cfg, self.M
-        B, T = input_ids.shape
-        H, nh, eps = cfg.hidden_size, cfg.heads, cfg.layer_norm_eps
-        x = self.word[:, input_ids].view(M, B * T, H) + (self.pos[:, :T] + self.type0[:, None]).repeat(
-            1, B, 1
-        )
-        x = self._ln(x, self.emb_ln, eps)
-        if self.conv is not None:
-            img = x.view(M, B, T, H).transpose(0, 1).contiguous(memory_format=torch.channels_last)
-            x = self.conv(img).transpose(0, 1).reshape(M, B * T, H)
-        mask = attention_mask(attention)
-        if mask is not None:
-            mask = mask.repeat(M, 1, 1, 1)
-        hd = H // nh
-        for i, L in enumerate(self.layers):
-            if i < len(self.layers) - 1:
-                qkv = (
-                    torch.baddbmm(L["qkv_b"], x, L["qkv_w"]).view(M * B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)
-                )
-                y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
-                y = y.transpose(1, 2).reshape(M, B * T, H)
-                res = x
-            else:  # the last block: only the [CLS] row feeds the pooler (as TinyBertForSequenceClassification)
-                k, v = torch.baddbmm(L["kv_b"], x, L["kv_w"]).view(M * B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
-                res = x.view(M, B, T, H)[:, :, 0]
-                q = torch.baddbmm(L["q_b"], res, L["q_w"]).view(M * B, 1, nh, hd).transpose(1, 2)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).reshape(M, B, H)
-            x = self._ln(res + torch.baddbmm(L["ao_b"], y, L["ao_w"]), L["ln1"], eps)
-            h = F.gelu(torch.baddbmm(L["in_b"], x, L["in_w"]))
-            x = self._ln(x + torch.baddbmm(L["out_b"], h, L["out_w"]), L["ln2"], eps)
-        cls = x
-        pooled = torch.tanh(torch.baddbmm(self.pool_b, cls, self.pool_w))
-        return torch.baddbmm(self.cls_b, pooled, self.cls_w)
-
-
-def arch_key(model: TinyBertForSequenceClassification) -> str:
+def arch_key(model: nn.Module) -> str:
     return json.dumps(dataclasses.asdict(model.cfg) | {"num_labels": model.num_labels}, sort_keys=True)
 
 
@@ -172,7 +61,7 @@ class Committee:
         for i, m in enumerate(members):
             groups.setdefault(arch_key(m), []).append(i)
         self.groups = list(groups.values())
-        self._stacked: dict[int, StackedClassifier] = {}
+        self._stacked: dict[int, nn.Module] = {}
 
     @classmethod
     def from_runs(cls, paths: list[str | Path]) -> Committee:
@@ -183,9 +72,9 @@ class Committee:
             metas.append(meta)
         return cls(members, metas, [str(p) for p in paths])
 
-    def stacked(self, g: int) -> StackedClassifier:
+    def stacked(self, g: int) -> nn.Module:
         if g not in self._stacked:
-            self._stacked[g] = StackedClassifier([self.members[i] for i in self.groups[g]])
+            self._stacked[g] = stack_members([self.members[i] for i in self.groups[g]])
         return self._stacked[g]
 
     @torch.no_grad()
@@ -211,7 +100,7 @@ class Committee:
                 out[i] = logits[j]
 
         if workers > 1 and len(self.groups) > 1:
-            parallel_groups(run, len(self.groups), workers)
+            parallel_groups(run, len(self.groups))
         else:
             for g in range(len(self.groups)):
                 run(g)
@@ -298,7 +187,7 @@ def check_compatible(metas: list[dict[str, Any]], sources: list[str]) -> None:
                               f"vocab {metas[0]['model']['vocab_size']})")  # fmt: skip
 
 
-def parallel_groups(run, n_groups: int, workers: int) -> None:
+def parallel_groups(run: Callable[[int], None], n_groups: int) -> None:
     """Run groups in threads; torch releases the GIL in its kernels. Each thread keeps torch's pool."""
     threads = [threading.Thread(target=run, args=(g,)) for g in range(n_groups)]
     for t in threads:
@@ -356,22 +245,11 @@ def member_task_config(run: Path) -> dict[str, Any]:
     return yaml.safe_load(cfg_path.read_text())
 
 
-def evaluate_committee(
-    runs: list[str], task: str | None, reference: str | None, rule: str, orderings: int, seed: int,
-    mode: str = "auto", batch_size: int = 64,
-) -> dict[str, Any]:  # fmt: skip
-    """Logits of every member on the members' shared test split; accuracy vs committee size; the reference."""
-    from tinylm.config import build_sections
-    from tinylm.data.sources import resolve_source
-    from tinylm.data.tokenize import encode_records_cached, load_tokenizer
-    from tinylm.finetune import SECTIONS, load_task_data
-    from tinylm.objectives import TokenData
-
-    if not runs:
-        raise TinylmError("a committee needs at least one member (got an empty member list)")
-    if rule not in RULES:
-        raise TinylmError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
-    committee = Committee.from_runs(runs)
+def shared_test_split(
+    runs: list[str], reference: str | None, task: str | None, max_length: int
+) -> tuple[TokenData, str]:
+    """The test split every member (and the reference) was evaluated on, rebuilt from the first member's
+    config, and the task's name; an error names a run whose split differs or whose task is not `task`."""
     hashes = {}
     for r in runs + ([reference] if reference else []):
         data = json.loads((Path(r) / "data.json").read_text()) if (Path(r) / "data.json").is_file() else {}
@@ -381,46 +259,50 @@ def evaluate_committee(
         raise TinylmError(f"--task {task}: member {runs[0]} was fine-tuned on {first_cfg.get('task')}")
     differing = [r for r, h in hashes.items() if h != hashes[runs[0]]]
     if differing:
-        raise TinylmError(
-            f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}"
-        )
-    settings = {
-        k: v
-        for k, v in first_cfg.items()
-        if k in {f for sec in SECTIONS.values() for f in sec.__dataclass_fields__}
-    }
-    tcfg = build_sections(SECTIONS, settings)["task"]
+        raise TinylmError(f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}")
+    fields = {f.name for f in dataclasses.fields(TaskConfig)}
+    tcfg: TaskConfig = build_sections({"task": TaskConfig}, {k: v for k, v in first_cfg.items() if k in fields})["task"]
     data = load_task_data(tcfg)
     tok = load_tokenizer(resolve_source(tcfg.data_dir))
-    max_length = committee.members[0].cfg.max_length
     splits, _ = encode_records_cached(tok, {"test": data.test}, data.description, max_length, tcfg.cache_dir)
-    test = TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"])
-    logits = []
-    for start in range(0, len(test), batch_size):
-        b = test.batch(np.arange(start, min(start + batch_size, len(test))), torch.device("cpu"))
-        logits.append(committee.member_logits(b["input_ids"], b["attention"], mode).numpy())
-    member_logits = np.concatenate(logits, axis=1)
+    return TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"]), data.name
+
+
+def committee_logits(
+    committee: Committee, data: TokenData, batch_size: int = 64, mode: str = "auto", precision: str = "fp32"
+) -> np.ndarray:
+    """Every member's logits on `data`: (members, N, labels)."""
+    with evaluating(*committee.members):
+        return predict(lambda i, a: committee.member_logits(i, a, mode), data, batch_size, torch.device("cpu"),
+                       precision, batch_axis=1)  # fmt: skip
+
+
+def evaluate_committee(
+    runs: list[str], task: str | None, reference: str | None, rule: str, orderings: int, seed: int,
+    mode: str = "auto", batch_size: int = 64,
+) -> tuple[dict[str, Any], Committee]:  # fmt: skip
+    """Logits of every member on the members' shared test split; accuracy vs committee size; the reference."""
+    if not runs:
+        raise TinylmError("a committee needs at least one member (got an empty member list)")
+    if rule not in RULES:
+        raise TinylmError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    committee = Committee.from_runs(runs)
+    test, task_name = shared_test_split(runs, reference, task, committee.members[0].cfg.max_length)
+    member_logits = committee_logits(committee, test, batch_size, mode)
     labels = test.labels
     curve = accuracy_vs_size(member_logits, labels, rule, orderings, seed)
     members = [{"run": r, "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
                 "model": committee.metas[i]["model"].get("model") or "{layers}/{hidden_size}/{heads}".format(**committee.metas[i]["model"])}
                for i, r in enumerate(runs)]  # fmt: skip
-    out = {"task": data.name, "rule": rule, "num_test": len(labels), "members": members, "curve": curve,
-           "committee_accuracy": curve["first_k"][-1], "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES}}  # fmt: skip
+    out = {"task": task_name, "rule": rule,
+           "num_test": len(labels), "members": members, "curve": curve, "committee_accuracy": curve["first_k"][-1],
+           "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES}}  # fmt: skip
     if reference:
         ref_model, _ = load_member(Path(reference))
-        ref_model.eval()
-        preds = []
-        with torch.no_grad():
-            for start in range(0, len(test), batch_size):
-                b = test.batch(np.arange(start, min(start + batch_size, len(test))), torch.device("cpu"))
-                preds.append(ref_model(b["input_ids"], b["attention"]).argmax(-1).numpy())
-        acc = float((np.concatenate(preds) == labels).mean())
-        out["reference"] = {
-            "run": reference,
-            "accuracy": acc,
-            "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
-        }
+        with evaluating(ref_model):
+            logits = predict(ref_model, test, batch_size, torch.device("cpu"))
+        acc = float((logits.argmax(-1) == labels).mean())
+        out["reference"] = {"run": reference, "accuracy": acc, "stderr": float(np.sqrt(acc * (1 - acc) / len(labels)))}
     return out, committee
 
 

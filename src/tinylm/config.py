@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from tinylm.errors import ConfigError
+from tinylm.registry import BERT_VOCAB_SIZE, NAMED_MODELS, TASKS
 
 
 def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -39,7 +40,7 @@ class ModelConfig:
     heads: int = opt(2, "attention heads; must divide hidden_size")
     ffn_size: int = opt(512, "feed-forward (intermediate) size")
     max_length: int = opt(128, "maximum sequence length in tokens (position embeddings)")
-    vocab_size: int = opt(30522, "vocabulary size (bert-base-uncased: 30522)")
+    vocab_size: int = opt(BERT_VOCAB_SIZE, f"vocabulary size (bert-base-uncased: {BERT_VOCAB_SIZE})")
     type_vocab_size: int = opt(2, "token-type vocabulary size")
     dropout: float = opt(0.1, "dropout on embeddings, residual branches and the classifier")
     attention_dropout: float = opt(0.1, "dropout on attention probabilities")
@@ -85,20 +86,6 @@ class ModelConfig:
         return (k[0], k[-1])
 
 
-#: The paper's models (paper.md §3.2): head size 64, FFN 4 × hidden, 128 positions.
-NAMED_MODELS: dict[str, dict[str, Any]] = {
-    "bert6": {"layers": 6, "hidden_size": 768, "heads": 12, "ffn_size": 3072},
-    "bert1-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072},
-    "bert1-h24": {"layers": 1, "hidden_size": 1536, "heads": 24, "ffn_size": 6144},
-    "bert1-conv2-k3-d64-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
-                               "conv_layers": 2, "conv_kernel": "3", "conv_channels": 64},
-    "bert1-conv2-k3-d64-h8": {"layers": 1, "hidden_size": 512, "heads": 8, "ffn_size": 2048,
-                              "conv_layers": 2, "conv_kernel": "3", "conv_channels": 64},
-    "bert1-conv3-k3-d32-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
-                               "conv_layers": 3, "conv_kernel": "3", "conv_channels": 32},
-    "bert1-conv2-k16x3-d64-h12": {"layers": 1, "hidden_size": 768, "heads": 12, "ffn_size": 3072,
-                                  "conv_layers": 2, "conv_kernel": "16x3", "conv_channels": 64},
-}  # fmt: skip
 
 
 @dataclass
@@ -199,6 +186,49 @@ class CorpusConfig:
             p.append(
                 f"mask_replace + mask_random: must be shares summing to <= 1, got {self.mask_replace} + {self.mask_random}"
             )
+        return p
+
+
+@dataclass
+class TaskConfig:
+    task: str = opt("agnews", "agnews, dbpedia, fewrel, or file:PATH (a CSV with a header row, or JSONL)")
+    init: str = opt("scratch", "'scratch' (random init: the non-pre-trained control), a pre-training run, "
+                               "a tinylm model directory, or a transformers BERT directory")  # fmt: skip
+    init_pooler: bool = opt(False, "also load the pooler when the init source has one (the paper: fresh)")
+    samples_per_label_train: int | None = opt(
+        -1, "training examples per label (-1: the task's paper default, None: all)"
+    )
+    samples_per_label_test: int | None = opt(
+        -1, "test examples per label (-1: the task's paper default, None: all)"
+    )
+    sample_seed: int = opt(42, "seed of the per-label sampling (the paper's code: 42)")
+    fewrel_marking: str = opt(
+        "punct", "FewRel entity marking: punct ('@ head @', '# tail #') or none", ("punct", "none")
+    )
+    fewrel_split_seed: int = opt(42, "seed of FewRel's per-relation train/test split")
+    fewrel_test_per_relation: int = opt(
+        70, "FewRel test instances per relation (the rest train; paper 630/70)"
+    )
+    text_column: str = opt("text", "file tasks: the text column / JSON field")
+    label_column: str = opt("label", "file tasks: the label column / JSON field (names or integers)")
+    test_file: str | None = opt(None, "file tasks: a separate test file (else a seeded split of the file)")
+    test_share: float = opt(
+        0.1, "file tasks without a test file: share of each label's rows held out for test"
+    )
+    eval_batch_size: int = opt(128, "batch size for evaluation")
+    data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
+    cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
+
+    def validate(self) -> list[str]:
+        p = []
+        if not (self.task in TASKS or self.task.startswith("file:")):
+            p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
+        for name in ("samples_per_label_train", "samples_per_label_test"):
+            v = getattr(self, name)
+            if v is not None and v != -1 and v < 1:
+                p.append(f"{name}: must be positive, -1 (paper default) or None (all), got {v}")
+        if self.eval_batch_size < 1:
+            p.append(f"eval_batch_size: must be positive, got {self.eval_batch_size}")
         return p
 
 
@@ -362,10 +392,6 @@ def flat_dict(built: dict[str, Any]) -> dict[str, Any]:
     for obj in built.values():
         out.update(dataclasses.asdict(obj))
     return out
-
-
-def dump_yaml(built: dict[str, Any]) -> str:
-    return yaml.safe_dump(flat_dict(built), sort_keys=False)
 
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"

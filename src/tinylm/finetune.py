@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,87 +16,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylm.config import ModelConfig, RunConfig, TrainConfig, flat_dict, opt
+from tinylm.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, flat_dict
 from tinylm.data.sources import resolve_source
-from tinylm.data.tasks import TASKS, TaskData, load_file_pool, load_pool, sample_task
+from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
-from tinylm.objectives import ClassificationObjective, TokenData
-from tinylm.pretrain import run_name
-from tinylm.runs import RunDir
+from tinylm.objectives import ClassificationObjective
+from tinylm.predict import TokenData, class_probabilities
+from tinylm.runs import RunDir, run_name
 from tinylm.train import Trainer
 from tinylm.weights import load_state, read_model_meta, read_weights, save_model
 
-
-@dataclass
-class TaskConfig:
-    task: str = opt("agnews", "agnews, dbpedia, fewrel, or file:PATH (a CSV with a header row, or JSONL)")
-    init: str = opt("scratch", "'scratch' (random init: the non-pre-trained control), a pre-training run, "
-                               "a tinylm model directory, or a transformers BERT directory")  # fmt: skip
-    init_pooler: bool = opt(False, "also load the pooler when the init source has one (the paper: fresh)")
-    samples_per_label_train: int | None = opt(
-        -1, "training examples per label (-1: the task's paper default, None: all)"
-    )
-    samples_per_label_test: int | None = opt(
-        -1, "test examples per label (-1: the task's paper default, None: all)"
-    )
-    sample_seed: int = opt(42, "seed of the per-label sampling (the paper's code: 42)")
-    fewrel_marking: str = opt(
-        "punct", "FewRel entity marking: punct ('@ head @', '# tail #') or none", ("punct", "none")
-    )
-    fewrel_split_seed: int = opt(42, "seed of FewRel's per-relation train/test split")
-    fewrel_test_per_relation: int = opt(
-        70, "FewRel test instances per relation (the rest train; paper 630/70)"
-    )
-    text_column: str = opt("text", "file tasks: the text column / JSON field")
-    label_column: str = opt("label", "file tasks: the label column / JSON field (names or integers)")
-    test_file: str | None = opt(None, "file tasks: a separate test file (else a seeded split of the file)")
-    test_share: float = opt(
-        0.1, "file tasks without a test file: share of each label's rows held out for test"
-    )
-    eval_batch_size: int = opt(128, "batch size for evaluation")
-    data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
-    cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
-
-    def validate(self) -> list[str]:
-        p = []
-        if not (self.task in TASKS or self.task.startswith("file:")):
-            p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
-        for name in ("samples_per_label_train", "samples_per_label_test"):
-            v = getattr(self, name)
-            if v is not None and v != -1 and v < 1:
-                p.append(f"{name}: must be positive, -1 (paper default) or None (all), got {v}")
-        if self.eval_batch_size < 1:
-            p.append(f"eval_batch_size: must be positive, got {self.eval_batch_size}")
-        return p
-
-
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
-
-
-def load_task_data(tc: TaskConfig) -> TaskData:
-    """The sampled task described by a TaskConfig (built-in or file:PATH)."""
-    if tc.task.startswith("file:"):
-        pool = load_file_pool(
-            tc.task[5:], tc.text_column, tc.label_column, tc.test_file, tc.test_share, tc.sample_seed
-        )
-        n_train = None if tc.samples_per_label_train == -1 else tc.samples_per_label_train
-        n_test = None if tc.samples_per_label_test == -1 else tc.samples_per_label_test
-    else:
-        source = resolve_source(tc.data_dir)
-        options = {}
-        if tc.task == "fewrel":
-            options = {
-                "marking": tc.fewrel_marking,
-                "split_seed": tc.fewrel_split_seed,
-                "test_per_relation": tc.fewrel_test_per_relation,
-            }
-        pool = load_pool(tc.task, source, **options)
-        n_train = TASKS[tc.task]["train"] if tc.samples_per_label_train == -1 else tc.samples_per_label_train
-        n_test = TASKS[tc.task]["test"] if tc.samples_per_label_test == -1 else tc.samples_per_label_test
-    return sample_task(pool, tc.sample_seed, n_train, n_test)
 
 
 # ---------------------------------------------------------------- init
@@ -219,11 +151,11 @@ def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print)
     test = TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"])
     objective = ClassificationObjective(task.num_labels)
     trainer = Trainer(model, objective, train, tcfg, run,
-                      evaluate=lambda m: objective.evaluate(m, test, tc.eval_batch_size, trainer.device))  # fmt: skip
+                      evaluate=lambda m: objective.evaluate(m, test, tc.eval_batch_size, trainer.device, tcfg.precision))  # fmt: skip
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
-    probs = objective.predict(model, test, tc.eval_batch_size, trainer.device)
+    probs = class_probabilities(model, test, tc.eval_batch_size, trainer.device, tcfg.precision)
     np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
     save_model(model, run.path, label_names=task.label_names, tokenizer=tok.path, task=tc.task)
     results = summarize(run, task) | {

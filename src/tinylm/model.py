@@ -12,13 +12,15 @@ so a state dict of a model without the conv front-end loads into transformers an
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinylm.config import ModelConfig
-
-PAD_ID = 0
+from tinylm.registry import PAD_ID
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -47,20 +49,85 @@ class Dropout(nn.Module):
         return dropout(x, self.p, self.training)
 
 
+# ---------------------------------------------------------------- member-aware building blocks
+#
+# Every parameterised layer below runs one model, or M models of one architecture at once when its
+# parameters carry a leading member dimension (`stack_members`): activations are then (M, B, T, H) and
+# the same module code serves a single classifier and a stacked committee.
+
+
+def _per_member(t: Tensor, x: Tensor) -> Tensor:
+    """A per-member tensor (M, *s) viewed as (M, 1, ..., 1, *s) so that it broadcasts against x (M, ..., *s)."""
+    return t.view(t.shape[0], *([1] * (x.dim() - t.dim())), *t.shape[1:])
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x @ weightᵀ + bias; with stacked members (weight M×out×in) one batched matmul over the members."""
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    M = weight.shape[0]
+    y = torch.baddbmm(bias.unsqueeze(1), x.reshape(M, -1, x.shape[-1]), weight.transpose(1, 2))
+    return y.view(*x.shape[:-1], weight.shape[1])
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.weight.dim() == 2 else linear(x, self.weight, self.bias)
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 1:
+            return super().forward(x)
+        y = F.layer_norm(x, self.weight.shape[-1:], eps=self.eps)
+        return torch.addcmul(_per_member(self.bias, y), y, _per_member(self.weight, y))
+
+
+class Embedding(nn.Embedding):
+    def forward(self, ids: Tensor) -> Tensor:
+        return super().forward(ids) if self.weight.dim() == 2 else self.weight[:, ids]
+
+
+class Conv2d(nn.Conv2d):
+    """Stacked members run as one grouped convolution (their channels side by side)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 4:
+            return super().forward(x)
+        groups = self.groups * self.weight.shape[0]
+        w, b = self.weight.flatten(0, 1), self.bias.flatten()
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, groups)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """Stacked members (inference only) normalise their side-by-side channels with their own statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 1:
+            return super().forward(x)
+        if self.training:
+            raise RuntimeError("stacked members run in eval mode only")
+        rm, rv = self.running_mean.flatten(), self.running_var.flatten()
+        return F.batch_norm(x, rm, rv, self.weight.flatten(), self.bias.flatten(), False, 0.0, self.eps)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=PAD_ID)
-        self.position_embeddings = nn.Embedding(cfg.max_length, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=PAD_ID)
+        self.position_embeddings = Embedding(cfg.max_length, cfg.hidden_size)
+        self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.shape[1]
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]
+        x = self.word_embeddings(input_ids)
+        pos = self.position_embeddings.weight[..., :T, :]
+        x = x + (pos if pos.dim() == 2 else _per_member(pos, x))
         if token_type_ids is None:  # all zeros, as the paper feeds none
-            x = x + self.token_type_embeddings.weight[0]
+            type0 = self.token_type_embeddings.weight[..., 0, :]
+            x = x + (type0 if type0.dim() == 1 else _per_member(type0, x))
         else:
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
@@ -70,33 +137,38 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.heads = cfg.heads
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.query = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_dropout
+        self._fused: dict[tuple[str, ...], tuple[tuple, Tensor, Tensor]] = {}
+
+    def fused(self, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+        """The named projections' weights and biases concatenated (one matmul instead of several; the
+        parameters stay separate, as in BERT). Without gradients the result is cached until a weight changes."""
+        mods = [getattr(self, n) for n in names]
+        if torch.is_grad_enabled():
+            return torch.cat([m.weight for m in mods], -2), torch.cat([m.bias for m in mods], -1)
+        key = tuple((t.data_ptr(), t._version) for m in mods for t in (m.weight, m.bias))
+        hit = self._fused.get(names)
+        if hit is None or hit[0] != key:
+            w, b = torch.cat([m.weight for m in mods], -2), torch.cat([m.bias for m in mods], -1)
+            self._fused[names] = hit = (key, w, b)
+        return hit[1], hit[2]
 
     def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
-        """Self-attention over x (B, T, H). With `cls_only`, only the [CLS] query is computed (B, 1, H)."""
-        B, T, H = x.shape
-        nh, hd = self.heads, H // self.heads
+        """Self-attention over x (..., T, H); leading dims (batch, or members × batch) are folded into one.
+        With `cls_only`, only the [CLS] query is computed: (..., 1, H)."""
+        *lead, T, H = x.shape
+        B, nh, hd = math.prod(lead), self.heads, H // self.heads
+        p = self.dropout_p if self.training else 0.0
         if cls_only:  # keys and values of every position, the query of the first one only
-            w_kv = torch.cat([self.key.weight, self.value.weight])
-            k, v = (
-                F.linear(x, w_kv, torch.cat([self.key.bias, self.value.bias]))
-                .view(B, T, 2, nh, hd)
-                .permute(2, 0, 3, 1, 4)
-            )
-            q = self.query(x[:, :1]).view(B, 1, nh, hd).transpose(1, 2)
-            p = self.dropout_p if self.training else 0.0
-            return (
-                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-                .transpose(1, 2)
-                .reshape(B, 1, H)
-            )
-        # q, k and v in one matmul over the concatenated weights (parameters stay separate, as in BERT)
-        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(x, w, b).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
+            k, v = linear(x, *self.fused(("key", "value"))).view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
+            q = self.query(x[..., :1, :]).view(B, 1, nh, hd).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            return y.transpose(1, 2).reshape(*lead, 1, H)
+        qkv = linear(x, *self.fused(("query", "key", "value")))
+        qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
         if self.training and self.dropout_p > 0 and x.device.type == "cpu":
             # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
             # plain batched matmuls over (B·heads) with our dropout are ~1.4× faster here.
@@ -107,11 +179,8 @@ class SelfAttention(nn.Module):
             y = torch.bmm(dropout(scores.softmax(-1), self.dropout_p, True), v).view(B, nh, T, hd)
         else:
             q, k, v = qkv.unbind(0)
-            p = self.dropout_p if self.training else 0.0
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p
-            )  # (B, heads, T, head size)
-        return y.transpose(1, 2).reshape(B, T, H)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, heads, T, head size)
+        return y.transpose(1, 2).reshape(*lead, T, H)
 
 
 class AddNorm(nn.Module):
@@ -119,8 +188,8 @@ class AddNorm(nn.Module):
 
     def __init__(self, d_in: int, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(d_in, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dense = Linear(d_in, cfg.hidden_size)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, h: Tensor, residual: Tensor) -> Tensor:
@@ -134,13 +203,13 @@ class Attention(nn.Module):
         self.output = AddNorm(cfg.hidden_size, cfg)
 
     def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
-        return self.output(self.self(x, mask, cls_only), x[:, :1] if cls_only else x)
+        return self.output(self.self(x, mask, cls_only), x[..., :1, :] if cls_only else x)
 
 
 class Intermediate(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.ffn_size)
+        self.dense = Linear(cfg.hidden_size, cfg.ffn_size)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(self.dense(x))
@@ -156,7 +225,7 @@ class Layer(nn.Module):
         self.output = AddNorm(cfg.ffn_size, cfg)
 
     def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
-        """Post-LN block; with `cls_only` it returns only the [CLS] row (B, 1, H), computing nothing else
+        """Post-LN block; with `cls_only` it returns only the [CLS] row (..., 1, H), computing nothing else
         that row does not depend on (the classifier reads only [CLS] from the last block)."""
         x = self.attention(x, mask, cls_only)
         return self.output(self.intermediate(x), x)
@@ -168,6 +237,7 @@ class ConvFrontEnd(nn.Module):
 
     Faithful to the official code: no residual connection, the attention mask is ignored (padding
     positions are convolved and enter the BatchNorm statistics). It replaces the first encoder layer.
+    Stacked members are the channels of one image: (M, B, T, H) → (B, M, T, H), grouped convolutions.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -175,13 +245,16 @@ class ConvFrontEnd(nn.Module):
         d, k = cfg.conv_channels, cfg.kernel()
         mods: list[nn.Module] = []
         for i in range(cfg.conv_layers):
-            mods += [nn.Conv2d(1 if i == 0 else d, d, k, padding="same"), nn.BatchNorm2d(d), nn.GELU()]
-        mods += [nn.Conv2d(d, 1, 1), nn.BatchNorm2d(1), nn.GELU()]
+            mods += [Conv2d(1 if i == 0 else d, d, k, padding="same"), BatchNorm2d(d), nn.GELU()]
+        mods += [Conv2d(d, 1, 1), BatchNorm2d(1), nn.GELU()]
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: Tensor) -> Tensor:
-        img = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)  # channels_last: ~2× faster on CPU
-        return self.net(img).squeeze(1).contiguous()
+        stacked = x.dim() == 4
+        img = x.transpose(0, 1) if stacked else x.unsqueeze(1)
+        img = img.contiguous(memory_format=torch.channels_last)  # channels_last: ~2× faster on CPU
+        y = self.net(img)
+        return (y.transpose(0, 1) if stacked else y.squeeze(1)).contiguous()
 
 
 class Encoder(nn.Module):
@@ -201,10 +274,10 @@ class Encoder(nn.Module):
 class Pooler(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.dense(x[:, 0]))
+        return torch.tanh(self.dense(x[..., 0, :]))
 
 
 def attention_mask(attention: Tensor | None) -> Tensor | None:
@@ -231,14 +304,18 @@ class Bert(nn.Module):
         token_type_ids: Tensor | None = None,
         cls_only: bool = False,
     ) -> Tensor:
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask(attention), cls_only)
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = attention_mask(attention)
+        if mask is not None and x.dim() == 4:  # stacked members share the inputs: one mask row per (member, row)
+            mask = mask.repeat(x.shape[0], 1, 1, 1)
+        return self.encoder(x, mask, cls_only)
 
 
 class LMTransform(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.LayerNorm(F.gelu(self.dense(x)))
@@ -295,7 +372,7 @@ class TinyBertForSequenceClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = Bert(cfg, pooler=True)
         self.dropout = Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier = Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
 
     def forward(
@@ -308,6 +385,31 @@ class TinyBertForSequenceClassification(nn.Module):
             cls_only = not self.training
         h = self.bert(input_ids, attention, cls_only=cls_only)
         return self.classifier(self.dropout(self.bert.pooler(h)))
+
+
+def stack_members(models: list[nn.Module]) -> nn.Module:
+    """M models of one architecture as one model for inference: every parameter and buffer gains a leading
+    member dimension, and the same forward code runs all members at once on shared inputs (outputs get a
+    leading member dimension: a classifier returns (M, B, labels)). The models are not changed."""
+    first = models[0]
+    for i, m in enumerate(models[1:], 1):
+        if type(m) is not type(first) or getattr(m, "cfg", None) != getattr(first, "cfg", None):
+            raise ValueError(f"member {i} has another architecture than member 0; stack each architecture apart")
+    stacked = copy.deepcopy(first).eval()
+    peers = [dict(m.named_modules()) for m in models]
+    with torch.no_grad():
+        for name, mod in stacked.named_modules():
+            for kind in ("_parameters", "_buffers"):
+                table = getattr(mod, kind)
+                for key, t in table.items():
+                    if t is None:
+                        continue
+                    s = torch.stack([getattr(p[name], key).detach() for p in peers])
+                    table[key] = nn.Parameter(s, requires_grad=False) if kind == "_parameters" else s
+            if isinstance(mod, SelfAttention):
+                mod._fused = {}
+    stacked.members = len(models)
+    return stacked
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
@@ -380,6 +482,7 @@ def describe(cfg: ModelConfig) -> str:
 
 __all__ = [
     "Bert",
+    "stack_members",
     "TinyBertForMaskedLM",
     "TinyBertForSequenceClassification",
     "attention_mask",

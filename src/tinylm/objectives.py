@@ -6,37 +6,13 @@ the loop in train.py knows nothing else about it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.data.tokenize import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-
-
-@dataclass
-class TokenData:
-    """Padded uint16 token ids (N × T), true lengths, and optional labels: what the loop iterates over."""
-
-    ids: np.ndarray
-    lengths: np.ndarray
-    labels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, Tensor]:
-        """Rows `idx`, trimmed to the longest of them (no compute on all-padding columns)."""
-        lengths = self.lengths[idx]
-        T = int(lengths.max())
-        ids = torch.from_numpy(self.ids[idx, :T].astype(np.int64))
-        attention = (torch.arange(T)[None, :] < torch.from_numpy(lengths.astype(np.int64))[:, None]).long()
-        out = {"input_ids": ids, "attention": attention}
-        if self.labels is not None:
-            out["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
-        return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+from tinylm.predict import TokenData, autocast, batches, class_probabilities, evaluating
+from tinylm.registry import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -66,13 +42,11 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 class Objective:
     """Interface: `loss` for a training batch, `evaluate` over a dataset (no gradients)."""
 
-    name = "objective"
-
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32"
     ) -> dict[str, float]:
         raise NotImplementedError
 
@@ -87,8 +61,6 @@ class MLMObjective(Objective):
     """BERT masking, re-drawn every batch: `mask_prob` of non-special tokens ([PAD]/[CLS]/[SEP] excluded)
     are selected; of those `mask_replace` → [MASK], `mask_random` → a uniform random id, the rest kept.
     The loss (cross-entropy) and accuracy count only the selected positions."""
-
-    name = "mlm"
 
     def __init__(
         self,
@@ -129,22 +101,21 @@ class MLMObjective(Objective):
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, seed: int = 1234
-    ) -> dict[str, float]:
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32",
+        seed: int = 1234,
+    ) -> dict[str, float]:  # fmt: skip
         """MLM loss/accuracy on held-out samples with a fixed masking seed (comparable across steps)."""
-        was_training = model.training
-        model.eval()
         gen = torch.Generator().manual_seed(seed)
         total_loss, correct, count = 0.0, 0, 0
-        for start in range(0, len(data), batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, len(data))), device)
-            inputs, positions, targets = self.mask(batch["input_ids"].cpu(), gen)
-            logits = model(inputs.to(device), batch["attention"], positions.to(device)).float()
-            targets = targets.to(device)
-            total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
-            correct += int((logits.argmax(-1) == targets).sum())
-            count += targets.numel()
-        model.train(was_training)
+        with evaluating(model):
+            for batch in batches(data, batch_size, device):
+                inputs, positions, targets = self.mask(batch["input_ids"].cpu(), gen)
+                with autocast(device, precision):
+                    logits = model(inputs.to(device), batch["attention"], positions.to(device)).float()
+                targets = targets.to(device)
+                total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
+                correct += int((logits.argmax(-1) == targets).sum())
+                count += targets.numel()
         return {"mlm_loss": total_loss / count, "mlm_accuracy": correct / count}
 
     def state_dict(self) -> dict:
@@ -157,8 +128,6 @@ class MLMObjective(Objective):
 class ClassificationObjective(Objective):
     """Cross-entropy over the classifier's logits; evaluation gives accuracy, macro-F1 and the confusion matrix."""
 
-    name = "classification"
-
     def __init__(self, num_labels: int):
         self.num_labels = num_labels
 
@@ -168,21 +137,10 @@ class ClassificationObjective(Objective):
         correct = (logits.argmax(-1) == batch["labels"]).sum()
         return loss, {"correct": correct, "count": batch["labels"].numel()}
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device) -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        out = []
-        for start in range(0, len(data), batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, len(data))), device)
-            out.append(model(batch["input_ids"], batch["attention"]).float().softmax(-1).cpu().numpy())
-        model.train(was_training)
-        return np.concatenate(out)
-
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device
+        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32"
     ) -> dict[str, float]:
-        probs = self.predict(model, data, batch_size, device)
+        probs = class_probabilities(model, data, batch_size, device, precision)
         return classification_metrics(probs.argmax(1), data.labels, self.num_labels)
 
 

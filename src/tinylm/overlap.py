@@ -24,27 +24,19 @@ import numpy as np
 
 from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
 from tinylm.data.sources import DataSource
-from tinylm.data.tasks import TASKS, load_task
-from tinylm.data.tokenize import (
-    CLS_ID,
-    MASK_ID,
-    PAD_ID,
-    SEP_ID,
-    UNK_ID,
-    EncodedTexts,
-    TokenizerInfo,
-    encode_texts,
-)
+from tinylm.data.tasks import load_task
+from tinylm.data.tokenize import EncodedTexts, TokenizerInfo, encode_texts
 from tinylm.errors import DataError
 from tinylm.fileio import stable_hash
+from tinylm.registry import SPECIAL_IDS, TASKS
 
-SPECIAL_IDS = (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID)
+SPECIAL_TOKEN_IDS = tuple(SPECIAL_IDS.values())
 
 
 def token_counts(ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """Occurrences of every id in a (padded) id array, special tokens zeroed."""
     counts = np.bincount(ids.ravel(), minlength=vocab_size).astype(np.int64)
-    counts[list(SPECIAL_IDS)] = 0
+    counts[list(SPECIAL_TOKEN_IDS)] = 0
     return counts
 
 
@@ -147,7 +139,7 @@ def select_by_overlap(
             f"only {len(full)} full-length articles in the pool of {len(pool)}; raise selection_pool or lower num_articles"
         )
     ids = pool.ids[full].astype(np.int64)
-    valid = ~np.isin(ids, SPECIAL_IDS)
+    valid = ~np.isin(ids, SPECIAL_TOKEN_IDS)
     score = (task_types[ids] & valid).sum(1) / valid.sum(1)
     rank = np.argsort(-score if direction == "high" else score, kind="stable")[:n]
     chosen = np.sort(full[rank])

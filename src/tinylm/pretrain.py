@@ -12,10 +12,11 @@ from tinylm.data.corpus import load_wiki_corpus
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import ConfigError
-from tinylm.fileio import stable_hash, write_json
+from tinylm.fileio import write_json
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
-from tinylm.objectives import MLMObjective, TokenData
-from tinylm.runs import RESUMABLE_KEYS, RunDir
+from tinylm.objectives import MLMObjective
+from tinylm.predict import TokenData
+from tinylm.runs import RunDir, run_name
 from tinylm.train import Trainer
 from tinylm.weights import save_model
 
@@ -25,11 +26,6 @@ SECTIONS: dict[str, type] = {
     "corpus": CorpusConfig,
     "run": RunConfig,
 }
-
-
-def run_name(prefix: str, flat: dict[str, Any]) -> str:
-    arch = flat.get("model") or f"{flat['layers']}x{flat['hidden_size']}"
-    return f"{prefix}-{arch}-{stable_hash({k: v for k, v in flat.items() if k not in RESUMABLE_KEYS}, 10)}"
 
 
 def pretrain(built: dict[str, Any], log=print, on_step=None) -> RunDir:
@@ -77,7 +73,7 @@ def pretrain(built: dict[str, Any], log=print, on_step=None) -> RunDir:
     eval_data = TokenData(corpus.eval.ids, corpus.eval.lengths)
     trainer = Trainer(
         model, objective, TokenData(corpus.train.ids, corpus.train.lengths), tcfg, run,
-        evaluate=lambda m: objective.evaluate(m, eval_data, 64, trainer.device), on_step=on_step,
+        evaluate=lambda m: objective.evaluate(m, eval_data, 64, trainer.device, tcfg.precision), on_step=on_step,
     )  # fmt: skip
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")

@@ -21,11 +21,18 @@ import torch
 import yaml
 
 from tinylm.errors import CheckpointError, TinylmError
-from tinylm.fileio import atomic_dir, sha256_file, write_json, write_text
+from tinylm.fileio import atomic_dir, sha256_file, stable_hash, write_json, write_text
 from tinylm.weights import load_state, read_weights, state_for_saving
 
-#: Settings that may differ between an interrupted run and its resumption.
-RESUMABLE_KEYS = {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"}
+#: Settings that do not define a run: where it is written and read from, how it is shown, where it
+#: runs. They may differ between an interrupted run and its resumption, and are left out of run names.
+NON_IDENTITY_KEYS = frozenset({"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"})
+
+
+def run_name(prefix: str, flat: dict[str, Any]) -> str:
+    """`PREFIX-ARCH-HASH`: the hash covers every setting that defines the run."""
+    arch = flat.get("model") or f"{flat['layers']}x{flat['hidden_size']}"
+    return f"{prefix}-{arch}-{stable_hash({k: v for k, v in flat.items() if k not in NON_IDENTITY_KEYS}, 10)}"
 
 
 class RunDir:
@@ -43,9 +50,6 @@ class RunDir:
     def is_finished(self) -> bool:
         return (self.path / "results.json").is_file()
 
-    def results(self) -> dict[str, Any]:
-        return json.loads((self.path / "results.json").read_text())
-
     def prepare(self, config: dict[str, Any], resume: bool) -> None:
         """Create the run dir, or check that resuming continues the same configuration."""
         cfg_path = self.path / "config.yaml"
@@ -56,7 +60,7 @@ class RunDir:
                 )
             old = yaml.safe_load(cfg_path.read_text()) or {}
             diff = sorted(
-                k for k in set(old) | set(config) if k not in RESUMABLE_KEYS and old.get(k) != config.get(k)
+                k for k in set(old) | set(config) if k not in NON_IDENTITY_KEYS and old.get(k) != config.get(k)
             )
             if diff:
                 details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])

@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from tinylm.config import TrainConfig
 from tinylm.errors import TinylmError, TrainingDiverged
-from tinylm.objectives import Objective, TokenData
+from tinylm.objectives import Objective
 from tinylm.perf import tune_cpu_allocator
+from tinylm.predict import TokenData, autocast
 from tinylm.runs import RunDir
 
 
@@ -40,10 +41,6 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(
         getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AVX512_BF16", "AMX")
     )
-
-
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -180,8 +177,7 @@ class Trainer:
         if self.evaluate_fn is None:
             return {}
         t0 = time.perf_counter()
-        with autocast(self.device, self.cfg.precision):
-            out = self.evaluate_fn(self.forward_model)
+        out = self.evaluate_fn(self.forward_model)  # the evaluation applies the run's precision itself
         rec = {
             "step": self.progress.step,
             "epoch": self.progress.epoch,

@@ -2,11 +2,10 @@
 
 from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
 from tinylm.data.sources import DataSource, resolve_source
-from tinylm.data.tasks import TASKS, Record, TaskData, load_task, sample_per_label
+from tinylm.data.tasks import Record, TaskData, load_task, sample_per_label
 from tinylm.data.tokenize import EncodedTexts, load_tokenizer
 
 __all__ = [
-    "TASKS",
     "DataSource",
     "EncodedTexts",
     "Record",

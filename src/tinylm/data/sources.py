@@ -13,20 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinylm.errors import DataNotFoundError
+from tinylm.registry import TASKS
 
 #: Files of each dataset inside a local data directory (see ../shared/data/MANIFEST.md).
-LOCAL_FILES: dict[str, dict[str, str]] = {
-    "agnews": {
-        "train": "agnews/train_subset_20k.csv.gz",
-        "test": "agnews/test.csv",
-        "classes": "agnews/classes.txt",
-    },
-    "dbpedia": {
-        "train": "dbpedia/train_subset30k.csv.gz",
-        "test": "dbpedia/test_subset.csv.gz",
-        "classes": "dbpedia/classes.txt",
-    },
-    "fewrel": {"train": "fewrel/train_wiki.json", "names": "fewrel/pid2name.json"},
+LOCAL_FILES: dict[str, dict[str, str]] = {name: dict(spec.local_files) for name, spec in TASKS.items()} | {
     "wikipedia": {"shards": "wikipedia/*.jsonl.gz"},
     "tokenizer": {
         "tokenizer": "tokenizer/bert-base-uncased/tokenizer.json",
@@ -36,8 +26,8 @@ LOCAL_FILES: dict[str, dict[str, str]] = {
 
 #: The same datasets on the Hugging Face hub.
 HUB_IDS: dict[str, tuple[str, str | None]] = {
-    "agnews": ("ag_news", None),
-    "dbpedia": ("dbpedia_14", None),
+    name: (spec.hub_id, None) for name, spec in TASKS.items() if spec.hub_id
+} | {
     "wikipedia": ("wikimedia/wikipedia", "20231101.en"),
     "tokenizer": ("bert-base-uncased", None),
 }

@@ -9,9 +9,10 @@ import numpy as np
 
 from tinylm.data.corpus import article_order, read_selected, wiki_index
 from tinylm.data.sources import DataSource
-from tinylm.data.tasks import TASKS, load_pool, sample_task
+from tinylm.data.tasks import load_pool, sample_task
 from tinylm.data.tokenize import TokenizerInfo, encode_texts
 from tinylm.errors import DataError
+from tinylm.registry import paper_samples
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -37,7 +38,7 @@ def task_stats(
             "per_label": {pool.label_names[k]: counts[k] for k in range(len(pool.label_names))},
             "tokens": length_stats(tok, [r.text for r in recs], max_length),
         }
-    per = [TASKS[name]["train"], TASKS[name]["test"]]
+    per = list(paper_samples(name))
     out["paper_sample"] = {"samples_per_label": per, "seed": seed}
     try:
         sampled = sample_task(pool, seed, per[0], per[1])

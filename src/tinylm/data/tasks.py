@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.data.sources import DataSource, load_hub_dataset
+from tinylm.config import TaskConfig
+from tinylm.data.sources import DataSource, load_hub_dataset, resolve_source
 from tinylm.errors import DataError
 from tinylm.fileio import file_fingerprint, stable_hash
+from tinylm.registry import TASKS, TaskSpec, resolve_per_label
 
 FEWREL_MARKINGS = ("punct", "none")
 
@@ -117,61 +119,41 @@ def read_class_names(path: Path, expected: int) -> list[str]:
     return names
 
 
-# ---------------------------------------------------------------- the three tasks
+# ---------------------------------------------------------------- the registered tasks
 
 
-def load_agnews(source: DataSource) -> TaskPool:
-    """AG News: text = title + ' ' + description; labels 1-4 -> 0-3."""
-    files = source.local_files("agnews")
+def load_label_csv_task(spec: TaskSpec, source: DataSource) -> TaskPool:
+    """A 'label_csv' task (AG News, DBpedia): header-less CSV rows, labels 1..K -> 0..K-1,
+    text = the spec's text columns joined by a space."""
+    files = source.local_files(spec.name)
     if files is not None:
-        fields = ("label", "title", "description")
+        cols = [spec.columns.index(c) for c in spec.text_columns]
 
         def text(r: list[str]) -> str:
-            return f"{r[1].strip()} {r[2].strip()}"
+            return " ".join(r[i].strip() for i in cols)
 
+        k = spec.num_labels
         return TaskPool(
-            name="agnews",
-            label_names=read_class_names(files["classes"], 4),
-            train=read_label_csv(files["train"], 4, fields, "train", text),
-            test=read_label_csv(files["test"], 4, fields, "test", text),
-            files=[str(files[k]) for k in ("train", "test", "classes")],
+            name=spec.name,
+            label_names=read_class_names(files["classes"], k),
+            train=read_label_csv(files["train"], k, spec.columns, "train", text),
+            test=read_label_csv(files["test"], k, spec.columns, "test", text),
+            files=[str(files[key]) for key in ("train", "test", "classes")],
         )
     if source.hub:  # pragma: no cover - needs network
-        return _hub_pool("agnews", ["World", "Sports", "Business", "Sci/Tech"], lambda r: r["text"])
-    raise source.not_found("agnews")
+        return _hub_pool(spec)
+    raise source.not_found(spec.name)
 
 
-DBPEDIA_NAMES = [
-    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation", "Building",
-    "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork",
-]  # fmt: skip
-
-
-def load_dbpedia(source: DataSource) -> TaskPool:
-    """DBpedia-14: text = content only (as the paper's code); labels 1-14 -> 0-13."""
-    files = source.local_files("dbpedia")
-    if files is not None:
-        fields = ("label", "title", "content")
-        return TaskPool(
-            name="dbpedia",
-            label_names=read_class_names(files["classes"], 14),
-            train=read_label_csv(files["train"], 14, fields, "train", lambda r: r[2]),
-            test=read_label_csv(files["test"], 14, fields, "test", lambda r: r[2]),
-            files=[str(files[k]) for k in ("train", "test", "classes")],
-        )
-    if source.hub:  # pragma: no cover - needs network
-        return _hub_pool("dbpedia", DBPEDIA_NAMES, lambda r: r["content"])
-    raise source.not_found("dbpedia")
-
-
-def _hub_pool(name: str, label_names: list[str], text: Callable[[dict], str]) -> TaskPool:  # pragma: no cover
+def _hub_pool(spec: TaskSpec) -> TaskPool:  # pragma: no cover - needs network
     splits = {}
     for split in ("train", "test"):
-        ds = load_hub_dataset(name, split)
+        ds = load_hub_dataset(spec.name, split)
         splits[split] = [
-            Record(text=text(r).strip(), label=int(r["label"]), id=f"{split}:{i}") for i, r in enumerate(ds)
+            Record(text=str(r[spec.hub_text_field]).strip(), label=int(r["label"]), id=f"{split}:{i}")
+            for i, r in enumerate(ds)
         ]
-    return TaskPool(name, label_names, splits["train"], splits["test"], files=[f"hf://{name}"])
+    return TaskPool(spec.name, list(spec.label_names), splits["train"], splits["test"], files=[f"hf://{spec.name}"])
 
 
 def mark_entities(tokens: list[str], head: list[list[int]], tail: list[list[int]], marking: str) -> str:
@@ -297,19 +279,14 @@ def sample_per_label(
     return out
 
 
-#: Paper defaults (samples per label, train/test) from paper.md §5.
-TASKS: dict[str, dict[str, Any]] = {
-    "agnews": {"loader": load_agnews, "train": 1000, "test": 1000},
-    "dbpedia": {"loader": load_dbpedia, "train": 100, "test": 100},
-    "fewrel": {"loader": load_fewrel, "train": 630, "test": 70},
-}
-
-
 def load_pool(name: str, source: DataSource, **options: Any) -> TaskPool:
+    """The full pools of a registered task (options: FewRel's marking, split seed, test size)."""
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
-    loader = TASKS[name]["loader"]
-    return loader(source, **options) if name == "fewrel" else loader(source)
+    spec = TASKS[name]
+    if spec.reader == "fewrel":
+        return load_fewrel(source, **options)
+    return load_label_csv_task(spec, source)
 
 
 def load_task(
@@ -322,8 +299,8 @@ def load_task(
 ) -> TaskData:
     """Load a task and draw its balanced, seeded train/test samples (-1 = the paper's default count, None = all)."""
     pool = load_pool(name, source, **options)
-    n_train = TASKS[name]["train"] if samples_per_label_train == -1 else samples_per_label_train
-    n_test = TASKS[name]["test"] if samples_per_label_test == -1 else samples_per_label_test
+    n_train = resolve_per_label(name, samples_per_label_train, "train")
+    n_test = resolve_per_label(name, samples_per_label_test, "test")
     return sample_task(pool, seed, n_train, n_test)
 
 
@@ -442,3 +419,23 @@ def load_file_pool(
     options = {"text_column": text_column, "label_column": label_column, "test_file": str(test_file) if test_file else None,
                "test_share": None if test_file else test_share, "split_seed": split_seed}  # fmt: skip
     return TaskPool(f"file:{path}", names, records["train"], records["test"], files, options)
+
+
+def load_task_data(tc: TaskConfig) -> TaskData:
+    """The sampled task a fine-tuning config describes (a registered task or file:PATH)."""
+    if tc.task.startswith("file:"):
+        pool = load_file_pool(
+            tc.task[5:], tc.text_column, tc.label_column, tc.test_file, tc.test_share, tc.sample_seed
+        )
+    else:
+        options = {}
+        if TASKS[tc.task].reader == "fewrel":
+            options = {
+                "marking": tc.fewrel_marking,
+                "split_seed": tc.fewrel_split_seed,
+                "test_per_relation": tc.fewrel_test_per_relation,
+            }
+        pool = load_pool(tc.task, resolve_source(tc.data_dir), **options)
+    n_train = resolve_per_label(tc.task, tc.samples_per_label_train, "train")
+    n_test = resolve_per_label(tc.task, tc.samples_per_label_test, "test")
+    return sample_task(pool, tc.sample_seed, n_train, n_test)

@@ -20,9 +20,7 @@ from tokenizers import Tokenizer
 from tinylm.data.sources import DataSource
 from tinylm.errors import DataError
 from tinylm.fileio import atomic_dir, sha256_file, stable_hash
-
-SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
+from tinylm.registry import SPECIAL_IDS
 
 
 @dataclass

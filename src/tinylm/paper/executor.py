@@ -1,0 +1,83 @@
+"""Executors: run a grid's jobs in dependency order, skipping the finished ones.
+
+`run_local` runs them in this process (`jobs=1`) or in N spawned worker processes with the cores
+split between them; an `exclusive` job (latency timing) runs with nothing else running. Another
+executor (a cluster) only has to honour the same contract: `run_job(job, ctx)` for every unfinished
+job after its dependencies.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+from tinylm.errors import TinylmError
+from tinylm.paper import steps
+from tinylm.paper.grid import Job
+from tinylm.paper.steps import Context
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _ready(pending: list[Job], done: set[str], running: int) -> list[Job]:
+    """Jobs whose dependencies are done; an exclusive job only when nothing runs, and then alone."""
+    ready = [j for j in pending if all(d in done for d in j.deps)]
+    if running:
+        return [j for j in ready if not j.exclusive]
+    exclusive = [j for j in ready if j.exclusive]
+    return exclusive[:1] if exclusive and len(ready) == len(exclusive) else [j for j in ready if not j.exclusive]
+
+
+def run_local(jobs: list[Job], ctx: Context, n_jobs: int, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Run every unfinished job; returns wall seconds per job (0 for reused ones)."""
+    todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
+    seconds = {j.id: 0.0 for j in jobs}
+    log(f"grid: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished (reused), {len(todo)} to run, "
+        f"{n_jobs} worker(s)")  # fmt: skip
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="job", desc="jobs", dynamic_ncols=True)
+    try:
+        if n_jobs <= 1:
+            for j in todo:
+                bar.set_postfix_str(j.id)
+                seconds[j.id] = steps.run_job(j, ctx)["seconds"]
+                bar.update(1)
+        else:
+            _run_pool(jobs, todo, ctx, n_jobs, seconds, bar)
+    finally:
+        bar.close()
+    return seconds
+
+
+def _run_pool(jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, seconds: dict[str, float], bar: tqdm) -> None:
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    done = {j.id for j in jobs} - {j.id for j in todo}
+    pending = list(todo)
+    running: dict[cf.Future, Job] = {}
+    quiet = Context(ctx.out, ctx.data_dir, progress=False, dry_run=ctx.dry_run)
+    with cf.ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                initargs=(threads,)) as pool:  # fmt: skip
+        while pending or running:
+            for j in _ready(pending, done, len(running))[: max(0, n_jobs - len(running))]:
+                pending.remove(j)
+                running[pool.submit(steps.run_job, j, quiet)] = j
+                if j.exclusive:
+                    break
+            if not running:
+                missing = sorted({d for j in pending for d in j.deps if d not in done})
+                raise TinylmError(f"grid cannot proceed: jobs wait for unknown or failed dependencies {missing[:3]}")
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                j = running.pop(fut)
+                res = fut.result()  # re-raises a worker's error
+                seconds[j.id] = res["seconds"]
+                done.add(j.id)
+                bar.update(1)
+                bar.set_postfix_str(f"{j.id} {res['seconds']:.0f}s")

@@ -1,0 +1,112 @@
+"""The report's figures (PNG, written atomically): E1 curves, E2/E3 gap plots, E4 latency bars.
+
+Committee accuracy-vs-size plots come from `tinylm.committee.plot_curve` (the `committee` command's own).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    _plt().close(fig)
+    os.replace(tmp, path)
+
+
+def fig_epochs(curves: dict[str, dict[str, list[list[float]]]], path: Path) -> None:
+    plt = _plt()
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for label, runs in curves[task].items():
+            arr = np.array(runs) * 100
+            ep = np.arange(1, arr.shape[1] + 1)
+            ax.plot(ep, arr.mean(0), marker="o", label=f"{label} (mean of {len(runs)} seeds)")
+            if len(runs) > 1:
+                ax.fill_between(ep, arr.min(0), arr.max(0), alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "E1: accuracy per epoch, pre-trained vs from scratch (band: min–max over seeds)", fontsize=10
+    )
+    _save(fig, path)
+
+
+def fig_gap_vs(xs: dict[str, list[float]], gaps: dict[str, list[tuple[float, float]]], xlabel: str, title: str, path: Path,
+               logx: bool = False) -> None:  # fmt: skip
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for task in xs:
+        m = [g[0] * 100 for g in gaps[task]]
+        sd = [g[1] * 100 for g in gaps[task]]
+        ax.errorbar(xs[task], m, yerr=sd, marker="o", capsize=3, label=task)
+    ax.axhline(0, color="grey", lw=0.8)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("gap: pre-trained − scratch accuracy (percentage points)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def fig_latency(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    sel = [r for r in rows if r["batch"] == 1 and r["precision"] == "fp32"]
+    labels = [
+        f"{r['model'].replace('committee of BERT-1', 'committee')}\n{r['mode']} k={r['k']}" for r in sel
+    ]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(sel)), 4.2))
+    ax.bar(
+        range(len(sel)),
+        [r["ms_per_input"] for r in sel],
+        color=["tab:red" if "BERT-6" in r["model"] else "tab:blue" for r in sel],
+    )
+    ax.set_xticks(range(len(sel)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("latency (ms per input, batch 1, fp32)")
+    ax.set_title("E4: inference latency on this machine", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def write_figures(results: dict[str, Any], curves: dict[str, Any], latency: dict[str, Any], tasks: list[str],
+                  figs: Path) -> None:  # fmt: skip
+    """Every figure of the report into `figs`."""
+    from tinylm.committee import plot_curve
+
+    fig_epochs(curves, figs / "e1_accuracy_per_epoch.png")
+    e2 = results["E2"]
+    gaps = {t: list(zip(e2["tasks"][t]["gap_mean"], e2["tasks"][t]["gap_std"], strict=True)) for t in tasks}
+    fig_gap_vs({t: e2["sizes"] for t in tasks}, gaps, "pre-training subset (articles, log scale)",
+               "E2: gap vs pre-training corpus size (mean ± std over seeds)", figs / "e2_gap_vs_size.png", logx=True)  # fmt: skip
+    e3 = results["E3"]
+    m = e3["metric_for_plot"]
+    xs = {t: [r[m] for r in e3["rows"] if r["task"] == t] for t in tasks}
+    gs = {t: [(r["gap_mean"], 0.0) for r in e3["rows"] if r["task"] == t] for t in tasks}
+    fig_gap_vs(xs, gs, f"token overlap: {m} of the task's training tokens",
+               "E3: gap vs token overlap (each point: one corpus size)", figs / "e3_gap_vs_overlap.png")  # fmt: skip
+    for t in tasks:
+        plot_curve(results["E4"]["tasks"][t], figs / f"e4_committee_{t}.png")
+    fig_latency(latency["rows"], figs / "e4_latency.png")

@@ -1,0 +1,156 @@
+"""Presets of `tinylm reproduce`: typed, and checked whole before anything runs.
+
+A preset (YAML, shipped as tinylm/configs/reproduce-NAME.yaml, or any file with the same keys) fixes
+only sizes: models, corpus sizes, epochs, seeds, samples per label. Code paths never depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tinylm.config import PACKAGE_CONFIGS
+from tinylm.errors import ConfigError
+
+SHIPPED = ("smoke", "quick", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class Controlled:
+    """E3's controlled test: two equal-size corpora chosen for high / low overlap with `task`."""
+
+    task: str
+    num_articles: int
+    pool: int
+
+
+@dataclass(frozen=True)
+class Latency:
+    """E4's latency table: committee sizes, batch sizes, precisions, timed calls at batch 1."""
+
+    k: list[int]
+    batch: list[int]
+    precision: list[str]
+    reps: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    path: str
+    tasks: list[str]
+    seeds: int
+    deep: dict[str, Any]  #: model settings of the deep model (a named model or layer sizes)
+    shallow: list[dict[str, Any]]  #: model settings the committee members cycle over
+    members: int
+    corpus_sizes: list[int]
+    main_corpus: int
+    eval_articles: int
+    max_length: int
+    pretrain: dict[str, Any]  #: pre-training settings (keys of `tinylm pretrain`)
+    finetune: dict[str, Any]  #: fine-tuning settings (keys of `tinylm finetune`)
+    samples: dict[str, list[int]]  #: task -> [train, test] examples per label
+    controlled: Controlled
+    latency: Latency
+    precision: str = "fp32"
+    description: str = ""
+
+    def member_model(self, i: int) -> dict[str, Any]:
+        """Member i's model settings: the shallow architectures in turn."""
+        return self.shallow[i % len(self.shallow)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The preset as written (for plan.json and the report), without name and path."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in ("name", "path")}
+
+
+def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
+    """Problems with `value` as an instance of the annotation `tp` (int, str, list[X], dict[str, X], a
+    dataclass), each naming its place (`samples.agnews[1]`)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return []
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            return [f"{where}: expected a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"]
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        out = [f"{where}.{k}: unknown key" for k in value if k not in names]
+        out += [f"{where}.{n}: missing" for n in sorted(names - set(value))]
+        return out + [p for k, v in value.items() if k in names for p in _type_problems(v, hints[k], f"{where}.{k}")]
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            return [f"{where}: expected a non-empty list, got {value!r}"]
+        return [p for i, v in enumerate(value) for p in _type_problems(v, args[0], f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: expected a mapping, got {value!r}"]
+        return [p for k, v in value.items() for p in _type_problems(v, args[1], f"{where}.{k}")]
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return [f"{where}: expected an integer, got {value!r}"]
+    if tp is str and not isinstance(value, str):
+        return [f"{where}: expected a string, got {value!r}"]
+    return []
+
+
+def _semantic_problems(raw: dict[str, Any]) -> list[str]:
+    """Checks across keys, on a preset whose types are right."""
+    out = []
+    for key in ("seeds", "members", "main_corpus", "eval_articles", "max_length"):
+        if raw[key] < 1:
+            out.append(f"{key}: must be positive, got {raw[key]}")
+    if raw["members"] < 2:
+        out.append("members: a committee needs at least 2 members")
+    if raw["main_corpus"] not in raw["corpus_sizes"]:
+        out.append(f"main_corpus: {raw['main_corpus']} must be one of corpus_sizes {raw['corpus_sizes']}")
+    out += [f"corpus_sizes: {n} is not positive" for n in raw["corpus_sizes"] if n < 1]
+    for task in raw["tasks"]:
+        sizes = raw["samples"].get(task)
+        if sizes is None:
+            out.append(f"samples: no per-label sample sizes for task {task}")
+        elif len(sizes) != 2 or min(sizes) < 1:
+            out.append(f"samples.{task}: expected [train, test] positive examples per label, got {sizes}")
+    if raw["controlled"]["num_articles"] > raw["controlled"]["pool"]:
+        out.append("controlled.num_articles: larger than controlled.pool")
+    if raw.get("precision", "fp32") not in ("fp32", "bf16"):
+        out.append(f"precision: expected fp32 or bf16, got {raw['precision']!r}")
+    return out
+
+
+def preset_path(name: str) -> Path:
+    path = PACKAGE_CONFIGS / f"reproduce-{name}.yaml" if name in SHIPPED else Path(name)
+    if not path.is_file():
+        raise ConfigError([f"preset: no preset {name!r} (expected {', '.join(SHIPPED)} or a YAML file)"], "reproduce")
+    return path
+
+
+def load_preset(name: str) -> Preset:
+    """A shipped preset by name, or a YAML file; every problem is reported at once."""
+    path = preset_path(name)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError([f"not valid YAML: {e}"], str(path)) from e
+    if not isinstance(raw, dict):
+        raise ConfigError([f"expected a mapping of preset keys, got {type(raw).__name__}"], str(path))
+    hints = typing.get_type_hints(Preset)
+    fields = {f.name: f for f in dataclasses.fields(Preset) if f.name not in ("name", "path")}
+    problems = [f"{k}: unknown preset key" for k in raw if k not in fields]
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    problems += [f"{k}: missing" for k in sorted(required) if k not in raw]
+    problems += [p for k, v in raw.items() if k in fields for p in _type_problems(v, hints[k], k)]
+    if not problems:
+        problems = _semantic_problems(raw)
+    if problems:
+        raise ConfigError(problems, str(path))
+    values = {k: v for k, v in raw.items() if k in fields}
+    values["controlled"] = Controlled(**raw["controlled"])
+    values["latency"] = Latency(**raw["latency"])
+    values["description"] = str(raw.get("description") or "")
+    return Preset(name=path.stem.removeprefix("reproduce-"), path=str(path), **values)

@@ -1,0 +1,106 @@
+"""`tinylm reproduce`: a preset's grid run end to end (resumable), then the report.
+
+OUT/plan.json (the grid), OUT/runs/ID/ (one directory per job), OUT/results.json (seed-determined
+numbers only: identical when the grid is resumed or rerun), OUT/timings.json (wall clock, latency),
+OUT/report.md and OUT/figures/*.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tinylm.errors import ConfigError
+from tinylm.fileio import write_json, write_text
+from tinylm.paper.analyse import analyse, latency_rows
+from tinylm.paper.executor import run_local
+from tinylm.paper.figures import write_figures
+from tinylm.paper.grid import Job, build_grid, validate_jobs
+from tinylm.paper.presets import Preset, load_preset
+from tinylm.paper.render import render
+from tinylm.paper.steps import Context
+from tinylm.registry import PAPER_CORPUS_SEED
+
+Log = Callable[[str], None]
+
+
+def prepare_corpora(p: Preset, data_dir: str | None, cache_dir: str, log: Log = print) -> None:
+    """Tokenize the largest nested subset and the selection pool once, before workers start."""
+    from tinylm.data.corpus import load_wiki_corpus
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+
+    source = resolve_source(data_dir)
+    n = max(max(p.corpus_sizes), p.controlled.pool)
+    c = load_wiki_corpus(source, load_tokenizer(source), n, PAPER_CORPUS_SEED, p.max_length, p.eval_articles, cache_dir)
+    log(f"corpus cache: {n:,} articles ({'reused' if c.description['cache_hit'] else 'built'})")
+
+
+def dry_run_grid(p: Preset, jobs: list[Job]) -> tuple[Preset, list[Job]]:
+    """One pre-training and one fine-tuning job of the grid (run for 2 steps each) and a preset that
+    tokenizes only what they need."""
+    pre = next(j for j in jobs if j.kind == "pretrain")
+    ft = next(j for j in jobs if j.kind == "finetune" and j.deps == [pre.id])
+    small = dataclasses.replace(p, corpus_sizes=[min(p.corpus_sizes)],
+                                controlled=dataclasses.replace(p.controlled, pool=0))  # fmt: skip
+    return small, [pre, ft]
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    from tinylm.bench import cpu_name
+
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_name(), "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}  # fmt: skip
+
+
+def write_report(out: Path, p: Preset, jobs: list[Job], tasks: list[str], seeds: int, wall_seconds: float,
+                 run_seconds: dict[str, float], log: Log = print) -> None:  # fmt: skip
+    """Analyse the finished grid and write results.json, timings.json, figures/ and report.md."""
+    log("analysing runs ...")
+    results, curves = analyse(out, p, jobs, tasks, seeds)
+    timings = {"wall_seconds": round(wall_seconds, 1), "run_seconds": run_seconds, "latency": latency_rows(out, jobs),
+               "machine": machine()}  # fmt: skip
+    write_figures(results, curves, timings["latency"], tasks, out / "figures")
+    write_json(out / "timings.json", timings)
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", render(p, results, timings, dict(Counter(j.kind for j in jobs))))
+    log(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'figures'}/")
+
+
+def reproduce(preset: str, out: str, seeds: int | None, tasks: list[str] | None, n_jobs: int, data_dir: str | None,
+              dry_run: bool = False, log: Log = print) -> Path:  # fmt: skip
+    """Run the grid of a preset and write the report; rerun with the same OUT to resume."""
+    p = load_preset(preset)
+    tasks = tasks or p.tasks
+    seeds = p.seeds if seeds is None else seeds
+    problems = [f"tasks: {t} has no per-label sample sizes in the preset" for t in tasks if t not in p.samples]
+    problems += [f"seeds: must be at least 1, got {seeds}"] if seeds < 1 else []
+    problems += [f"jobs: must be at least 1, got {n_jobs}"] if n_jobs < 1 else []
+    if problems:
+        raise ConfigError(problems, "reproduce")
+    jobs = build_grid(p, tasks, seeds)
+    validate_jobs(jobs)
+    if dry_run:  # the paper preset on a CPU: one pre-training and one fine-tuning run, two steps each
+        p, jobs = dry_run_grid(p, jobs)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    plan = [{"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs]
+    write_json(outp / "plan.json", {"preset": p.as_dict() | {"name": p.name}, "jobs": plan,
+                                    "args": {"seeds": seeds, "tasks": tasks, "jobs": n_jobs, "dry_run": dry_run}})  # fmt: skip
+    t0 = time.time()
+    ctx = Context(outp, data_dir, progress=True, dry_run=dry_run)
+    prepare_corpora(p, data_dir, str(ctx.cache_dir), log)
+    seconds = run_local(jobs, ctx, n_jobs, log)
+    if dry_run:
+        log(f"dry run finished: {len(jobs)} runs of 2 steps each in {time.time() - t0:.0f} s")
+        return outp
+    write_report(outp, p, jobs, tasks, seeds, time.time() - t0, seconds, log)
+    return outp

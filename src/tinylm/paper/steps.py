@@ -1,0 +1,131 @@
+"""What each kind of grid job does: one function per kind, each leaving OUT/runs/ID/results.json.
+
+Pre-training and fine-tuning jobs are the `tinylm pretrain` / `finetune` commands (resumed when
+interrupted); overlap, committee and latency jobs compute their numbers here, so that the analysis
+reads results and computes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinylm.config import build_sections
+from tinylm.fileio import write_json
+from tinylm.paper.grid import SECTIONS, Job
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a grid lives and how its jobs run."""
+
+    out: Path
+    data_dir: str | None
+    progress: bool = True
+    dry_run: bool = False
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out / "cache"
+
+    def result_path(self, job_id: str) -> Path:
+        return self.runs_dir / job_id / "results.json"
+
+
+def _log(ctx: Context) -> Callable[..., None]:
+    return print if ctx.progress else (lambda *_: None)
+
+
+def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
+    settings = job.settings | {"out": str(ctx.runs_dir), "name": job.id, "resume": True, "progress": ctx.progress,
+                               "data_dir": ctx.data_dir, "cache_dir": str(ctx.cache_dir)}  # fmt: skip
+    if ctx.dry_run:
+        from tinylm.train import bf16_supported, pick_device
+
+        settings |= {"max_steps": 2}
+        if settings.get("precision") == "bf16" and not bf16_supported(pick_device("auto")):
+            settings["precision"] = "fp32"
+    return settings
+
+
+def run_pretrain(job: Job, ctx: Context) -> None:
+    from tinylm.pretrain import pretrain
+
+    pretrain(build_sections(SECTIONS["pretrain"], _training_settings(job, ctx)), log=_log(ctx))
+
+
+def run_finetune(job: Job, ctx: Context) -> None:
+    from tinylm.finetune import finetune
+
+    settings = _training_settings(job, ctx)
+    if settings.get("init", "scratch") != "scratch":
+        settings["init"] = str(ctx.runs_dir / settings["init"])
+    if ctx.dry_run:
+        settings |= {"samples_per_label_train": 2, "samples_per_label_test": 2}
+    explicit = set(settings) if settings["init"] == "scratch" else set()
+    finetune(build_sections(SECTIONS["finetune"], settings), explicit, log=_log(ctx))
+
+
+def run_overlap(job: Job, ctx: Context) -> None:
+    """Overlap of each nested corpus size with each task's training samples (counted once, cumulatively)."""
+    from tinylm.data.corpus import load_wiki_corpus
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+    from tinylm.overlap import nested_overlap, task_token_counts
+
+    s = job.settings
+    source = resolve_source(ctx.data_dir)
+    tok = load_tokenizer(source)
+    corpus = load_wiki_corpus(source, tok, max(s["sizes"]), s["corpus_seed"], s["max_length"], s["eval_articles"],
+                              str(ctx.cache_dir))  # fmt: skip
+    counts = {t: task_token_counts(t, source, tok, s["max_length"], per_label=tuple(s["samples"][t])) for t in s["tasks"]}
+    rows = nested_overlap(corpus.train.ids, s["sizes"], {t: {"train": c["train"]} for t, c in counts.items()},
+                          tok.vocab_size)  # fmt: skip
+    write_json(ctx.result_path(job.id), {"kind": "overlap", "settings": s, "rows": rows})
+
+
+def run_committee(job: Job, ctx: Context) -> None:
+    """The members' soft committee on their task's test split, next to the reference (the last dependency).
+    Run paths are stored relative to OUT, so results do not depend on where OUT is."""
+    from tinylm.committee import evaluate_committee
+
+    s = job.settings
+    *members, ref = job.deps
+    result, _ = evaluate_committee([str(ctx.runs_dir / m) for m in members], s["task"], str(ctx.runs_dir / ref),
+                                   s["rule"], orderings=s["orderings"], seed=s["seed"])  # fmt: skip
+    for m, job_id in zip(result["members"], members, strict=True):
+        m["run"] = f"runs/{job_id}"
+    result["reference"]["run"] = f"runs/{ref}"
+    write_json(ctx.result_path(job.id), result)
+
+
+def run_latency(job: Job, ctx: Context) -> None:
+    from tinylm.bench import bench_latency
+
+    s = job.settings
+    result = bench_latency(s["k"], s["batch"], s["precision"], s["max_length"], s["reps"], max(1, s["reps"] // 5),
+                           log=lambda *_: None)  # fmt: skip
+    write_json(ctx.result_path(job.id), result)
+
+
+STEPS: dict[str, Callable[[Job, Context], None]] = {
+    "pretrain": run_pretrain,
+    "finetune": run_finetune,
+    "overlap": run_overlap,
+    "committee": run_committee,
+    "latency": run_latency,
+}
+
+
+def run_job(job: Job, ctx: Context) -> dict[str, Any]:
+    """Run (or resume) one job in this process; returns its id and wall seconds."""
+    t0 = time.time()
+    STEPS[job.kind](job, ctx)
+    return {"id": job.id, "seconds": round(time.time() - t0, 1)}
