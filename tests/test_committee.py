@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from test_finetune import QUIET, ft, model_settings
-from tinylm.committee import Committee, StackedClassifier, accuracy_vs_size, combine, evaluate_committee
+from tinylm.committee import Committee, accuracy_vs_size, combine, evaluate_committee
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.finetune import finetune
-from tinylm.model import TinyBertForSequenceClassification
+from tinylm.model import TinyBertForSequenceClassification, stack_members
 
 
 def random_member(cfg: ModelConfig, seed: int, labels: int = 5) -> TinyBertForSequenceClassification:
@@ -45,7 +45,7 @@ def test_stacked_equals_one_by_one(conv: int) -> None:
     att[1, 9:] = 0
     with torch.no_grad():
         one = torch.stack([m(ids, att) for m in members]).softmax(-1)
-        stacked = StackedClassifier(members)(ids, att).softmax(-1)
+        stacked = stack_members(members)(ids, att).softmax(-1)
     assert (one - stacked).abs().max().item() <= 1e-5
 
 
@@ -151,3 +151,53 @@ def test_committee_bad_input(members: list[str], tmp_path: Path, data_dir: Path)
         Committee.from_runs([members[0], str(other.path)])
     with pytest.raises(TinylmError, match="was fine-tuned on agnews"):
         evaluate_committee(members[:2], "fewrel", None, "mean_prob", 5, 0)
+
+
+class PreLNLayer(torch.nn.Module):
+    """A model variant the committee code knows nothing about: a pre-LN block built from the model's parts."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        from tinylm import model
+
+        self.ln1, self.ln2 = model.LayerNorm(cfg.hidden_size), model.LayerNorm(cfg.hidden_size)
+        self.attn = model.SelfAttention(cfg)
+        self.proj = model.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.ff1, self.ff2 = model.Linear(cfg.hidden_size, cfg.ffn_size), model.Linear(cfg.ffn_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False) -> torch.Tensor:
+        x = (x[..., :1, :] if cls_only else x) + self.proj(self.attn(self.ln1(x), mask, cls_only))
+        return x + self.ff2(torch.nn.functional.gelu(self.ff1(self.ln2(x))))
+
+
+@pytest.mark.parametrize("conv", [0, 2])
+def test_a_model_variant_stacks_without_committee_changes(conv: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinylm import model
+
+    monkeypatch.setattr(model, "Layer", PreLNLayer)
+    cfg = ModelConfig(layers=2, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16,
+                      conv_layers=conv, conv_channels=4)  # fmt: skip
+    members = [random_member(cfg, s) for s in range(3)]
+    assert isinstance(members[0].bert.encoder.layer[0], PreLNLayer)
+    ids = torch.randint(104, 300, (3, 12))
+    att = torch.ones_like(ids)
+    att[2, 7:] = 0
+    with torch.no_grad():
+        one = torch.stack([m(ids, att) for m in members])
+        stacked = stack_members(members)(ids, att)
+    assert stacked.shape == one.shape and (one - stacked).abs().max().item() <= 1e-5
+    metas = [{"label_names": list("abcde"), "model": {"vocab_size": 300}} for _ in members]
+    c = Committee(members, metas, ["a", "b", "c"])
+    seq, st = c.member_logits(ids, att, "sequential"), c.member_logits(ids, att, "stacked")
+    assert (seq - st).abs().max().item() <= 1e-5
+
+
+def test_stacking_refuses_mixed_architectures_and_leaves_members_alone() -> None:
+    a = ModelConfig(layers=1, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16)
+    b = ModelConfig(layers=1, hidden_size=48, heads=3, ffn_size=96, vocab_size=300, max_length=16)
+    with pytest.raises(ValueError, match="member 1 has another architecture"):
+        stack_members([random_member(a, 0), random_member(b, 1)])
+    m = random_member(a, 0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    stack_members([m, random_member(a, 1)])
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

@@ -15,7 +15,8 @@ from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, DataError
 from tinylm.finetune import SECTIONS as FT
-from tinylm.finetune import build_classifier, finetune, load_task_data, resolve_model_config
+from tinylm.data.tasks import load_task_data
+from tinylm.finetune import build_classifier, finetune, resolve_model_config
 from tinylm.objectives import classification_metrics
 from tinylm.pretrain import SECTIONS as PT
 from tinylm.pretrain import pretrain

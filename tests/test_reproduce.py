@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tinylm import experiments
 from tinylm.errors import ConfigError
-from tinylm.experiments import build_grid, load_preset, reproduce
+from tinylm.paper import steps
+from tinylm.paper.grid import build_grid
+from tinylm.paper.presets import load_preset
+from tinylm.paper.reproduce import reproduce, write_report
 
 QUIET = {"log": lambda *_: None}
 
@@ -42,6 +44,7 @@ def test_smoke_artifacts(smoke: Path) -> None:
         results["E3"]["controlled"]["selection"]["high"]["mean_score"]
         > results["E3"]["controlled"]["selection"]["low"]["mean_score"]
     )
+    assert "latency" not in json.dumps(results)  # wall-clock numbers live in timings.json
     figures = sorted(p.name for p in (smoke / "figures").glob("*.png"))
     assert figures == sorted(["e1_accuracy_per_epoch.png", "e2_gap_vs_size.png", "e3_gap_vs_overlap.png", "e4_latency.png",
                               "e4_committee_agnews.png", "e4_committee_dbpedia.png", "e4_committee_fewrel.png"])  # fmt: skip
@@ -74,7 +77,7 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     args = dict(seeds=1, tasks=["agnews"], n_jobs=1, data_dir=str(real_data_dir))
     full = reproduce("smoke", str(tmp_path / "full"), **args, **QUIET)
     calls = []
-    real_run_job = experiments.run_job
+    real_run_job = steps.run_job
 
     def interrupted(job, *a, **k):
         if len(calls) == 6:
@@ -82,15 +85,13 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
         calls.append(job.id)
         return real_run_job(job, *a, **k)
 
-    monkeypatch.setattr(experiments, "run_job", interrupted)
+    monkeypatch.setattr(steps, "run_job", interrupted)
     with pytest.raises(KeyboardInterrupt):
         reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
     first = list(calls)
     assert len(first) == 6 and not (tmp_path / "resumed" / "results.json").exists()
     calls.clear()
-    monkeypatch.setattr(
-        experiments, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k)
-    )
+    monkeypatch.setattr(steps, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k))
     reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
     assert not set(first) & set(calls)  # finished runs were reused, not retrained
     total = len(build_grid(load_preset("smoke"), ["agnews"], 1))
@@ -102,11 +103,9 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
 
 def test_paper_preset_dry_run(real_data_dir: Path, tmp_path: Path) -> None:
     p = load_preset("paper")
-    assert p["deep"] == {"model": "bert6"} and sorted(p["corpus_sizes"]) == [20000, 40000, 90000]
-    assert (
-        p["pretrain"]["epochs"] == 50 and p["pretrain"]["lr"] == 5e-5 and p["samples"]["fewrel"] == [630, 70]
-    )
-    jobs = build_grid(p, p["tasks"], p["seeds"])
+    assert p.deep == {"model": "bert6"} and sorted(p.corpus_sizes) == [20000, 40000, 90000]
+    assert p.pretrain["epochs"] == 50 and p.pretrain["lr"] == 5e-5 and p.samples["fewrel"] == [630, 70]
+    jobs = build_grid(p, p.tasks, p.seeds)
     assert sum(j.kind == "pretrain" for j in jobs) == 3 + 2 + 5
     out = reproduce(
         "paper", str(tmp_path / "paper"), None, None, 1, str(real_data_dir), dry_run=True, **QUIET
@@ -129,6 +128,61 @@ def test_bad_preset(tmp_path: Path) -> None:
     assert "bogus: unknown preset key" in str(e.value) and "deep: missing" in str(e.value)
     with pytest.raises(ConfigError, match="no preset 'huge'"):
         load_preset("huge")
+
+
+def smoke_variant(tmp_path: Path, **changes: object) -> Path:
+    """The smoke preset with some keys replaced, as a YAML file."""
+    import yaml
+
+    raw = yaml.safe_load((Path(load_preset("smoke").path)).read_text())
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(raw | changes))
+    return path
+
+
+def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
+    bad = smoke_variant(tmp_path, members="2", samples={"agnews": [20, "x"], "dbpedia": [5, 5], "fewrel": [5, 3]},
+                        latency={"k": [2], "batch": [1], "precision": ["fp32"]}, tasks=["agnews", "file:x.csv"])  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        load_preset(str(bad))
+    text = str(e.value)
+    for part in ("members: expected an integer, got '2'", "samples.agnews[1]: expected an integer, got 'x'",
+                 "latency.reps: missing"):  # fmt: skip
+        assert part in text
+    with pytest.raises(ConfigError, match="'file:x.csv' is not a registered task"):
+        load_preset(str(smoke_variant(tmp_path, tasks=["agnews", "file:x.csv"])))
+
+
+def test_grid_is_validated_before_the_first_job(real_data_dir: Path, tmp_path: Path) -> None:
+    """A typo in the preset's finetune section (used only after every pre-training) stops the grid before
+    anything runs, with every problem listed."""
+    bad = smoke_variant(tmp_path, finetune={"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "learning_rate": 1},
+                        pretrain={"epochs": 1, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": -2})  # fmt: skip
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as e:
+        reproduce(str(bad), str(out), None, None, 1, str(real_data_dir), **QUIET)
+    text = str(e.value)
+    assert "learning_rate: unknown setting" in text and "warmup_steps: must be >= 0" in text
+    assert not (out / "runs").exists()
+    with pytest.raises(ConfigError, match="seeds: must be at least 1, got 0"):
+        reproduce("smoke", str(out), 0, None, 1, str(real_data_dir), **QUIET)
+
+
+def test_report_reads_results_only(smoke: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis and report need nothing but the jobs' results: no data, no token cache, no timing."""
+    import shutil
+
+    from tinylm.paper.grid import Job
+
+    before = (smoke / "results.json").read_bytes()
+    plan = json.loads((smoke / "plan.json").read_text())
+    jobs = [Job(j["kind"], j["settings"], j["deps"], j["role"], j["id"]) for j in plan["jobs"]]
+    shutil.rmtree(smoke / "cache")
+    monkeypatch.delenv("TINYLM_DATA_DIR", raising=False)
+    monkeypatch.setattr(steps, "run_job", lambda *a, **k: pytest.fail("the report ran a job"))
+    p = load_preset("smoke")
+    write_report(smoke, p, jobs, plan["args"]["tasks"], plan["args"]["seeds"], 1.0, {}, **QUIET)
+    assert (smoke / "results.json").read_bytes() == before
 
 
 def test_grid_in_two_worker_processes(real_data_dir: Path, tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tinylm.report import verdict_from_test
-from tinylm.stats import betainc, paired_test, pearson, t_two_sided_p
+from tinylm.paper.analyse import verdict_from_test
+from tinylm.paper.stats import betainc, paired_test, pearson, t_two_sided_p
 
 
 def test_student_t_against_tables() -> None:

@@ -172,13 +172,15 @@ def test_pretrain_on_overlap_selected_corpus(
 ) -> None:
     import json
 
-    from tinylm.data import tasks as tasks_mod
+    import dataclasses
+
+    from tinylm import registry
 
     with pytest.raises(ConfigError, match="selection_task: required"):
         tiny(data_dir, tmp_path, selection="low")
     # the fixture's AG News has 10 training rows per label; the paper's 1000 would not fit
-    monkeypatch.setitem(tasks_mod.TASKS["agnews"], "train", 5)
-    monkeypatch.setitem(tasks_mod.TASKS["agnews"], "test", 3)
+    small = dataclasses.replace(registry.TASKS["agnews"], train_per_label=5, test_per_label=3)
+    monkeypatch.setitem(registry.TASKS, "agnews", small)
     settings = dict(
         selection="high", selection_task="agnews", selection_pool=50, num_articles=10, max_length=12
     )

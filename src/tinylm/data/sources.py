@@ -11,26 +11,37 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tinylm.errors import DataNotFoundError
 from tinylm.registry import TASKS
 
-#: Files of each dataset inside a local data directory (see ../shared/data/MANIFEST.md).
-LOCAL_FILES: dict[str, dict[str, str]] = {name: dict(spec.local_files) for name, spec in TASKS.items()} | {
+#: Files of the datasets that are not tasks, inside a local data directory (see ../shared/data/MANIFEST.md);
+#: a task's files are in its registry entry.
+OTHER_LOCAL_FILES: dict[str, dict[str, str]] = {
     "wikipedia": {"shards": "wikipedia/*.jsonl.gz"},
     "tokenizer": {
         "tokenizer": "tokenizer/bert-base-uncased/tokenizer.json",
         "vocab": "tokenizer/bert-base-uncased/vocab.txt",
     },
 }
-
-#: The same datasets on the Hugging Face hub.
-HUB_IDS: dict[str, tuple[str, str | None]] = {
-    name: (spec.hub_id, None) for name, spec in TASKS.items() if spec.hub_id
-} | {
+OTHER_HUB_IDS: dict[str, tuple[str, str | None]] = {
     "wikipedia": ("wikimedia/wikipedia", "20231101.en"),
     "tokenizer": ("bert-base-uncased", None),
 }
+
+
+def local_layout(dataset: str) -> dict[str, str]:
+    """Relative paths of a dataset's files in a local data directory."""
+    return dict(TASKS[dataset].local_files) if dataset in TASKS else OTHER_LOCAL_FILES[dataset]
+
+
+def hub_id(dataset: str) -> tuple[str, str | None] | None:
+    """(Hugging Face dataset id, config) of a dataset, None when it has no hub copy."""
+    if dataset in TASKS:
+        spec = TASKS[dataset]
+        return (spec.hub_id, None) if spec.hub_id else None
+    return OTHER_HUB_IDS.get(dataset)
 
 
 def hub_usable() -> bool:
@@ -52,7 +63,7 @@ class DataSource:
         if self.local_dir is None:
             return None
         out: dict[str, Path] = {}
-        for key, rel in LOCAL_FILES[dataset].items():
+        for key, rel in local_layout(dataset).items():
             if not _present(self.local_dir, rel):
                 return None
             out[key] = self.local_dir / rel
@@ -69,29 +80,29 @@ class DataSource:
         self, dataset: str, hub_possible: bool = True, optional: tuple[str, ...] = ()
     ) -> DataNotFoundError:
         base = self.local_dir if self.local_dir is not None else Path("$TINYLM_DATA_DIR")
-        wanted = [str(base / rel) for key, rel in LOCAL_FILES[dataset].items() if key not in optional]
+        wanted = [str(base / rel) for key, rel in local_layout(dataset).items() if key not in optional]
         if self.local_dir is None:
             where = "no local data directory was given (--data-dir) and TINYLM_DATA_DIR is not set"
         else:
             missing = [
                 str(self.local_dir / rel)
-                for key, rel in LOCAL_FILES[dataset].items()
+                for key, rel in local_layout(dataset).items()
                 if key not in optional and not _present(self.local_dir, rel)
             ]
             where = f"missing under {self.local_dir}: {', '.join(missing) or '(none)'}"
-        hub = ""
-        if hub_possible and dataset in HUB_IDS:
-            hub_id, cfg = HUB_IDS[dataset]
+        hub_note, hub = "", hub_id(dataset)
+        if hub_possible and hub is not None:
+            name, cfg = hub
             state = (
                 "unavailable (HF_HUB_OFFLINE is set or `datasets` is not installed)"
                 if not hub_usable()
                 else "failed"
             )
-            hub = f"; the Hugging Face hub ({hub_id}{'/' + cfg if cfg else ''}) is {state}"
+            hub_note = f"; the Hugging Face hub ({name}{'/' + cfg if cfg else ''}) is {state}"
         elif dataset == "fewrel":
-            hub = "; FewRel is only read from local files (download train_wiki.json from github.com/thunlp/FewRel)"
+            hub_note = "; FewRel is only read from local files (download train_wiki.json from github.com/thunlp/FewRel)"
         return DataNotFoundError(
-            f"dataset '{dataset}' not found: looked for {', '.join(wanted)}; {where}{hub}. "
+            f"dataset '{dataset}' not found: looked for {', '.join(wanted)}; {where}{hub_note}. "
             "Point --data-dir or TINYLM_DATA_DIR at a directory laid out like shared/data (see its MANIFEST.md)."
         )
 
@@ -112,9 +123,11 @@ def resolve_source(data_dir: str | os.PathLike | None = None) -> DataSource:
     return DataSource(local_dir=None, hub=hub_usable())
 
 
-def load_hub_dataset(dataset: str, split: str, streaming: bool = False):  # pragma: no cover - needs network
+def load_hub_dataset(dataset: str, split: str, streaming: bool = False) -> Any:  # pragma: no cover - needs network
     """Thin wrapper over `datasets.load_dataset` for the hub path (not exercised offline)."""
     import datasets
 
-    hub_id, cfg = HUB_IDS[dataset]
-    return datasets.load_dataset(hub_id, cfg, split=split, streaming=streaming)
+    hub = hub_id(dataset)
+    if hub is None:
+        raise DataNotFoundError(f"dataset '{dataset}' has no Hugging Face hub copy")
+    return datasets.load_dataset(hub[0], hub[1], split=split, streaming=streaming)

@@ -16,6 +16,7 @@ import yaml
 
 from tinylm.config import PACKAGE_CONFIGS
 from tinylm.errors import ConfigError
+from tinylm.registry import TASKS
 
 SHIPPED = ("smoke", "quick", "cpu", "paper")
 
@@ -111,11 +112,15 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
         out.append(f"main_corpus: {raw['main_corpus']} must be one of corpus_sizes {raw['corpus_sizes']}")
     out += [f"corpus_sizes: {n} is not positive" for n in raw["corpus_sizes"] if n < 1]
     for task in raw["tasks"]:
+        if task not in TASKS:
+            out.append(f"tasks: {task!r} is not a registered task (expected one of {', '.join(TASKS)})")
         sizes = raw["samples"].get(task)
         if sizes is None:
             out.append(f"samples: no per-label sample sizes for task {task}")
         elif len(sizes) != 2 or min(sizes) < 1:
             out.append(f"samples.{task}: expected [train, test] positive examples per label, got {sizes}")
+    if raw["controlled"]["task"] not in TASKS:
+        out.append(f"controlled.task: {raw['controlled']['task']!r} is not a registered task")
     if raw["controlled"]["num_articles"] > raw["controlled"]["pool"]:
         out.append("controlled.num_articles: larger than controlled.pool")
     if raw.get("precision", "fp32") not in ("fp32", "bf16"):
