@@ -1,4 +1,5 @@
-"""Soft committees: stacked inference equals member-by-member, rules, accuracy vs k, artifact, predict, errors."""
+"""Soft committees: stacked inference equals member-by-member, rules, accuracy vs k, artifact, predict,
+errors."""
 
 from __future__ import annotations
 
@@ -37,8 +38,17 @@ def random_member(cfg: ModelConfig, seed: int, labels: int = 5) -> TinyBertForSe
 
 @pytest.mark.parametrize("conv", [0, 2])
 def test_stacked_equals_one_by_one(conv: int) -> None:
-    cfg = ModelConfig(layers=2, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16,
-                      conv_layers=conv, conv_kernel="3", conv_channels=4)  # fmt: skip
+    cfg = ModelConfig(
+        layers=2,
+        hidden_size=32,
+        heads=4,
+        ffn_size=64,
+        vocab_size=300,
+        max_length=16,
+        conv_layers=conv,
+        conv_kernel="3",
+        conv_channels=4,
+    )
     members = [random_member(cfg, s) for s in range(4)]
     ids = torch.randint(104, 300, (3, 12))
     att = torch.ones_like(ids)
@@ -68,11 +78,15 @@ def test_mixed_architectures_group_and_match() -> None:
 
 
 def test_rules_and_curve() -> None:
-    logits = np.log(np.array([
-        [[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]],
-        [[0.3, 0.7], [0.4, 0.6], [0.45, 0.55]],
-        [[0.35, 0.65], [0.3, 0.7], [0.4, 0.6]],
-    ]))  # fmt: skip
+    logits = np.log(
+        np.array(
+            [
+                [[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]],
+                [[0.3, 0.7], [0.4, 0.6], [0.45, 0.55]],
+                [[0.35, 0.65], [0.3, 0.7], [0.4, 0.6]],
+            ]
+        )
+    )
     assert combine(logits, "mean_prob").tolist() == [1, 1, 0]
     assert combine(logits, "vote").tolist() == [1, 1, 1]
     labels = np.array([1, 1, 0])
@@ -122,14 +136,31 @@ def test_committee_cli_artifact_and_predict(
     assert len(loaded.members) == 2 and loaded.label_names[0] == "World"
     texts = tmp_path / "texts.txt"
     texts.write_text("the city news report\nstock market price\n")
-    proc = subprocess.run([sys.executable, "-m", "tinylm.cli", "predict", "--model", str(out / "committee"), "--input", str(texts)],
-                          capture_output=True, text=True, env={**__import__("os").environ, "TINYLM_DATA_DIR": str(data_dir)})  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinylm.cli",
+            "predict",
+            "--model",
+            str(out / "committee"),
+            "--input",
+            str(texts),
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TINYLM_DATA_DIR": str(data_dir)},
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and all(len(line.split("\t")) == 3 for line in lines)
     assert lines[0].split("\t")[1] in ["World", "Sports", "Business", "Sci/Tech"]
-    single = subprocess.run([sys.executable, "-m", "tinylm.cli", "predict", "--model", members[0]], input="hello world\n",
-                            capture_output=True, text=True)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "tinylm.cli", "predict", "--model", members[0]],
+        input="hello world\n",
+        capture_output=True,
+        text=True,
+    )
     assert single.returncode == 0 and len(single.stdout.strip().splitlines()) == 1
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["predict", "--model", members[0], "--input", str(tmp_path / "empty.txt")]) == 2
@@ -145,8 +176,19 @@ def test_committee_bad_input(members: list[str], tmp_path: Path, data_dir: Path)
         evaluate_committee([], None, None, "mean_prob", 5, 0)
     with pytest.raises(CheckpointError, match="no such run directory"):
         Committee.from_runs([members[0], str(tmp_path / "missing")])
-    other = finetune(ft(data_dir, tmp_path, **model_settings(data_dir), task="dbpedia", samples_per_label_train=2,
-                        samples_per_label_test=1, epochs=1, name="db"), **QUIET)  # fmt: skip
+    other = finetune(
+        ft(
+            data_dir,
+            tmp_path,
+            **model_settings(data_dir),
+            task="dbpedia",
+            samples_per_label_train=2,
+            samples_per_label_test=1,
+            epochs=1,
+            name="db",
+        ),
+        **QUIET,
+    )
     with pytest.raises(TinylmError, match=rf"member {other.path} has labels"):
         Committee.from_runs([members[0], str(other.path)])
     with pytest.raises(TinylmError, match="was fine-tuned on agnews"):
@@ -163,7 +205,10 @@ class PreLNLayer(torch.nn.Module):
         self.ln1, self.ln2 = model.LayerNorm(cfg.hidden_size), model.LayerNorm(cfg.hidden_size)
         self.attn = model.SelfAttention(cfg)
         self.proj = model.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.ff1, self.ff2 = model.Linear(cfg.hidden_size, cfg.ffn_size), model.Linear(cfg.ffn_size, cfg.hidden_size)
+        self.ff1, self.ff2 = (
+            model.Linear(cfg.hidden_size, cfg.ffn_size),
+            model.Linear(cfg.ffn_size, cfg.hidden_size),
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False) -> torch.Tensor:
         x = (x[..., :1, :] if cls_only else x) + self.proj(self.attn(self.ln1(x), mask, cls_only))
@@ -175,8 +220,16 @@ def test_a_model_variant_stacks_without_committee_changes(conv: int, monkeypatch
     from tinylm import model
 
     monkeypatch.setattr(model, "Layer", PreLNLayer)
-    cfg = ModelConfig(layers=2, hidden_size=32, heads=4, ffn_size=64, vocab_size=300, max_length=16,
-                      conv_layers=conv, conv_channels=4)  # fmt: skip
+    cfg = ModelConfig(
+        layers=2,
+        hidden_size=32,
+        heads=4,
+        ffn_size=64,
+        vocab_size=300,
+        max_length=16,
+        conv_layers=conv,
+        conv_channels=4,
+    )
     members = [random_member(cfg, s) for s in range(3)]
     assert isinstance(members[0].bert.encoder.layer[0], PreLNLayer)
     ids = torch.randint(104, 300, (3, 12))

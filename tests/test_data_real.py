@@ -59,8 +59,24 @@ def test_bert_tokenizer_ids(real_data_dir: Path) -> None:
     tok = load_tokenizer(resolve_source(real_data_dir))
     assert tok.tokenizer.encode("Hello world").ids == [101, 7592, 2088, 102]
     text = "Hello, World! Tiny language models are pre-trained on Wikipedia."
-    assert tok.tokenizer.encode(text).ids == [101, 7592, 1010, 2088, 999, 4714, 2653, 4275, 2024, 3653, 1011, 4738,
-                                              2006, 16948, 1012, 102]  # fmt: skip
+    assert tok.tokenizer.encode(text).ids == [
+        101,
+        7592,
+        1010,
+        2088,
+        999,
+        4714,
+        2653,
+        4275,
+        2024,
+        3653,
+        1011,
+        4738,
+        2006,
+        16948,
+        1012,
+        102,
+    ]
 
 
 def test_real_nested_subset(real_data_dir: Path, real_cache_dir: Path) -> None:

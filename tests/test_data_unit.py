@@ -54,8 +54,14 @@ def test_fewrel_split_and_marking(data_dir: Path) -> None:
         "fewrel", src, samples_per_label_train=None, samples_per_label_test=None, test_per_relation=3
     )
     assert [r.id for r in again.test] == [r.id for r in task.test]
-    other = load_task("fewrel", src, samples_per_label_train=None, samples_per_label_test=None,
-                      test_per_relation=3, split_seed=7)  # fmt: skip
+    other = load_task(
+        "fewrel",
+        src,
+        samples_per_label_train=None,
+        samples_per_label_test=None,
+        test_per_relation=3,
+        split_seed=7,
+    )
     assert [r.id for r in other.test] != [r.id for r in task.test]
 
 

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from tinylm.config import build_sections
 from tinylm.data.sources import resolve_source
+from tinylm.data.tasks import load_task_data
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, DataError
 from tinylm.finetune import SECTIONS as FT
-from tinylm.data.tasks import load_task_data
 from tinylm.finetune import build_classifier, finetune, resolve_model_config
 from tinylm.objectives import classification_metrics
 from tinylm.pretrain import SECTIONS as PT
@@ -31,14 +31,33 @@ def model_settings(data_dir: Path) -> dict:
 
 @pytest.fixture
 def pre_run(data_dir: Path, tmp_path: Path) -> Path:
-    s = model_settings(data_dir) | dict(num_articles=40, eval_articles=8, epochs=1, batch_size=8, data_dir=str(data_dir),
-                                        cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "runs"), name="pre", progress=False)  # fmt: skip
+    s = model_settings(data_dir) | dict(
+        num_articles=40,
+        eval_articles=8,
+        epochs=1,
+        batch_size=8,
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        out=str(tmp_path / "runs"),
+        name="pre",
+        progress=False,
+    )
     return pretrain(build_sections(PT, s), **QUIET).path
 
 
 def ft(data_dir: Path, tmp_path: Path, **kw) -> dict:
-    s = dict(task="agnews", samples_per_label_train=8, samples_per_label_test=4, epochs=2, batch_size=8, lr=1e-3,
-             data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    s = dict(
+        task="agnews",
+        samples_per_label_train=8,
+        samples_per_label_test=4,
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        out=str(tmp_path / "runs"),
+        progress=False,
+    )
     return build_sections(FT, s | kw)
 
 
@@ -106,12 +125,32 @@ def test_file_task_csv_and_jsonl(tmp_path: Path, data_dir: Path) -> None:
     test.write_text(
         "\n".join(json.dumps({"sentence": f"the river {i}", "y": i % 3}) for i in range(6)) + "\n"
     )
-    built = ft(data_dir, tmp_path, task=f"file:{jl}", text_column="sentence", label_column="y", test_file=str(test),
-               samples_per_label_train=2, samples_per_label_test=-1)  # fmt: skip
+    built = ft(
+        data_dir,
+        tmp_path,
+        task=f"file:{jl}",
+        text_column="sentence",
+        label_column="y",
+        test_file=str(test),
+        samples_per_label_train=2,
+        samples_per_label_test=-1,
+    )
     task = load_task_data(built["task"])
     assert task.label_names == ["0", "1", "2"] and len(task.train) == 6 and len(task.test) == 6
-    run = finetune(build_sections(FT, {**{k: v for k, v in vars(built["task"]).items()}, **model_settings(data_dir),
-                                       "epochs": 1, "batch_size": 4, "progress": False, "out": str(tmp_path / "r")}), **QUIET)  # fmt: skip
+    run = finetune(
+        build_sections(
+            FT,
+            {
+                **{k: v for k, v in vars(built["task"]).items()},
+                **model_settings(data_dir),
+                "epochs": 1,
+                "batch_size": 4,
+                "progress": False,
+                "out": str(tmp_path / "r"),
+            },
+        ),
+        **QUIET,
+    )
     assert run.is_finished()
 
 

@@ -45,22 +45,37 @@ def test_named_model_overridable_and_validation_reports_all() -> None:
     with pytest.raises(ConfigError) as e:
         model_cfg(hidden_size=100, heads=3, layers=-1, dropout=1.5, hiden_size=3, conv_kernel="x")
     msg = str(e.value)
-    for part in ("heads: 3 does not divide hidden_size 100", "layers: must be positive", "dropout: must be in [0, 1)",
-                 "hiden_size: unknown setting (did you mean hidden_size?)", "conv_kernel:"):  # fmt: skip
+    for part in (
+        "heads: 3 does not divide hidden_size 100",
+        "layers: must be positive",
+        "dropout: must be in [0, 1)",
+        "hiden_size: unknown setting (did you mean hidden_size?)",
+        "conv_kernel:",
+    ):
         assert part in msg
     assert len(e.value.problems) == 5
 
 
 def test_conv_front_end_shapes_and_rectangular_kernel() -> None:
-    cfg = model_cfg(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=200, max_length=16,
-                    conv_layers=2, conv_kernel="16x3", conv_channels=4)  # fmt: skip
+    cfg = model_cfg(
+        layers=1,
+        hidden_size=32,
+        heads=2,
+        ffn_size=64,
+        vocab_size=200,
+        max_length=16,
+        conv_layers=2,
+        conv_kernel="16x3",
+        conv_channels=4,
+    )
     m = TinyBertForMaskedLM(cfg)
     convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(16, 3), (16, 3), (1, 1)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 4), (4, 4), (4, 1)]
     ids = torch.randint(5, 200, (3, 10))
     assert m(ids).shape == (30, 200)
-    # faithful to the paper's code: the conv block ignores the padding mask (a padded position changes outputs)
+    # faithful to the paper's code: the conv block ignores the padding mask (a padded position changes
+    # outputs)
     m.eval()
     att = torch.ones_like(ids)
     att[:, 8:] = 0
@@ -122,8 +137,14 @@ def test_export_loads_in_transformers_and_logits_match(tmp_path: Path) -> None:
 
 
 def test_import_transformers_directory_round_trip(tmp_path: Path) -> None:
-    hcfg = transformers.BertConfig(vocab_size=400, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
-                                   intermediate_size=96, max_position_embeddings=24)  # fmt: skip
+    hcfg = transformers.BertConfig(
+        vocab_size=400,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=96,
+        max_position_embeddings=24,
+    )
     torch.manual_seed(1)
     hf = transformers.BertForMaskedLM(hcfg).eval()
     hf.save_pretrained(tmp_path / "hf")

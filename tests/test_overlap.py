@@ -80,9 +80,33 @@ def test_overlap_cli_on_fixture(data_dir: Path, tmp_path: Path, capsys) -> None:
     from tinylm.cli import main
 
     out = tmp_path / "o.json"
-    code = main(["overlap", "--corpus", "wiki:10,30", "high:dbpedia:5", "low:dbpedia:5", "--tasks", "dbpedia",
-                 "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "c"), "--max-length", "10", "--pool", "40",
-                 "--eval-articles", "5", "--samples-per-label-train", "4", "--samples-per-label-test", "2", "--json", str(out)])  # fmt: skip
+    code = main(
+        [
+            "overlap",
+            "--corpus",
+            "wiki:10,30",
+            "high:dbpedia:5",
+            "low:dbpedia:5",
+            "--tasks",
+            "dbpedia",
+            "--data-dir",
+            str(data_dir),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--max-length",
+            "10",
+            "--pool",
+            "40",
+            "--eval-articles",
+            "5",
+            "--samples-per-label-train",
+            "4",
+            "--samples-per-label-test",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "wiki:30" in text and "high:dbpedia:5" in text
     rows = json.loads(out.read_text())["rows"]

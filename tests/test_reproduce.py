@@ -46,8 +46,17 @@ def test_smoke_artifacts(smoke: Path) -> None:
     )
     assert "latency" not in json.dumps(results)  # wall-clock numbers live in timings.json
     figures = sorted(p.name for p in (smoke / "figures").glob("*.png"))
-    assert figures == sorted(["e1_accuracy_per_epoch.png", "e2_gap_vs_size.png", "e3_gap_vs_overlap.png", "e4_latency.png",
-                              "e4_committee_agnews.png", "e4_committee_dbpedia.png", "e4_committee_fewrel.png"])  # fmt: skip
+    assert figures == sorted(
+        [
+            "e1_accuracy_per_epoch.png",
+            "e2_gap_vs_size.png",
+            "e3_gap_vs_overlap.png",
+            "e4_latency.png",
+            "e4_committee_agnews.png",
+            "e4_committee_dbpedia.png",
+            "e4_committee_fewrel.png",
+        ]
+    )
     for f in figures:
         w, h = png_size(smoke / "figures" / f)
         assert w >= 400 and h >= 300
@@ -91,7 +100,9 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     first = list(calls)
     assert len(first) == 6 and not (tmp_path / "resumed" / "results.json").exists()
     calls.clear()
-    monkeypatch.setattr(steps, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k))
+    monkeypatch.setattr(
+        steps, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k)
+    )
     reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
     assert not set(first) & set(calls)  # finished runs were reused, not retrained
     total = len(build_grid(load_preset("smoke"), ["agnews"], 1))
@@ -141,13 +152,21 @@ def smoke_variant(tmp_path: Path, **changes: object) -> Path:
 
 
 def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
-    bad = smoke_variant(tmp_path, members="2", samples={"agnews": [20, "x"], "dbpedia": [5, 5], "fewrel": [5, 3]},
-                        latency={"k": [2], "batch": [1], "precision": ["fp32"]}, tasks=["agnews", "file:x.csv"])  # fmt: skip
+    bad = smoke_variant(
+        tmp_path,
+        members="2",
+        samples={"agnews": [20, "x"], "dbpedia": [5, 5], "fewrel": [5, 3]},
+        latency={"k": [2], "batch": [1], "precision": ["fp32"]},
+        tasks=["agnews", "file:x.csv"],
+    )
     with pytest.raises(ConfigError) as e:
         load_preset(str(bad))
     text = str(e.value)
-    for part in ("members: expected an integer, got '2'", "samples.agnews[1]: expected an integer, got 'x'",
-                 "latency.reps: missing"):  # fmt: skip
+    for part in (
+        "members: expected an integer, got '2'",
+        "samples.agnews[1]: expected an integer, got 'x'",
+        "latency.reps: missing",
+    ):
         assert part in text
     with pytest.raises(ConfigError, match="'file:x.csv' is not a registered task"):
         load_preset(str(smoke_variant(tmp_path, tasks=["agnews", "file:x.csv"])))
@@ -156,8 +175,11 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
 def test_grid_is_validated_before_the_first_job(real_data_dir: Path, tmp_path: Path) -> None:
     """A typo in the preset's finetune section (used only after every pre-training) stops the grid before
     anything runs, with every problem listed."""
-    bad = smoke_variant(tmp_path, finetune={"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "learning_rate": 1},
-                        pretrain={"epochs": 1, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": -2})  # fmt: skip
+    bad = smoke_variant(
+        tmp_path,
+        finetune={"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "learning_rate": 1},
+        pretrain={"epochs": 1, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": -2},
+    )
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as e:
         reproduce(str(bad), str(out), None, None, 1, str(real_data_dir), **QUIET)

@@ -22,10 +22,27 @@ from tinylm.train import Trainer, lr_lambda
 
 def tiny(data_dir: Path, out: Path, **kw) -> dict:
     vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
-    settings = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab,
-                    num_articles=40, eval_articles=8, epochs=2, batch_size=8, lr=1e-3, warmup_steps=2,
-                    data_dir=str(data_dir), cache_dir=str(out / "cache"), out=str(out / "runs"), name="r",
-                    progress=False, log_every=1, checkpoint_every=3)  # fmt: skip
+    settings = dict(
+        layers=1,
+        hidden_size=16,
+        heads=2,
+        ffn_size=32,
+        max_length=24,
+        vocab_size=vocab,
+        num_articles=40,
+        eval_articles=8,
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=2,
+        data_dir=str(data_dir),
+        cache_dir=str(out / "cache"),
+        out=str(out / "runs"),
+        name="r",
+        progress=False,
+        log_every=1,
+        checkpoint_every=3,
+    )
     return build_sections(SECTIONS, settings | kw)
 
 
@@ -170,9 +187,8 @@ def test_yaml_keys_are_cli_flags_and_all_problems_reported(tmp_path: Path) -> No
 def test_pretrain_on_overlap_selected_corpus(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
     import dataclasses
+    import json
 
     from tinylm import registry
 

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tinylm.config import ModelConfig
 from tinylm.fileio import write_json, write_text
@@ -97,15 +98,22 @@ class Runner:
         self.masker = MLMObjective(cfg.vocab_size, seed=seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.attention = torch.ones_like(ids)
+        self.model: nn.Module
         if impl == "tinylm":
             self.model = TinyBertForMaskedLM(cfg)
         else:
             from transformers import BertConfig, BertForMaskedLM
 
-            hcfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
-                              num_attention_heads=cfg.heads, intermediate_size=cfg.ffn_size,
-                              max_position_embeddings=cfg.max_length, hidden_dropout_prob=cfg.dropout,
-                              attention_probs_dropout_prob=cfg.attention_dropout)  # fmt: skip
+            hcfg = BertConfig(
+                vocab_size=cfg.vocab_size,
+                hidden_size=cfg.hidden_size,
+                num_hidden_layers=cfg.layers,
+                num_attention_heads=cfg.heads,
+                intermediate_size=cfg.ffn_size,
+                max_position_embeddings=cfg.max_length,
+                hidden_dropout_prob=cfg.dropout,
+                attention_probs_dropout_prob=cfg.attention_dropout,
+            )
             self.model = BertForMaskedLM(hcfg)
         self.model.train()
         from tinylm.config import TrainConfig
@@ -146,18 +154,57 @@ def time_steps(runners: dict[str, Runner], steps: int, warmup: int) -> dict[str,
 
 def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: int = 2) -> float:
     """Peak RSS (GiB) of a fresh process doing tinylm training steps on `shape`."""
-    code = ("import resource,torch;from tinylm.bench import Runner,shape_config,sample_batch;"
-            "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
-            f"r=Runner('tinylm',shape_config('{shape}'),sample_batch({batch},{seq},{BERT_VOCAB_SIZE}),'{precision}');"
-            f"[r.step() for _ in range({steps})];"
-            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")  # fmt: skip
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report the parent's peak
+    code = (
+        "import resource,torch;from tinylm.bench import Runner,shape_config,sample_batch;"
+        "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
+        f"r=Runner('tinylm',shape_config('{shape}'),sample_batch({batch},{seq},{BERT_VOCAB_SIZE}),'{precision}');"
+        f"[r.step() for _ in range({steps})];"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    )
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report the parent's
+    # peak
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 2**20  # KiB -> GiB
 
 
-def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup: int, batch: int, seq: int,
-                   reference: bool = True, memory: bool = True, log=print) -> dict[str, Any]:  # fmt: skip
+def _time_shape(
+    shape: str, precision: str, ids: torch.Tensor, steps: int, warmup: int, peak: float, reference: bool
+) -> dict[str, Any]:
+    """One row of `bench pretrain`: median step times of tinylm (and transformers) on one shape."""
+    cfg = shape_config(shape)
+    runners = {"tinylm": Runner("tinylm", cfg, ids, precision)}
+    if reference:
+        runners["transformers"] = Runner("transformers", cfg, ids, precision)
+    times = time_steps(runners, steps, warmup)
+    tokens = ids.numel()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = train_flops_per_token(cfg, ids.shape[1], mlm_fraction=0.15) * tokens / med["tinylm"]
+    row = {
+        "shape": shape,
+        "layers/hidden/heads/ffn": f"{cfg.layers}/{cfg.hidden_size}/{cfg.heads}/{cfg.ffn_size}",
+        "precision": precision,
+        "tinylm_tokens_per_s": round(tokens / med["tinylm"], 1),
+        "tinylm_step_s": round(med["tinylm"], 4),
+        "tinylm_gflops": round(flops / 1e9, 1),
+        "share_of_matmul_peak": round(flops / peak, 3),
+    }
+    if reference:
+        row["transformers_tokens_per_s"] = round(tokens / med["transformers"], 1)
+        row["speedup"] = round(med["transformers"] / med["tinylm"], 2)
+    return row
+
+
+def bench_pretrain(
+    shapes: list[str],
+    precisions: list[str],
+    steps: int,
+    warmup: int,
+    batch: int,
+    seq: int,
+    reference: bool = True,
+    memory: bool = True,
+    log=print,
+) -> dict[str, Any]:
     allocator = tune_cpu_allocator()  # as tinylm training does; applies to both implementations alike
     peak = {"fp32": matmul_flops(torch.float32)}
     if bf16_supported(torch.device("cpu")):
@@ -165,30 +212,12 @@ def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup:
     ids = sample_batch(batch, seq, BERT_VOCAB_SIZE)
     rows = []
     for shape in shapes:
-        cfg = shape_config(shape)
         for precision in precisions:
             if precision == "bf16" and "bf16" not in peak:
                 continue
-            runners = {"tinylm": Runner("tinylm", cfg, ids, precision)}
-            if reference:
-                runners["transformers"] = Runner("transformers", cfg, ids, precision)
-            log(
-                f"timing {shape} {precision}: {steps} steps after {warmup} warm-up, implementations alternating ..."
-            )
-            times = time_steps(runners, steps, warmup)
-            tokens = batch * seq
-            med = {k: statistics.median(v) for k, v in times.items()}
-            row = {"shape": shape, "layers/hidden/heads/ffn": f"{cfg.layers}/{cfg.hidden_size}/{cfg.heads}/{cfg.ffn_size}",
-                   "precision": precision, "tinylm_tokens_per_s": round(tokens / med["tinylm"], 1),
-                   "tinylm_step_s": round(med["tinylm"], 4)}  # fmt: skip
-            flops = train_flops_per_token(cfg, seq, mlm_fraction=0.15) * tokens / med["tinylm"]
-            row["tinylm_gflops"] = round(flops / 1e9, 1)
-            row["share_of_matmul_peak"] = round(flops / peak[precision], 3)
-            if reference:
-                row["transformers_tokens_per_s"] = round(tokens / med["transformers"], 1)
-                row["speedup"] = round(med["transformers"] / med["tinylm"], 2)
-            rows.append(row)
-            log("  " + json.dumps(row))
+            log(f"timing {shape} {precision}: {steps} steps after {warmup} warm-up (alternating)")
+            rows.append(_time_shape(shape, precision, ids, steps, warmup, peak[precision], reference))
+            log("  " + json.dumps(rows[-1]))
     mem = {}
     if memory:
         for precision in precisions:
@@ -198,30 +227,49 @@ def bench_pretrain(shapes: list[str], precisions: list[str], steps: int, warmup:
                 )
     return {
         "command": "tinylm bench pretrain " + " ".join(sys.argv[3:]),
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "matmul_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()}},
-        "settings": {"batch": batch, "seq": seq, "steps": steps, "warmup": warmup, "mask_prob": 0.15,
-                     "dropout": 0.1, "optimizer": "AdamW lr 5e-5 wd 0.01 (tinylm: fused, no decay on bias/LN)",
-                     "glibc_allocator_tuned_for_both": allocator},
+        "machine": {
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "matmul_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
+        },
+        "settings": {
+            "batch": batch,
+            "seq": seq,
+            "steps": steps,
+            "warmup": warmup,
+            "mask_prob": 0.15,
+            "dropout": 0.1,
+            "optimizer": "AdamW lr 5e-5 wd 0.01 (tinylm: fused, no decay on bias/LN)",
+            "glibc_allocator_tuned_for_both": allocator,
+        },
         "rows": rows,
         "memory": mem,
-    }  # fmt: skip
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
-    head = "| model | precision | tinylm tok/s | transformers tok/s | speed-up | tinylm GFLOP/s | share of matmul peak |"
+    head = (
+        "| model | precision | tinylm tok/s | transformers tok/s | speed-up | tinylm GFLOP/s | "
+        "share of matmul peak |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['layers/hidden/heads/ffn']} | {r['precision']} | {r['tinylm_tokens_per_s']:,.0f} | "
-                     f"{r.get('transformers_tokens_per_s', float('nan')):,.0f} | {r.get('speedup', float('nan'))}× | "
-                     f"{r['tinylm_gflops']} | {r['share_of_matmul_peak']:.0%} |")  # fmt: skip
+        lines.append(
+            f"| {r['layers/hidden/heads/ffn']} | {r['precision']} | {r['tinylm_tokens_per_s']:,.0f} | "
+            f"{r.get('transformers_tokens_per_s', float('nan')):,.0f} | {r.get('speedup', float('nan'))}× | "
+            f"{r['tinylm_gflops']} | {r['share_of_matmul_peak']:.0%} |"
+        )
     m = result["machine"]
     lines.append("")
-    lines.append(f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak (2048², measured): "
-                 + ", ".join(f"{k} {v} GFLOP/s" for k, v in m["matmul_gflops"].items()))  # fmt: skip
+    lines.append(
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; matmul peak (2048², measured): "
+        + ", ".join(f"{k} {v} GFLOP/s" for k, v in m["matmul_gflops"].items())
+    )
     for k, v in result["memory"].items():
         lines.append(
-            f"Peak RSS of a fresh process running tinylm BERT-6 training steps, batch {result['settings']['batch']} "
+            f"Peak RSS of a fresh process running tinylm BERT-6 training steps, batch "
+            f"{result['settings']['batch']} "
             f"({k.split('_')[1]}): {v} GiB"
         )
     return "\n".join(lines)
@@ -237,17 +285,32 @@ def _write_result(out: Path, name: str, result: dict[str, Any], table: str) -> i
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    res = bench_pretrain(args.shapes, args.precision, args.steps, args.warmup, args.batch, args.seq,
-                         reference=not args.no_reference, memory=not args.no_memory)  # fmt: skip
+    res = bench_pretrain(
+        args.shapes,
+        args.precision,
+        args.steps,
+        args.warmup,
+        args.batch,
+        args.seq,
+        reference=not args.no_reference,
+        memory=not args.no_memory,
+    )
     return _write_result(Path(args.out), "pretrain", res, format_table(res))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks against the transformers reference",
-                       description="Speed benchmarks; each compares implementations inside one process and run.")  # fmt: skip
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks against the transformers reference",
+        description="Speed benchmarks; each compares implementations inside one process and run.",
+    )
     bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency}")
-    q = bsub.add_parser("pretrain", help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
-                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    q = bsub.add_parser(
+        "pretrain",
+        help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument(
         "--shapes",
         nargs="+",
@@ -274,11 +337,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", default="benchmarks", help="where to write pretrain.json / pretrain.md (default benchmarks/)"
     )
     q.set_defaults(handler=_cmd_pretrain)
-    la = bsub.add_parser("latency", help="inference latency: BERT-6 vs BERT-1 committees (sequential/stacked/parallel)",
-                         description="ms per input at each batch size for BERT-6 (768/12), one BERT-1 (768/12) and soft "
-                         "committees of k BERT-1 members evaluated sequentially, stacked (one batched computation) and "
-                         "in parallel threads (members split in two stacked halves, cores split between them); random "
-                         "weights, sequence 128, median of repeated calls after warm-up.")  # fmt: skip
+    add_latency_parser(bsub)
+
+
+def add_latency_parser(bsub: argparse._SubParsersAction) -> None:
+    la = bsub.add_parser(
+        "latency",
+        help="inference latency: BERT-6 vs BERT-1 committees (sequential/stacked/parallel)",
+        description="ms per input at each batch size for BERT-6 (768/12), one BERT-1 (768/12) and soft "
+        "committees of k BERT-1 members evaluated sequentially, stacked (one batched computation) and "
+        "in parallel threads (members split in two stacked halves, cores split between them); random "
+        "weights, sequence 128, median of repeated calls after warm-up.",
+    )
     la.add_argument(
         "--k", nargs="+", type=int, default=[2, 4, 6, 8], help="committee sizes (default 2 4 6 8)"
     )
@@ -355,12 +425,22 @@ def _device(name: str) -> torch.device:
 Case = tuple[str, str, int, Callable[[torch.Tensor], Any], str]  # model, mode, k, fn, critical path
 
 
+def _one_after_another(models: Sequence[nn.Module]) -> Callable[[torch.Tensor], Any]:
+    return lambda x: [m(x) for m in models]
+
+
+def _concurrently(models: Sequence[nn.Module]) -> Callable[[torch.Tensor], Any]:
+    return lambda x: _in_threads(list(models), x)
+
+
 def latency_cases(ks: list[int], dev: torch.device) -> list[Case]:
     """BERT-6, one BERT-1 and committees of k BERT-1 members run sequentially, stacked and in two parallel
     stacked halves (random weights, dropout off), all on `dev`."""
     no_dropout = {"dropout": 0.0, "attention_dropout": 0.0}
     torch.manual_seed(0)
-    deep = TinyBertForSequenceClassification(ModelConfig(**NAMED_MODELS["bert6"] | no_dropout), 4).to(dev).eval()
+    deep = (
+        TinyBertForSequenceClassification(ModelConfig(**NAMED_MODELS["bert6"] | no_dropout), 4).to(dev).eval()
+    )
     shallow_cfg = ModelConfig(**NAMED_MODELS["bert1-h12"] | no_dropout)
     members = [TinyBertForSequenceClassification(shallow_cfg, 4).to(dev).eval() for _ in range(max(ks))]
     cases: list[Case] = [
@@ -369,12 +449,16 @@ def latency_cases(ks: list[int], dev: torch.device) -> list[Case]:
     ]
     for k in ks:
         group = members[:k]
-        cases.append(("committee of BERT-1", "sequential", k, lambda x, g=group: [m(x) for m in g], f"{k} blocks in series"))
-        cases.append(("committee of BERT-1", "stacked", k, stack_members(group), "1 block (batched over members)"))
+        cases.append(
+            ("committee of BERT-1", "sequential", k, _one_after_another(group), f"{k} blocks in series")
+        )
+        cases.append(
+            ("committee of BERT-1", "stacked", k, stack_members(group), "1 block (batched over members)")
+        )
         if k > 1:
             halves = [stack_members(group[: (k + 1) // 2]), stack_members(group[(k + 1) // 2 :])]
-            cases.append(("committee of BERT-1", "parallel", k, lambda x, h=halves: _in_threads(h, x), "1 block (2 threads)"))
-    return cases  # fmt: skip
+            cases.append(("committee of BERT-1", "parallel", k, _concurrently(halves), "1 block (2 threads)"))
+    return cases
 
 
 def _time_case(case: Case, ids: torch.Tensor, precision: str, reps: int, cores: int) -> dict[str, Any]:
@@ -386,13 +470,30 @@ def _time_case(case: Case, ids: torch.Tensor, precision: str, reps: int, cores: 
     finally:
         torch.set_num_threads(cores)
     batch = ids.shape[0]
-    return {"model": model, "mode": mode, "k": k, "batch": batch, "precision": precision, "ms_per_batch": round(ms, 2),
-            "ms_per_input": round(ms / batch, 3), "critical_path": depth}  # fmt: skip
+    return {
+        "model": model,
+        "mode": mode,
+        "k": k,
+        "batch": batch,
+        "precision": precision,
+        "ms_per_batch": round(ms, 2),
+        "ms_per_input": round(ms / batch, 3),
+        "critical_path": depth,
+    }
 
 
-def bench_latency(ks: list[int], batches: list[int], precisions: list[str], seq: int = 128, reps1: int = 20, reps32: int = 3,
-                  log: Callable[[str], None] = print, device: str = "auto") -> dict[str, Any]:  # fmt: skip
-    """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked / parallel)."""
+def bench_latency(
+    ks: list[int],
+    batches: list[int],
+    precisions: list[str],
+    seq: int = 128,
+    reps1: int = 20,
+    reps32: int = 3,
+    log: Callable[[str], None] = print,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked /
+    parallel)."""
     dev = _device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -407,9 +508,17 @@ def bench_latency(ks: list[int], batches: list[int], precisions: list[str], seq:
             for case in cases:
                 rows.append(_time_case(case, ids, precision, reps1 if batch == 1 else reps32, cores))
                 log("  " + json.dumps(rows[-1]))
-    return {"command": "tinylm bench latency " + " ".join(sys.argv[3:]), "seq": seq, "threads": cores,
-            "machine": {"cpu": cpu_name(), "torch": torch.__version__,
-                        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}, "rows": rows}  # fmt: skip
+    return {
+        "command": "tinylm bench latency " + " ".join(sys.argv[3:]),
+        "seq": seq,
+        "threads": cores,
+        "machine": {
+            "cpu": cpu_name(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        },
+        "rows": rows,
+    }
 
 
 def format_latency(result: dict[str, Any]) -> str:
@@ -418,8 +527,11 @@ def format_latency(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['mode']} | {r['k']} | {r['batch']} | {r['precision']} | {r['ms_per_input']} | "
-                     f"{r['ms_per_batch']} | {r['critical_path']} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['k']} | {r['batch']} | {r['precision']} | "
+            f"{r['ms_per_input']} | "
+            f"{r['ms_per_batch']} | {r['critical_path']} |"
+        )
     return "\n".join(lines)
 
 

@@ -51,9 +51,12 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         help="local data directory (default: $TINYLM_DATA_DIR, else the hub)",
     )
     st.add_argument(
-        "--datasets", nargs="+", default=[*TASKS, "wikipedia"],
-        choices=[*TASKS, "wikipedia"], help="datasets to describe (default: all)",
-    )  # fmt: skip
+        "--datasets",
+        nargs="+",
+        default=[*TASKS, "wikipedia"],
+        choices=[*TASKS, "wikipedia"],
+        help="datasets to describe (default: all)",
+    )
     st.add_argument(
         "--max-length",
         "--max_length",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tinylm.config import add_config_args, config_from_args, named_config
+from tinylm.registry import PAPER_CORPUS_SEED
 from tinylm.registry import TASKS as TASK_NAMES
 
 
@@ -29,7 +32,8 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain",
         help="MLM pre-training on a Wikipedia subset",
-        description="Pre-train a TinyBert with masked-language modelling on the first N articles of the seeded "
+        description="Pre-train a TinyBert with masked-language modelling on the first N articles of the "
+        "seeded "
         "Wikipedia order. Settings come from --config (a YAML file, or a shipped name: paper-pretrain, "
         "tiny-pretrain) and flags; flags win. The run directory holds config.yaml, data.json, metrics.jsonl, "
         "checkpoints/ and the final model.safetensors.",
@@ -56,10 +60,13 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune a pre-trained (or scratch) model on a classification task",
         description="Fine-tune a classifier on agnews, dbpedia, fewrel or your own file (--task file:PATH). "
-        "--init RUN_DIR transfers embeddings + encoder from a pre-training run, a tinylm model directory or a "
-        "transformers BERT directory; --init scratch is the same architecture from random init (the control). "
+        "--init RUN_DIR transfers embeddings + encoder from a pre-training run, a tinylm model directory or "
+        "a "
+        "transformers BERT directory; --init scratch is the same architecture from random init (the "
+        "control). "
         "The test split is evaluated after every epoch (accuracy, macro-F1, per-class accuracy, confusion "
-        "matrix); results.json keeps final-epoch and best-epoch accuracy. Shipped configs: paper-finetune-agnews, "
+        "matrix); results.json keeps final-epoch and best-epoch accuracy. Shipped configs: "
+        "paper-finetune-agnews, "
         "paper-finetune-dbpedia, paper-finetune-fewrel.",
     )
     add_config_args(p, SECTIONS)
@@ -89,10 +96,23 @@ def _overlap(args: argparse.Namespace) -> int:
             sizes += [int(x) for x in rest.split(",")]
         elif kind in ("high", "low") and rest.count(":") == 1:
             task, n = rest.split(":")
-            c = load_selected_corpus(source, tok, task, kind, int(n), args.pool, args.seed, args.max_length,
-                                     args.eval_articles, args.cache_dir, per_label)  # fmt: skip
-            rows += [r | {"corpus": f"{kind}:{task}:{n}", "selection": c.description["selection"]["rule"]}
-                     for r in nested_overlap(c.train.ids, [int(n)], tasks, tok.vocab_size, thresholds)]  # fmt: skip
+            c = load_selected_corpus(
+                source,
+                tok,
+                task,
+                kind,
+                int(n),
+                args.pool,
+                args.seed,
+                args.max_length,
+                args.eval_articles,
+                args.cache_dir,
+                per_label,
+            )
+            rows += [
+                r | {"corpus": f"{kind}:{task}:{n}", "selection": c.description["selection"]["rule"]}
+                for r in nested_overlap(c.train.ids, [int(n)], tasks, tok.vocab_size, thresholds)
+            ]
         else:
             raise TinylmError(f"--corpus {spec!r}: expected wiki:N[,N...], high:TASK:N or low:TASK:N")
     if sizes:
@@ -112,44 +132,56 @@ def _overlap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
+    """--name-with-dashes and --name_with_underscores for one option."""
+    names = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+    p.add_argument(*names, dest=name, **kw)
+
+
 def add_overlap(sub: argparse._SubParsersAction) -> None:
     from tinylm import overlap
 
-    p = sub.add_parser("overlap", help="token overlap between pre-training corpora and tasks",
-                       description=overlap.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--corpus", nargs="+", default=["wiki:20000,40000,90000"],
-                   help="corpora: wiki:N[,N...] (nested subsets, counted in one pass), high:TASK:N / low:TASK:N "
-                        "(overlap-controlled selections); default wiki:20000,40000,90000")  # fmt: skip
+    p = sub.add_parser(
+        "overlap",
+        help="token overlap between pre-training corpora and tasks",
+        description=overlap.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
-        "--tasks",
+        "--corpus",
         nargs="+",
-        default=list(TASK_NAMES),
-        choices=list(TASK_NAMES),
-        help="tasks (default: all three)",
+        default=["wiki:20000,40000,90000"],
+        help="corpora: wiki:N[,N...] (nested subsets, counted in one pass), high:TASK:N / low:TASK:N "
+        "(overlap-controlled selections); default wiki:20000,40000,90000",
+    )
+    p.add_argument(
+        "--tasks", nargs="+", default=list(TASK_NAMES), choices=list(TASK_NAMES), help="tasks (default: all)"
     )
     p.add_argument(
         "--thresholds", nargs="+", type=int, default=[1, 5, 20], help="k of coverage@k (default 1 5 20)"
     )
-    p.add_argument(
-        "--max-length",
-        "--max_length",
-        dest="max_length",
+    _flag(p, "max_length", type=int, default=128, help="tokens per sample (default 128)")
+    p.add_argument("--seed", type=int, default=PAPER_CORPUS_SEED, help="corpus order seed (default 42)")
+    _flag(
+        p,
+        "eval_articles",
         type=int,
-        default=128,
-        help="tokens per sample (default 128)",
+        default=1000,
+        help="held-out articles at the end of the order (default 1000)",
     )
-    p.add_argument("--seed", type=int, default=42, help="corpus order seed (default 42)")
-    p.add_argument("--eval-articles", "--eval_articles", dest="eval_articles", type=int, default=1000,
-                   help="held-out articles at the end of the order (as in pretrain; default 1000)")  # fmt: skip
-    p.add_argument("--samples-per-label-train", "--samples_per_label_train", dest="samples_per_label_train", type=int,
-                   default=-1, help="task training examples per label (-1: the paper's default)")  # fmt: skip
-    p.add_argument("--samples-per-label-test", "--samples_per_label_test", dest="samples_per_label_test", type=int,
-                   default=-1, help="task test examples per label (-1: the paper's default)")  # fmt: skip
+    for split in ("train", "test"):
+        _flag(
+            p,
+            f"samples_per_label_{split}",
+            type=int,
+            default=-1,
+            help=f"task {split} examples per label (-1: the paper's default)",
+        )
     p.add_argument(
         "--pool", type=int, default=100000, help="candidate pool for high/low selections (default 100000)"
     )
-    p.add_argument("--data-dir", "--data_dir", dest="data_dir", help="local data directory")
-    p.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="token cache directory")
+    _flag(p, "data_dir", help="local data directory")
+    _flag(p, "cache_dir", help="token cache directory")
     p.add_argument("--json", help="write the rows to this JSON file")
     p.add_argument("--print-json", action="store_true", help="print the rows as JSON after the table")
     p.set_defaults(handler=_overlap)
@@ -184,10 +216,13 @@ def _committee(args: argparse.Namespace) -> int:
 def add_committee(sub: argparse._SubParsersAction) -> None:
     from tinylm.committee import RULES
 
-    p = sub.add_parser("committee", help="soft committee of fine-tuned runs: accuracy vs size, one artifact",
-                       description="Build a soft committee from fine-tuned runs (any architectures sharing tokenizer and "
-                       "labels), evaluate it on their shared test split for k = 1..K members (first k, and mean ± std "
-                       "over random orderings) next to a --reference run, and save it as one loadable directory.")  # fmt: skip
+    p = sub.add_parser(
+        "committee",
+        help="soft committee of fine-tuned runs: accuracy vs size, one artifact",
+        description="Build a soft committee from fine-tuned runs (any architectures sharing tokenizer and "
+        "labels), evaluate it on their shared test split for k = 1..K members (first k, and mean ± std "
+        "over random orderings) next to a --reference run, and save it as one loadable directory.",
+    )
     p.add_argument("--members", nargs="*", default=[], required=True, help="fine-tuned run directories")
     p.add_argument("--task", help="task the members were fine-tuned on (checked)")
     p.add_argument("--reference", help="a deep model's fine-tuned run to compare with (e.g. BERT-6)")
@@ -205,7 +240,8 @@ def add_committee(sub: argparse._SubParsersAction) -> None:
         "--mode",
         default="auto",
         choices=["auto", "stacked", "sequential"],
-        help="member evaluation: stacked (batched over members), sequential, or auto (stacked for batches of <= 8)",
+        help="member evaluation: stacked (batched over members), sequential, or auto (stacked for batches "
+        "of <= 8)",
     )
     p.add_argument(
         "--out", required=True, help="new output directory (results.json, accuracy_vs_k.png, committee/)"
@@ -223,7 +259,11 @@ def _predict(args: argparse.Namespace) -> int:
     from tinylm.predict import TokenData
 
     model_dir = Path(args.model)
-    committee = Committee.load(model_dir) if (model_dir / "manifest.json").is_file() else Committee.from_runs([model_dir])
+    committee = (
+        Committee.load(model_dir)
+        if (model_dir / "manifest.json").is_file()
+        else Committee.from_runs([model_dir])
+    )
     where = "standard input" if args.input in (None, "-") else args.input
     try:
         raw = sys.stdin.buffer.read() if where == "standard input" else Path(args.input).read_bytes()
@@ -253,9 +293,12 @@ def _predict(args: argparse.Namespace) -> int:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     from tinylm.committee import RULES
 
-    p = sub.add_parser("predict", help="label texts with a fine-tuned model or a committee",
-                       description="Read one text per line from a file or standard input and print "
-                       "'label<TAB>label name<TAB>probability' per line (probability: the mean of the members' softmax).")  # fmt: skip
+    p = sub.add_parser(
+        "predict",
+        help="label texts with a fine-tuned model or a committee",
+        description="Read one text per line from a file or standard input and print "
+        "'label<TAB>label name<TAB>probability' per line (probability: the mean of the members' softmax).",
+    )
     p.add_argument(
         "--model", required=True, help="a fine-tuned run / model directory, or a committee directory"
     )
@@ -277,16 +320,27 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def _reproduce(args: argparse.Namespace) -> int:
     from tinylm.paper.reproduce import reproduce
 
-    reproduce(args.preset, args.out or f"reproduce-{Path(args.preset).stem}", args.seeds, args.tasks, args.jobs,
-              args.data_dir, dry_run=args.dry_run)  # fmt: skip
+    reproduce(
+        args.preset,
+        args.out or f"reproduce-{Path(args.preset).stem}",
+        args.seeds,
+        args.tasks,
+        args.jobs,
+        args.data_dir,
+        dry_run=args.dry_run,
+    )
     return 0
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
     from tinylm.paper import grid
 
-    p = sub.add_parser("reproduce", help="the paper's experiments E1-E4 end to end, with a report",
-                       description=grid.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's experiments E1-E4 end to end, with a report",
+        description=grid.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--preset",
         default="quick",
@@ -303,8 +357,12 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-dir", "--data_dir", dest="data_dir", help="local data directory (default: $TINYLM_DATA_DIR)"
     )
-    p.add_argument("--dry-run", action="store_true", help="validate the whole grid, then run one pre-training and one "
-                   "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the whole grid, then run one pre-training and one "
+        "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)",
+    )
     p.set_defaults(handler=_reproduce)
 
 
@@ -315,8 +373,10 @@ def _export(args: argparse.Namespace) -> int:
     model, meta = load_model(Path(args.run))
     tok = Path(meta["tokenizer"]).parent if meta.get("tokenizer") else None
     out = export_model(model, Path(args.out), meta.get("label_names"), tok)
-    print(f"wrote {out} (config.json + model.safetensors); load it with transformers.AutoModelFor"
-          f"{'SequenceClassification' if meta['kind'] == 'classifier' else 'MaskedLM'}.from_pretrained('{out}')")  # fmt: skip
+    print(
+        f"wrote {out} (config.json + model.safetensors); load it with transformers.AutoModelFor"
+        f"{'SequenceClassification' if meta['kind'] == 'classifier' else 'MaskedLM'}.from_pretrained('{out}')"
+    )
     return 0
 
 
@@ -331,22 +391,30 @@ def _import(args: argparse.Namespace) -> int:
 
         raise TinylmError(f"{out} exists and is not empty; choose a new output directory")
     save_model(model, out, imported_from=str(args.hf_dir))
-    print(f"imported {args.hf_dir} -> {out}: {len(report['loaded'])} tensors loaded, "
-          f"{len(report['ignored'])} ignored ({', '.join(report['ignored'][:4])})")  # fmt: skip
+    print(
+        f"imported {args.hf_dir} -> {out}: {len(report['loaded'])} tensors loaded, "
+        f"{len(report['ignored'])} ignored ({', '.join(report['ignored'][:4])})"
+    )
     return 0
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a transformers-loadable BERT directory",
-                       description="Export a finished run (or any tinylm model directory) to config.json + "
-                       "model.safetensors that transformers loads with AutoModelForMaskedLM / "
-                       "AutoModelForSequenceClassification. Conv front-end models cannot be exported.")  # fmt: skip
+    p = sub.add_parser(
+        "export",
+        help="write a transformers-loadable BERT directory",
+        description="Export a finished run (or any tinylm model directory) to config.json + "
+        "model.safetensors that transformers loads with AutoModelForMaskedLM / "
+        "AutoModelForSequenceClassification. Conv front-end models cannot be exported.",
+    )
     p.add_argument("run", help="run directory holding model.safetensors + model.json")
     p.add_argument("out", help="new output directory")
     p.set_defaults(handler=_export)
-    q = sub.add_parser("import", help="turn a transformers BERT directory into a tinylm model directory",
-                       description="Import config.json + model.safetensors (or pytorch_model.bin) of a transformers "
-                       "BERT into a tinylm model directory usable as --init for fine-tuning.")  # fmt: skip
+    q = sub.add_parser(
+        "import",
+        help="turn a transformers BERT directory into a tinylm model directory",
+        description="Import config.json + model.safetensors (or pytorch_model.bin) of a transformers "
+        "BERT into a tinylm model directory usable as --init for fine-tuning.",
+    )
     q.add_argument("hf_dir", help="transformers model directory")
     q.add_argument("out", help="new output directory")
     q.set_defaults(handler=_import)
@@ -358,7 +426,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_parser(sub)
 
 
-REGISTER = [
+REGISTER: list[Callable[[argparse._SubParsersAction[Any]], None]] = [
     add_reproduce,
     add_pretrain,
     add_finetune,

@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinylm.config import TaskConfig, build_sections
 from tinylm.data.sources import resolve_source
@@ -31,14 +31,14 @@ from tinylm.data.tasks import load_task_data
 from tinylm.data.tokenize import encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file
-from tinylm.model import stack_members
+from tinylm.model import TinyBertForSequenceClassification, stack_members
 from tinylm.predict import TokenData, evaluating, predict
 from tinylm.weights import load_model
 
 RULES = ("mean_prob", "mean_logit", "vote")
 
 
-def arch_key(model: nn.Module) -> str:
+def arch_key(model: TinyBertForSequenceClassification) -> str:
     return json.dumps(dataclasses.asdict(model.cfg) | {"num_labels": model.num_labels}, sort_keys=True)
 
 
@@ -48,7 +48,12 @@ def arch_key(model: nn.Module) -> str:
 class Committee:
     """Fine-tuned members sharing tokenizer and labels; logits per member, combined by a rule."""
 
-    def __init__(self, members: list[nn.Module], metas: list[dict[str, Any]], sources: list[str]):
+    def __init__(
+        self,
+        members: list[TinyBertForSequenceClassification],
+        metas: list[dict[str, Any]],
+        sources: list[str],
+    ):
         if not members:
             raise TinylmError("a committee needs at least one member (got an empty member list)")
         check_compatible(metas, sources)
@@ -61,10 +66,10 @@ class Committee:
         for i, m in enumerate(members):
             groups.setdefault(arch_key(m), []).append(i)
         self.groups = list(groups.values())
-        self._stacked: dict[int, nn.Module] = {}
+        self._stacked: dict[int, TinyBertForSequenceClassification] = {}
 
     @classmethod
-    def from_runs(cls, paths: list[str | Path]) -> Committee:
+    def from_runs(cls, paths: Sequence[str | Path]) -> Committee:
         members, metas = [], []
         for p in paths:
             model, meta = load_member(Path(p))
@@ -72,7 +77,7 @@ class Committee:
             metas.append(meta)
         return cls(members, metas, [str(p) for p in paths])
 
-    def stacked(self, g: int) -> nn.Module:
+    def stacked(self, g: int) -> TinyBertForSequenceClassification:
         if g not in self._stacked:
             self._stacked[g] = stack_members([self.members[i] for i in self.groups[g]])
         return self._stacked[g]
@@ -110,10 +115,16 @@ class Committee:
         """How member_logits will run for a batch size, and why (shown to the user)."""
         chosen = mode if mode != "auto" else ("stacked" if batch <= 8 else "sequential")
         workers = auto_workers(len(self.groups))
-        par = (f"{len(self.groups)} groups in parallel threads" if workers > 1 and chosen == "stacked"
-               else f"groups one after another ({os.cpu_count()} cores: parallel groups need ≥ 2 cores each)")  # fmt: skip
-        return (f"{len(self.members)} members in {len(self.groups)} architecture group(s); batch {batch}: {chosen}"
-                f"{' (auto)' if mode == 'auto' else ''}; {par}")  # fmt: skip
+        par = (
+            f"{len(self.groups)} groups in parallel threads"
+            if workers > 1 and chosen == "stacked"
+            else f"groups one after another ({os.cpu_count()} cores: parallel groups need ≥ 2 cores each)"
+        )
+        return (
+            f"{len(self.members)} members in {len(self.groups)} architecture group(s); batch {batch}: "
+            f"{chosen}"
+            f"{' (auto)' if mode == 'auto' else ''}; {par}"
+        )
 
     def save(self, out: Path, provenance: dict[str, Any] | None = None) -> Path:
         """One artifact: members/<i>/{model.safetensors, model.json} + manifest.json (atomically)."""
@@ -127,12 +138,23 @@ class Committee:
                 d.mkdir(parents=True)
                 for f in ("model.safetensors", "model.json"):
                     shutil.copy(Path(src) / f, d / f)
-            manifest = {"kind": "committee", "rule_default": "mean_prob", "label_names": self.label_names,
-                        "tokenizer": self.tokenizer, "members": [
-                            {"dir": f"members/{i:02d}", "source": src, "model": self.metas[i]["model"],
-                             "sha256": sha256_file(Path(src) / "model.safetensors"),
-                             "results": _results_of(Path(src))} for i, src in enumerate(self.sources)],
-                        **(provenance or {})}  # fmt: skip
+            manifest = {
+                "kind": "committee",
+                "rule_default": "mean_prob",
+                "label_names": self.label_names,
+                "tokenizer": self.tokenizer,
+                "members": [
+                    {
+                        "dir": f"members/{i:02d}",
+                        "source": src,
+                        "model": self.metas[i]["model"],
+                        "sha256": sha256_file(Path(src) / "model.safetensors"),
+                        "results": _results_of(Path(src)),
+                    }
+                    for i, src in enumerate(self.sources)
+                ],
+                **(provenance or {}),
+            }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return out
 
@@ -155,13 +177,13 @@ def _results_of(run: Path) -> dict[str, Any] | None:
     }
 
 
-def load_member(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_member(path: Path) -> tuple[TinyBertForSequenceClassification, dict[str, Any]]:
     if not path.is_dir():
         raise CheckpointError(f"member {path}: no such run directory")
     if not (path / "model.json").is_file():
         raise CheckpointError(f"member {path}: no model.json (not a finished fine-tuning run)")
     model, meta = load_model(path)
-    if meta["kind"] != "classifier":
+    if not isinstance(model, TinyBertForSequenceClassification):
         raise CheckpointError(f"member {path}: is a {meta['kind']} model, not a fine-tuned classifier")
     return model, meta
 
@@ -182,9 +204,11 @@ def check_compatible(metas: list[dict[str, Any]], sources: list[str]) -> None:
                 f"member {src} has labels {meta.get('label_names')} but member {sources[0]} has {ref_labels}"
             )
         if meta["model"]["vocab_size"] != metas[0]["model"]["vocab_size"] or _tokenizer_id(meta) != ref_tok:
-            raise TinylmError(f"member {src} uses a different tokenizer/vocabulary ({meta.get('tokenizer')}, vocab "
-                              f"{meta['model']['vocab_size']}) than member {sources[0]} ({metas[0].get('tokenizer')}, "
-                              f"vocab {metas[0]['model']['vocab_size']})")  # fmt: skip
+            raise TinylmError(
+                f"member {src} uses a different tokenizer/vocabulary ({meta.get('tokenizer')}, vocab "
+                f"{meta['model']['vocab_size']}) than member {sources[0]} ({metas[0].get('tokenizer')}, "
+                f"vocab {metas[0]['model']['vocab_size']})"
+            )
 
 
 def parallel_groups(run: Callable[[int], None], n_groups: int) -> None:
@@ -227,10 +251,21 @@ def accuracy_vs_size(
     K = logits.shape[0]
     first = [float((combine(logits[:k], rule) == labels).mean()) for k in range(1, K + 1)]
     rng = np.random.default_rng(seed)
-    acc = np.array([[float((combine(logits[perm[:k]], rule) == labels).mean()) for k in range(1, K + 1)]
-                    for perm in (rng.permutation(K) for _ in range(orderings))])  # fmt: skip
-    return {"k": list(range(1, K + 1)), "first_k": first, "mean": acc.mean(0).tolist(), "std": acc.std(0).tolist(),
-            "orderings": orderings, "seed": seed, "rule": rule}  # fmt: skip
+    acc = np.array(
+        [
+            [float((combine(logits[perm[:k]], rule) == labels).mean()) for k in range(1, K + 1)]
+            for perm in (rng.permutation(K) for _ in range(orderings))
+        ]
+    )
+    return {
+        "k": list(range(1, K + 1)),
+        "first_k": first,
+        "mean": acc.mean(0).tolist(),
+        "std": acc.std(0).tolist(),
+        "orderings": orderings,
+        "seed": seed,
+        "rule": rule,
+    }
 
 
 # ---------------------------------------------------------------- evaluation on a task
@@ -259,9 +294,13 @@ def shared_test_split(
         raise TinylmError(f"--task {task}: member {runs[0]} was fine-tuned on {first_cfg.get('task')}")
     differing = [r for r, h in hashes.items() if h != hashes[runs[0]]]
     if differing:
-        raise TinylmError(f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}")
+        raise TinylmError(
+            f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}"
+        )
     fields = {f.name for f in dataclasses.fields(TaskConfig)}
-    tcfg: TaskConfig = build_sections({"task": TaskConfig}, {k: v for k, v in first_cfg.items() if k in fields})["task"]
+    tcfg: TaskConfig = build_sections(
+        {"task": TaskConfig}, {k: v for k, v in first_cfg.items() if k in fields}
+    )["task"]
     data = load_task_data(tcfg)
     tok = load_tokenizer(resolve_source(tcfg.data_dir))
     splits, _ = encode_records_cached(tok, {"test": data.test}, data.description, max_length, tcfg.cache_dir)
@@ -273,14 +312,26 @@ def committee_logits(
 ) -> np.ndarray:
     """Every member's logits on `data`: (members, N, labels)."""
     with evaluating(*committee.members):
-        return predict(lambda i, a: committee.member_logits(i, a, mode), data, batch_size, torch.device("cpu"),
-                       precision, batch_axis=1)  # fmt: skip
+        return predict(
+            lambda i, a: committee.member_logits(i, a, mode),
+            data,
+            batch_size,
+            torch.device("cpu"),
+            precision,
+            batch_axis=1,
+        )
 
 
 def evaluate_committee(
-    runs: list[str], task: str | None, reference: str | None, rule: str, orderings: int, seed: int,
-    mode: str = "auto", batch_size: int = 64,
-) -> tuple[dict[str, Any], Committee]:  # fmt: skip
+    runs: list[str],
+    task: str | None,
+    reference: str | None,
+    rule: str,
+    orderings: int,
+    seed: int,
+    mode: str = "auto",
+    batch_size: int = 64,
+) -> tuple[dict[str, Any], Committee]:
     """Logits of every member on the members' shared test split; accuracy vs committee size; the reference."""
     if not runs:
         raise TinylmError("a committee needs at least one member (got an empty member list)")
@@ -290,19 +341,36 @@ def evaluate_committee(
     test, task_name = shared_test_split(runs, reference, task, committee.members[0].cfg.max_length)
     member_logits = committee_logits(committee, test, batch_size, mode)
     labels = test.labels
+    assert labels is not None
     curve = accuracy_vs_size(member_logits, labels, rule, orderings, seed)
-    members = [{"run": r, "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
-                "model": committee.metas[i]["model"].get("model") or "{layers}/{hidden_size}/{heads}".format(**committee.metas[i]["model"])}
-               for i, r in enumerate(runs)]  # fmt: skip
-    out = {"task": task_name, "rule": rule,
-           "num_test": len(labels), "members": members, "curve": curve, "committee_accuracy": curve["first_k"][-1],
-           "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES}}  # fmt: skip
+    members = [
+        {
+            "run": r,
+            "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
+            "model": committee.metas[i]["model"].get("model")
+            or "{layers}/{hidden_size}/{heads}".format(**committee.metas[i]["model"]),
+        }
+        for i, r in enumerate(runs)
+    ]
+    out = {
+        "task": task_name,
+        "rule": rule,
+        "num_test": len(labels),
+        "members": members,
+        "curve": curve,
+        "committee_accuracy": curve["first_k"][-1],
+        "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES},
+    }
     if reference:
         ref_model, _ = load_member(Path(reference))
         with evaluating(ref_model):
             logits = predict(ref_model, test, batch_size, torch.device("cpu"))
         acc = float((logits.argmax(-1) == labels).mean())
-        out["reference"] = {"run": reference, "accuracy": acc, "stderr": float(np.sqrt(acc * (1 - acc) / len(labels)))}
+        out["reference"] = {
+            "run": reference,
+            "accuracy": acc,
+            "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
+        }
     return out, committee
 
 

@@ -33,8 +33,11 @@ def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
 
 @dataclass
 class ModelConfig:
-    model: str | None = opt(None, "named architecture (bert6, bert1-h12, bert1-h24, bert1-conv2-k3-d64-h12, ...); "
-                                  "other model flags override its values")  # fmt: skip
+    model: str | None = opt(
+        None,
+        "named architecture (bert6, bert1-h12, bert1-h24, bert1-conv2-k3-d64-h12, ...); "
+        "other model flags override its values",
+    )
     layers: int = opt(2, "number of transformer blocks")
     hidden_size: int = opt(128, "hidden size (heads × head size)")
     heads: int = opt(2, "attention heads; must divide hidden_size")
@@ -86,8 +89,6 @@ class ModelConfig:
         return (k[0], k[-1])
 
 
-
-
 @dataclass
 class TrainConfig:
     epochs: float = opt(1.0, "passes over the training data (may be fractional)")
@@ -103,8 +104,9 @@ class TrainConfig:
     beta2: float = opt(0.999, "AdamW beta2")
     adam_eps: float = opt(1e-8, "AdamW epsilon")
     warmup_steps: int = opt(0, "linear warm-up steps (in schedule units) before linear decay to 0")
-    schedule_unit: str = opt("step", "step the LR schedule per 'step' or per 'epoch' (the paper's code)",
-                             ("step", "epoch"))  # fmt: skip
+    schedule_unit: str = opt(
+        "step", "step the LR schedule per 'step' or per 'epoch' (the paper's code)", ("step", "epoch")
+    )
     grad_clip: float | None = opt(1.0, "max gradient norm (None/0 = no clipping; the paper's code: none)")
     seed: int = opt(0, "seed for init, dropout, masking and data order")
     precision: str = opt("fp32", "fp32, or bf16 autocast where the device supports it", ("fp32", "bf16"))
@@ -130,6 +132,10 @@ class TrainConfig:
                 p.append(f"{name}: must be positive when given, got {v}")
         if self.batch_size >= 1 and self.grad_accum >= 1 and self.batch_size % self.grad_accum:
             p.append(f"grad_accum: {self.grad_accum} does not divide batch_size {self.batch_size}")
+        return p + self._optimizer_problems()
+
+    def _optimizer_problems(self) -> list[str]:
+        p = []
         if self.lr <= 0:
             p.append(f"lr: must be positive, got {self.lr}")
         if self.weight_decay < 0:
@@ -184,7 +190,8 @@ class CorpusConfig:
             0 <= self.mask_replace and 0 <= self.mask_random and self.mask_replace + self.mask_random <= 1
         ):
             p.append(
-                f"mask_replace + mask_random: must be shares summing to <= 1, got {self.mask_replace} + {self.mask_random}"
+                f"mask_replace + mask_random: must be shares summing to <= 1, got {self.mask_replace} + "
+                f"{self.mask_random}"
             )
         return p
 
@@ -192,8 +199,11 @@ class CorpusConfig:
 @dataclass
 class TaskConfig:
     task: str = opt("agnews", "agnews, dbpedia, fewrel, or file:PATH (a CSV with a header row, or JSONL)")
-    init: str = opt("scratch", "'scratch' (random init: the non-pre-trained control), a pre-training run, "
-                               "a tinylm model directory, or a transformers BERT directory")  # fmt: skip
+    init: str = opt(
+        "scratch",
+        "'scratch' (random init: the non-pre-trained control), a pre-training run, "
+        "a tinylm model directory, or a transformers BERT directory",
+    )
     init_pooler: bool = opt(False, "also load the pooler when the init source has one (the paper: fresh)")
     samples_per_label_train: int | None = opt(
         -1, "training examples per label (-1: the task's paper default, None: all)"
@@ -257,28 +267,36 @@ def _base_type(tp: Any) -> tuple[type, bool]:
     return tp, False
 
 
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes", "on"):
+        return True
+    if str(value).lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected true/false, got {value!r}")
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    try:
+        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+
+
 def _coerce(name: str, value: Any, tp: Any, choices: tuple | None) -> Any:
     base, optional = _base_type(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
         raise ValueError(f"{name}: a value is required")
+    out: Any
     if base is bool:
-        if isinstance(value, bool):
-            out = value
-        elif str(value).lower() in ("true", "1", "yes", "on"):
-            out = True
-        elif str(value).lower() in ("false", "0", "no", "off"):
-            out = False
-        else:
-            raise ValueError(f"{name}: expected true/false, got {value!r}")
+        out = _to_bool(name, value)
     elif base is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
-        try:
-            out = int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+        out = _to_int(name, value)
     elif base is float:
         try:
             out = float(value)

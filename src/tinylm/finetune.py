@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from tinylm.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, flat_dict
 from tinylm.data.sources import resolve_source
@@ -26,7 +26,7 @@ from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.objectives import ClassificationObjective
 from tinylm.predict import TokenData, class_probabilities
 from tinylm.runs import RunDir, run_name
-from tinylm.train import Trainer
+from tinylm.train import Trainer, pick_device
 from tinylm.weights import load_state, read_model_meta, read_weights, save_model
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
@@ -50,8 +50,10 @@ def init_source(path: str) -> tuple[str, Path]:
         raise CheckpointError(
             f"--init {p}: the run has not finished (no model.json/model.safetensors); resume it first"
         )
-    raise CheckpointError(f"--init {p}: not a tinylm run or model directory (model.json + model.safetensors) "
-                          "nor a transformers BERT directory (config.json)")  # fmt: skip
+    raise CheckpointError(
+        f"--init {p}: not a tinylm run or model directory (model.json + model.safetensors) "
+        "nor a transformers BERT directory (config.json)"
+    )
 
 
 def init_model_config(path: str) -> ModelConfig:
@@ -71,7 +73,7 @@ def transferable(key: str, init_pooler: bool) -> bool:
 
 def build_classifier(
     mcfg: ModelConfig, num_labels: int, tc: TaskConfig, seed: int
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[TinyBertForSequenceClassification, dict[str, Any]]:
     """A seeded classifier; with an --init source, its embeddings and encoder (and pooler if asked) loaded."""
     torch.manual_seed(seed)
     model = TinyBertForSequenceClassification(mcfg, num_labels)
@@ -98,15 +100,19 @@ def build_classifier(
 
 
 def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -> ModelConfig:
-    """Scratch: the model flags. --init: the source's architecture; explicit model flags must agree with it."""
+    """Scratch: the model flags. --init: the source's architecture; explicit model flags must agree with
+    it."""
     if init == "scratch":
         return built["model"]
     cfg = init_model_config(init)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     # dropout may be re-set for fine-tuning; the architecture may not
     free = {"dropout", "attention_dropout", "model"}
-    clash = [f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(built['model'], k)!r}"
-             for k in sorted(explicit & fields - free) if getattr(cfg, k) != getattr(built["model"], k)]  # fmt: skip
+    clash = [
+        f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(built['model'], k)!r}"
+        for k in sorted(explicit & fields - free)
+        if getattr(cfg, k) != getattr(built["model"], k)
+    ]
     if clash:
         raise ConfigError(clash, f"--init {init} vs model settings")
     over = {k: getattr(built["model"], k) for k in explicit & {"dropout", "attention_dropout"}}
@@ -116,7 +122,10 @@ def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -
 # ---------------------------------------------------------------- the command
 
 
-def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print) -> RunDir:
+def finetune(
+    built: dict[str, Any], explicit: set[str] | None = None, log: Callable[[str], None] = print
+) -> RunDir:
+    """Fine-tune per the resolved config sections; returns the (finished) run directory."""
     tcfg: TrainConfig = built["train"]
     tc: TaskConfig = built["task"]
     rcfg: RunConfig = built["run"]
@@ -132,11 +141,15 @@ def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print)
     tok = load_tokenizer(resolve_source(tc.data_dir))
     if tok.vocab_size != mcfg.vocab_size:
         raise CheckpointError(
-            f"vocab_size: the model ({tc.init}) has {mcfg.vocab_size} but the tokenizer {tok.path} has {tok.vocab_size}"
+            f"vocab_size: the model ({tc.init}) has {mcfg.vocab_size} but the tokenizer {tok.path} has "
+            f"{tok.vocab_size}"
         )
     run.prepare(flat, rcfg.resume)
     splits, hit = encode_records_cached(
         tok, {"train": task.train, "test": task.test}, task.description, mcfg.max_length, tc.cache_dir
+    )
+    train, test = (
+        TokenData(splits[s]["ids"], splits[s]["lengths"], splits[s]["labels"]) for s in ("train", "test")
     )
     model, transfer = build_classifier(mcfg, task.num_labels, tc, tcfg.seed)
     write_json(
@@ -144,18 +157,20 @@ def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print)
         task.description | {"label_names": task.label_names, "tokenizer": tok.path, "cache_hit": hit},
     )
     write_json(run.path / "init.json", transfer)
-    log(f"task {tc.task}: {len(task.train):,} train / {len(task.test):,} test, {task.num_labels} labels; "
-        f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)")  # fmt: skip
+    log(
+        f"task {tc.task}: {len(task.train):,} train / {len(task.test):,} test, {task.num_labels} labels; "
+        f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)"
+    )
     log(describe(mcfg))
-    train = TokenData(splits["train"]["ids"], splits["train"]["lengths"], splits["train"]["labels"])
-    test = TokenData(splits["test"]["ids"], splits["test"]["lengths"], splits["test"]["labels"])
     objective = ClassificationObjective(task.num_labels)
-    trainer = Trainer(model, objective, train, tcfg, run,
-                      evaluate=lambda m: objective.evaluate(m, test, tc.eval_batch_size, trainer.device, tcfg.precision))  # fmt: skip
+    device = pick_device(tcfg.device)
+    evaluate = lambda m: objective.evaluate(m, test, tc.eval_batch_size, device, tcfg.precision)  # noqa: E731
+    trainer = Trainer(model, objective, train, tcfg, run, evaluate=evaluate)
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
     probs = class_probabilities(model, test, tc.eval_batch_size, trainer.device, tcfg.precision)
+    assert test.labels is not None
     np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
     save_model(model, run.path, label_names=task.label_names, tokenizer=tok.path, task=tc.task)
     results = summarize(run, task) | {
@@ -164,8 +179,10 @@ def finetune(built: dict[str, Any], explicit: set[str] | None = None, log=print)
     }
     run.finish(results)
     fe, be = results["final_epoch"], results["best_epoch"]
-    log(f"done: final-epoch accuracy {fe['accuracy']:.4f} (epoch {fe['epoch']}), best {be['accuracy']:.4f} "
-        f"(epoch {be['epoch']}) -> {run.path}")  # fmt: skip
+    log(
+        f"done: final-epoch accuracy {fe['accuracy']:.4f} (epoch {fe['epoch']}), best {be['accuracy']:.4f} "
+        f"(epoch {be['epoch']}) -> {run.path}"
+    )
     return run
 
 
@@ -189,13 +206,18 @@ def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
     return {
         "task": task.name,
         "label_names": task.label_names,
-        "final_epoch": {"epoch": evals[-1]["epoch"], "accuracy": final["accuracy"], "macro_f1": final["macro_f1"],
-                        "per_class_accuracy": final["per_class_accuracy"], "confusion_matrix": final["confusion_matrix"]},
+        "final_epoch": {
+            "epoch": evals[-1]["epoch"],
+            "accuracy": final["accuracy"],
+            "macro_f1": final["macro_f1"],
+            "per_class_accuracy": final["per_class_accuracy"],
+            "confusion_matrix": final["confusion_matrix"],
+        },
         "best_epoch": best,
         "per_epoch": per_epoch,
         "num_train": len(task.train),
         "num_test": len(task.test),
-    }  # fmt: skip
+    }
 
 
 __all__ = ["SECTIONS", "TaskConfig", "build_classifier", "finetune"]

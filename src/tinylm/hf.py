@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir
-from tinylm.model import TIED_KEYS, TinyBertForMaskedLM, TinyBertForSequenceClassification
+from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 from tinylm.weights import load_state, read_weights, state_for_saving
 
 
@@ -50,7 +49,7 @@ def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None)
 
 
 def export_model(
-    model: nn.Module, out: Path, label_names: list[str] | None = None, tokenizer_dir: Path | None = None
+    model: TinyBert, out: Path, label_names: list[str] | None = None, tokenizer_dir: Path | None = None
 ) -> Path:
     """Write a transformers BERT directory for `model` (atomically: complete or absent)."""
     if model.cfg.conv_layers:
@@ -85,12 +84,18 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:
             f"{where}: only hidden_act='gelu' and absolute position embeddings are supported"
         )
     return ModelConfig(
-        layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"], heads=cfg["num_attention_heads"],
-        ffn_size=cfg["intermediate_size"], max_length=cfg["max_position_embeddings"], vocab_size=cfg["vocab_size"],
-        type_vocab_size=cfg.get("type_vocab_size", 2), dropout=cfg.get("hidden_dropout_prob", 0.1),
-        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1), layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        layers=cfg["num_hidden_layers"],
+        hidden_size=cfg["hidden_size"],
+        heads=cfg["num_attention_heads"],
+        ffn_size=cfg["intermediate_size"],
+        max_length=cfg["max_position_embeddings"],
+        vocab_size=cfg["vocab_size"],
+        type_vocab_size=cfg.get("type_vocab_size", 2),
+        dropout=cfg.get("hidden_dropout_prob", 0.1),
+        attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
         init_std=cfg.get("initializer_range", 0.02),
-    )  # fmt: skip
+    )
 
 
 def read_hf_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -103,14 +108,16 @@ def read_hf_state(directory: Path) -> dict[str, torch.Tensor]:
     # A bare BertModel is saved without the 'bert.' prefix; legacy LayerNorm names use gamma/beta.
     if not any(k.startswith("bert.") for k in state):
         state = {f"bert.{k}": v for k, v in state.items()}
-    state = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
-             for k, v in state.items()}  # fmt: skip
+    state = {
+        k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+        for k, v in state.items()
+    }
     return {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in TIED_KEYS}
 
 
 def import_model(
     directory: Path, kind: str = "mlm", num_labels: int | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[TinyBert, dict[str, Any]]:
     """Load a transformers BERT directory into a tinylm model; returns the model and what was loaded."""
     path = directory / "config.json"
     if not path.is_file():
@@ -118,7 +125,7 @@ def import_model(
     cfg = config_from_hf(json.loads(path.read_text()), str(path))
     state = read_hf_state(directory)
     if kind == "classifier":
-        model: nn.Module = TinyBertForSequenceClassification(
+        model: TinyBert = TinyBertForSequenceClassification(
             cfg, num_labels or len(json.loads(path.read_text()).get("id2label", {})) or 2
         )
     else:

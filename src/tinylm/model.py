@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,8 @@ from torch import Tensor, nn
 
 from tinylm.config import ModelConfig
 from tinylm.registry import PAD_ID
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -57,7 +61,8 @@ class Dropout(nn.Module):
 
 
 def _per_member(t: Tensor, x: Tensor) -> Tensor:
-    """A per-member tensor (M, *s) viewed as (M, 1, ..., 1, *s) so that it broadcasts against x (M, ..., *s)."""
+    """A per-member tensor (M, *s) viewed as (M, 1, ..., 1, *s) so that it broadcasts against x (M, ...,
+    *s)."""
     return t.view(t.shape[0], *([1] * (x.dim() - t.dim())), *t.shape[1:])
 
 
@@ -95,8 +100,8 @@ class Conv2d(nn.Conv2d):
         if self.weight.dim() == 4:
             return super().forward(x)
         groups = self.groups * self.weight.shape[0]
-        w, b = self.weight.flatten(0, 1), self.bias.flatten()
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, groups)
+        b = None if self.bias is None else self.bias.flatten()
+        return F.conv2d(x, self.weight.flatten(0, 1), b, self.stride, self.padding, self.dilation, groups)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -107,8 +112,8 @@ class BatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if self.training:
             raise RuntimeError("stacked members run in eval mode only")
-        rm, rv = self.running_mean.flatten(), self.running_var.flatten()
-        return F.batch_norm(x, rm, rv, self.weight.flatten(), self.bias.flatten(), False, 0.0, self.eps)
+        rm, rv, w, b = (t.flatten() for t in (self.running_mean, self.running_var, self.weight, self.bias))  # type: ignore[union-attr]
+        return F.batch_norm(x, rm, rv, w, b, False, 0.0, self.eps)
 
 
 class Embeddings(nn.Module):
@@ -145,7 +150,8 @@ class SelfAttention(nn.Module):
 
     def fused(self, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
         """The named projections' weights and biases concatenated (one matmul instead of several; the
-        parameters stay separate, as in BERT). Without gradients the result is cached until a weight changes."""
+        parameters stay separate, as in BERT). Without gradients the result is cached until a weight
+        changes."""
         mods = [getattr(self, n) for n in names]
         if torch.is_grad_enabled():
             return torch.cat([m.weight for m in mods], -2), torch.cat([m.bias for m in mods], -1)
@@ -179,7 +185,9 @@ class SelfAttention(nn.Module):
             y = torch.bmm(dropout(scores.softmax(-1), self.dropout_p, True), v).view(B, nh, T, hd)
         else:
             q, k, v = qkv.unbind(0)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, heads, T, head size)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p
+            )  # (B, heads, T, head size)
         return y.transpose(1, 2).reshape(*lead, T, H)
 
 
@@ -288,7 +296,8 @@ def attention_mask(attention: Tensor | None) -> Tensor | None:
 
 
 class Bert(nn.Module):
-    """The backbone (`bert.*` in transformers): embeddings, optional conv front-end, blocks, optional pooler."""
+    """The backbone (`bert.*` in transformers): embeddings, optional conv front-end, blocks, optional
+    pooler."""
 
     def __init__(self, cfg: ModelConfig, pooler: bool = False):
         super().__init__()
@@ -306,7 +315,9 @@ class Bert(nn.Module):
     ) -> Tensor:
         x = self.embeddings(input_ids, token_type_ids)
         mask = attention_mask(attention)
-        if mask is not None and x.dim() == 4:  # stacked members share the inputs: one mask row per (member, row)
+        if (
+            mask is not None and x.dim() == 4
+        ):  # stacked members share the inputs: one mask row per (member, row)
             mask = mask.repeat(x.shape[0], 1, 1, 1)
         return self.encoder(x, mask, cls_only)
 
@@ -384,17 +395,20 @@ class TinyBertForSequenceClassification(nn.Module):
         if cls_only is None:
             cls_only = not self.training
         h = self.bert(input_ids, attention, cls_only=cls_only)
+        assert self.bert.pooler is not None
         return self.classifier(self.dropout(self.bert.pooler(h)))
 
 
-def stack_members(models: list[nn.Module]) -> nn.Module:
+def stack_members(models: Sequence[ModuleT]) -> ModuleT:
     """M models of one architecture as one model for inference: every parameter and buffer gains a leading
     member dimension, and the same forward code runs all members at once on shared inputs (outputs get a
     leading member dimension: a classifier returns (M, B, labels)). The models are not changed."""
     first = models[0]
     for i, m in enumerate(models[1:], 1):
         if type(m) is not type(first) or getattr(m, "cfg", None) != getattr(first, "cfg", None):
-            raise ValueError(f"member {i} has another architecture than member 0; stack each architecture apart")
+            raise ValueError(
+                f"member {i} has another architecture than member 0; stack each architecture apart"
+            )
     stacked = copy.deepcopy(first).eval()
     peers = [dict(m.named_modules()) for m in models]
     with torch.no_grad():
@@ -408,7 +422,6 @@ def stack_members(models: list[nn.Module]) -> nn.Module:
                     table[key] = nn.Parameter(s, requires_grad=False) if kind == "_parameters" else s
             if isinstance(mod, SelfAttention):
                 mod._fused = {}
-    stacked.members = len(models)
     return stacked
 
 
@@ -435,12 +448,15 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
 
 
 #: Parameters that alias another one in the state dict (tied weights), as transformers ties them.
-TIED_KEYS = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-             "cls.predictions.decoder.bias": "cls.predictions.bias"}  # fmt: skip
+TIED_KEYS = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
 
 
 def parameter_counts(cfg: ModelConfig, num_labels: int | None = None) -> dict[str, int]:
-    """Counts as in paper.md §3.2: backbone = embeddings + conv + blocks + pooler (BatchNorm stats excluded)."""
+    """Counts as in paper.md §3.2: backbone = embeddings + conv + blocks + pooler (BatchNorm stats
+    excluded)."""
     with torch.device("meta"):
         bert = Bert(cfg, pooler=True)
         mlm = MaskedLMHead(cfg, bert.embeddings.word_embeddings)
@@ -466,7 +482,7 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float | 
     plus the vocab projection only at the `mlm_fraction` of positions where logits are computed."""
     H, L = cfg.hidden_size, cfg.layers
     block = 4 * H * H + 2 * H * cfg.ffn_size
-    flops = 6 * L * block + 6 * L * 2 * seq_len * H  # QK^T and AV: 2·T·H MACs per token
+    flops: float = 6 * L * block + 6 * L * 2 * seq_len * H  # QK^T and AV: 2·T·H MACs per token
     if mlm_fraction is not None:
         flops += 6 * H * H + 6 * mlm_fraction * H * cfg.vocab_size
     return float(flops)
@@ -476,9 +492,14 @@ def describe(cfg: ModelConfig) -> str:
     c = parameter_counts(cfg)
     conv = f", conv {c['conv']:,}" if c["conv"] else ""
     name = cfg.model or f"{cfg.layers}/{cfg.hidden_size}/{cfg.heads}/{cfg.ffn_size}"
-    return (f"{name}: backbone {c['backbone']:,} parameters (embeddings {c['embeddings']:,}{conv}, "
-            f"blocks {c['blocks']:,}, pooler {c['pooler']:,}); MLM head +{c['mlm_head']:,}")  # fmt: skip
+    return (
+        f"{name}: backbone {c['backbone']:,} parameters (embeddings {c['embeddings']:,}{conv}, "
+        f"blocks {c['blocks']:,}, pooler {c['pooler']:,}); MLM head +{c['mlm_head']:,}"
+    )
 
+
+#: A tinylm model of either kind.
+TinyBert = TinyBertForMaskedLM | TinyBertForSequenceClassification
 
 __all__ = [
     "Bert",

@@ -46,7 +46,12 @@ class Objective:
         raise NotImplementedError
 
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32"
+        self,
+        model: nn.Module,
+        data: TokenData,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
     ) -> dict[str, float]:
         raise NotImplementedError
 
@@ -101,9 +106,14 @@ class MLMObjective(Objective):
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32",
+        self,
+        model: nn.Module,
+        data: TokenData,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
         seed: int = 1234,
-    ) -> dict[str, float]:  # fmt: skip
+    ) -> dict[str, float]:
         """MLM loss/accuracy on held-out samples with a fixed masking seed (comparable across steps)."""
         gen = torch.Generator().manual_seed(seed)
         total_loss, correct, count = 0.0, 0, 0
@@ -126,7 +136,8 @@ class MLMObjective(Objective):
 
 
 class ClassificationObjective(Objective):
-    """Cross-entropy over the classifier's logits; evaluation gives accuracy, macro-F1 and the confusion matrix."""
+    """Cross-entropy over the classifier's logits; evaluation gives accuracy, macro-F1 and the confusion
+    matrix."""
 
     def __init__(self, num_labels: int):
         self.num_labels = num_labels
@@ -138,9 +149,15 @@ class ClassificationObjective(Objective):
         return loss, {"correct": correct, "count": batch["labels"].numel()}
 
     def evaluate(
-        self, model: nn.Module, data: TokenData, batch_size: int, device: torch.device, precision: str = "fp32"
+        self,
+        model: nn.Module,
+        data: TokenData,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
     ) -> dict[str, float]:
         probs = class_probabilities(model, data, batch_size, device, precision)
+        assert data.labels is not None, "classification data needs labels"
         return classification_metrics(probs.argmax(1), data.labels, self.num_labels)
 
 

@@ -5,7 +5,7 @@ the special tokens [PAD] [UNK] [CLS] [SEP] [MASK] excluded. With corpus counts C
 
 * type coverage        |{t: T_t > 0} ∩ {t: C_t > 0}| / |{t: T_t > 0}|
 * occurrence coverage  Σ_{t: C_t > 0} T_t / Σ_t T_t          (share of task tokens the corpus contains)
-* coverage@k           Σ_{t: C_t ≥ k} T_t / Σ_t T_t          (k = 1, 5, 20 by default; @1 = occurrence coverage)
+* coverage@k           Σ_{t: C_t ≥ k} T_t / Σ_t T_t          (k = 1, 5, 20 by default; @1 = occurrence cov.)
 * js_similarity        1 − JS(p ‖ q), JS the Jensen–Shannon divergence in bits (∈ [0, 1]) of the two
                        unigram distributions p = C / ΣC and q = T / ΣT
 * weighted_overlap     Σ_t min(p_t, q_t)                       (histogram intersection, ∈ [0, 1])
@@ -81,7 +81,8 @@ def task_token_counts(
     seed: int = 42,
     per_label: tuple[int | None, int | None] = (-1, -1),
 ) -> dict[str, np.ndarray]:
-    """Token counts of a task's train and test samples (default: the paper's sample sizes, what a classifier sees)."""
+    """Token counts of a task's train and test samples (default: the paper's sample sizes, what a classifier
+    sees)."""
     task = load_task(
         name, source, seed=seed, samples_per_label_train=per_label[0], samples_per_label_test=per_label[1]
     )
@@ -94,9 +95,12 @@ def task_token_counts(
 
 
 def nested_overlap(
-    corpus_ids: np.ndarray, sizes: list[int], tasks: dict[str, dict[str, np.ndarray]], vocab_size: int,
+    corpus_ids: np.ndarray,
+    sizes: list[int],
+    tasks: dict[str, dict[str, np.ndarray]],
+    vocab_size: int,
     thresholds: tuple[int, ...] = (1, 5, 20),
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Overlap rows for each (size, task, split), counting the nested corpus once, cumulatively."""
     rows: list[dict[str, Any]] = []
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -136,7 +140,8 @@ def select_by_overlap(
     full = np.flatnonzero(pool.lengths == max_length)
     if len(full) < n:
         raise DataError(
-            f"only {len(full)} full-length articles in the pool of {len(pool)}; raise selection_pool or lower num_articles"
+            f"only {len(full)} full-length articles in the pool of {len(pool)}; raise selection_pool or "
+            f"lower num_articles"
         )
     ids = pool.ids[full].astype(np.int64)
     valid = ~np.isin(ids, SPECIAL_TOKEN_IDS)
@@ -144,23 +149,33 @@ def select_by_overlap(
     rank = np.argsort(-score if direction == "high" else score, kind="stable")[:n]
     chosen = np.sort(full[rank])
     return chosen, {
-        "rule": f"the {n} full-length ({max_length}-token) articles among the first {len(pool)} of the seeded order "
-                f"with the {'highest' if direction == 'high' else 'lowest'} share of tokens whose type occurs in the "
-                "task's training samples",
+        "rule": f"the {n} full-length ({max_length}-token) articles among the first {len(pool)} of the "
+        f"seeded order "
+        f"with the {'highest' if direction == 'high' else 'lowest'} share of tokens whose type occurs in the "
+        "task's training samples",
         "direction": direction,
         "pool_articles": len(pool),
         "pool_full_length": int(len(full)),
         "mean_score": float(score[rank].mean()),
         "pool_mean_score": float(score.mean()),
-    }  # fmt: skip
+    }
 
 
 def load_selected_corpus(
-    source: DataSource, tok: TokenizerInfo, task: str, direction: str, n: int, pool_articles: int,
-    seed: int = 42, max_length: int = 128, eval_articles: int = 1000, cache_dir: str | os.PathLike | None = None,
+    source: DataSource,
+    tok: TokenizerInfo,
+    task: str,
+    direction: str,
+    n: int,
+    pool_articles: int,
+    seed: int = 42,
+    max_length: int = 128,
+    eval_articles: int = 1000,
+    cache_dir: str | os.PathLike | None = None,
     per_label: tuple[int | None, int | None] = (-1, -1),
-) -> WikiCorpus:  # fmt: skip
-    """An overlap-controlled pre-training corpus: n articles chosen from the first `pool_articles` of the order."""
+) -> WikiCorpus:
+    """An overlap-controlled pre-training corpus: n articles chosen from the first `pool_articles` of the
+    order."""
     if task not in TASKS:
         raise DataError(f"selection_task: unknown task {task!r} (expected one of {', '.join(TASKS)})")
     pool = load_wiki_corpus(source, tok, pool_articles, seed, max_length, eval_articles, cache_dir)
@@ -170,11 +185,15 @@ def load_selected_corpus(
     corpus_counts = token_counts(train.ids, tok.vocab_size)
     description = pool.description | {
         "num_articles": n,
-        "selection": desc | {"task": task, "achieved_overlap_train": overlap_metrics(corpus_counts, counts["train"]),
-                             "achieved_overlap_test": overlap_metrics(corpus_counts, counts["test"])},
+        "selection": desc
+        | {
+            "task": task,
+            "achieved_overlap_train": overlap_metrics(corpus_counts, counts["train"]),
+            "achieved_overlap_test": overlap_metrics(corpus_counts, counts["test"]),
+        },
         "subset_hash": stable_hash(chosen.tolist()),
         "tokens": int(train.lengths.sum()),
-    }  # fmt: skip
+    }
     return WikiCorpus(train, pool.eval, description)
 
 

@@ -13,7 +13,13 @@ from typing import Any
 # ---------------------------------------------------------------- special tokens (bert-base-uncased)
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
-SPECIAL_IDS: dict[str, int] = {"[PAD]": PAD_ID, "[UNK]": UNK_ID, "[CLS]": CLS_ID, "[SEP]": SEP_ID, "[MASK]": MASK_ID}
+SPECIAL_IDS: dict[str, int] = {
+    "[PAD]": PAD_ID,
+    "[UNK]": UNK_ID,
+    "[CLS]": CLS_ID,
+    "[SEP]": SEP_ID,
+    "[MASK]": MASK_ID,
+}
 BERT_VOCAB_SIZE = 30522
 
 #: The paper's Wikipedia order: `shuffle(seed=42)`, then the first N articles (paper.md §4).
@@ -99,8 +105,20 @@ TASKS: dict[str, TaskSpec] = {
     "dbpedia": TaskSpec(
         name="dbpedia",
         label_names=(
-            "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
-            "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork",
+            "Company",
+            "EducationalInstitution",
+            "Artist",
+            "Athlete",
+            "OfficeHolder",
+            "MeanOfTransportation",
+            "Building",
+            "NaturalPlace",
+            "Village",
+            "Animal",
+            "Plant",
+            "Album",
+            "Film",
+            "WrittenWork",
         ),  # fmt: skip
         train_per_label=100,
         test_per_label=100,

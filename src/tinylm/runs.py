@@ -26,7 +26,9 @@ from tinylm.weights import load_state, read_weights, state_for_saving
 
 #: Settings that do not define a run: where it is written and read from, how it is shown, where it
 #: runs. They may differ between an interrupted run and its resumption, and are left out of run names.
-NON_IDENTITY_KEYS = frozenset({"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"})
+NON_IDENTITY_KEYS = frozenset(
+    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"}
+)
 
 
 def run_name(prefix: str, flat: dict[str, Any]) -> str:
@@ -56,11 +58,14 @@ class RunDir:
         if cfg_path.is_file():
             if not resume:
                 raise TinylmError(
-                    f"run directory {self.path} already exists; pass --resume to continue it or choose another --name"
+                    f"run directory {self.path} already exists; pass --resume to continue it or choose "
+                    f"another --name"
                 )
             old = yaml.safe_load(cfg_path.read_text()) or {}
             diff = sorted(
-                k for k in set(old) | set(config) if k not in NON_IDENTITY_KEYS and old.get(k) != config.get(k)
+                k
+                for k in set(old) | set(config)
+                if k not in NON_IDENTITY_KEYS and old.get(k) != config.get(k)
             )
             if diff:
                 details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
@@ -131,8 +136,10 @@ class RunDir:
             if not path.is_file():
                 raise CheckpointError(f"{path}: checkpoint file missing")
             if sha256_file(path) != want:
-                raise CheckpointError(f"{path}: checkpoint file is truncated or corrupt (SHA-256 mismatch); "
-                                      "delete the checkpoint directory to fall back to an earlier one")  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: checkpoint file is truncated or corrupt (SHA-256 mismatch); "
+                    "delete the checkpoint directory to fall back to an earlier one"
+                )
         load_state(model, read_weights(target / "model.safetensors"), str(target))
         try:
             return torch.load(target / "state.pt", map_location="cpu", weights_only=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,8 @@ def bf16_supported(device: torch.device) -> bool:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (linear, embedding, conv); none on biases, LayerNorm and BatchNorm."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
@@ -54,11 +55,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
-    kw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.adam_eps}
+    betas = (cfg.beta1, cfg.beta2)
     try:
-        return torch.optim.AdamW(groups, fused=True, **kw)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=True)
     except (RuntimeError, TypeError):  # fused kernel unavailable for this device/dtype
-        return torch.optim.AdamW(groups, foreach=True, **kw)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, foreach=True)
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
@@ -83,6 +84,30 @@ def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> Calla
         return max(0.0, (total_units - u) / max(1, total_units - warm))
 
     return f
+
+
+@dataclass
+class StepStats:
+    """Loss, accuracy counts and tokens of one optimizer step, or summed over a logging window."""
+
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+    tokens: int = 0
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, correct: int, count: int, tokens: int) -> None:
+        self.loss, self.correct, self.count, self.tokens = (
+            self.loss + loss,
+            self.correct + correct,
+            self.count + count,
+            self.tokens + tokens,
+        )
+
+    def merge(self, other: StepStats) -> None:
+        self.add(other.loss, other.correct, other.count, other.tokens)
+        self.steps += 1
 
 
 @dataclass
@@ -116,7 +141,7 @@ class Trainer:
         if self.device.type == "cpu":
             tune_cpu_allocator()
         self.model = model.to(self.device)
-        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.forward_model: nn.Module = torch.compile(model) if cfg.compile else model  # type: ignore[assignment]
         self.objective, self.data, self.run = objective, data, run
         self.evaluate_fn, self.on_step = evaluate, on_step
         self.steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
@@ -187,6 +212,61 @@ class Trainer:
         self.run.log(rec)
         return out
 
+    def _optimizer_step(self, idx: np.ndarray) -> StepStats:
+        """Forward and backward over `idx` (in grad_accum micro-batches), clip, one optimizer step."""
+        c, p = self.cfg, self.progress
+        st = StepStats()
+        for chunk in np.array_split(idx, max(1, min(c.grad_accum, len(idx)))):
+            batch = self.data.batch(chunk, self.device)
+            with autocast(self.device, c.precision):
+                loss, stats = self.objective.loss(self.forward_model, batch)
+            (loss * (len(chunk) / len(idx))).backward()
+            st.add(
+                loss.item() * len(chunk) / len(idx),
+                int(stats["correct"]),
+                int(stats["count"]),
+                int(batch["attention"].sum()),
+            )
+        if not math.isfinite(st.loss):
+            raise TrainingDiverged(
+                f"loss became {st.loss} at step {p.step + 1} (epoch {p.epoch}, batch {p.batch_in_epoch}); "
+                "lower lr or check the data; the last checkpoint is untouched"
+            )
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        p.step += 1
+        p.batch_in_epoch += 1
+        p.tokens += st.tokens
+        p.examples += len(idx)
+        return st
+
+    def _log_window(self, win: StepStats, bar: tqdm) -> None:
+        p = self.progress
+        rec = {
+            "step": p.step,
+            "epoch": p.epoch,
+            "loss": round(win.loss / win.steps, 5),
+            "accuracy": round(win.correct / max(1, win.count), 5),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_per_s": round(win.tokens / (time.perf_counter() - win.t0), 1),
+            "tokens": p.tokens,
+        }
+        self.run.log(rec)
+        bar.set_postfix(
+            loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}"
+        )
+
+    def _epoch_continues(self) -> bool:
+        p = self.progress
+        return (
+            p.batch_in_epoch < self.steps_per_epoch
+            and p.step < self.total_steps
+            and not self._token_budget_spent()
+        )
+
     def fit(self) -> dict[str, Any]:
         c, p = self.cfg, self.progress
         if p.step == 0:  # a fresh run: seed dropout (a resumed one restored the RNG state)
@@ -200,90 +280,42 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        win = {"loss": 0.0, "correct": 0, "count": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
-        last_eval: dict[str, Any] = {}
-        evaluated_at = -1
-        t_start = time.perf_counter()
-        while p.step < self.total_steps and not self._token_budget_spent():
-            order = self.epoch_order(p.epoch)
-            while (
-                p.batch_in_epoch < self.steps_per_epoch
-                and p.step < self.total_steps
-                and not self._token_budget_spent()
-            ):
-                idx = order[p.batch_in_epoch * c.batch_size : (p.batch_in_epoch + 1) * c.batch_size]
-                loss_value, correct, count, tokens = 0.0, 0, 0, 0
-                for chunk in np.array_split(idx, max(1, min(c.grad_accum, len(idx)))):
-                    batch = self.data.batch(chunk, self.device)
-                    with autocast(self.device, c.precision):
-                        loss, stats = self.objective.loss(self.forward_model, batch)
-                    (loss * (len(chunk) / len(idx))).backward()
-                    loss_value += loss.item() * len(chunk) / len(idx)
-                    correct += int(stats["correct"])
-                    count += int(stats["count"])
-                    tokens += int(batch["attention"].sum())
-                if not math.isfinite(loss_value):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"loss became {loss_value} at step {p.step + 1} (epoch {p.epoch}, batch {p.batch_in_epoch}); "
-                        "lower lr or check the data; the last checkpoint is untouched"
-                    )
-                if c.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                p.step += 1
-                p.batch_in_epoch += 1
-                p.tokens += tokens
-                p.examples += len(idx)
-                win["loss"] += loss_value
-                win["correct"] += correct
-                win["count"] += count
-                win["tokens"] += tokens
-                win["steps"] += 1
-                if p.step % c.log_every == 0 or p.step == self.total_steps:
-                    dt = time.perf_counter() - win["t"]
-                    rec = {
-                        "step": p.step, "epoch": p.epoch, "loss": round(win["loss"] / win["steps"], 5),
-                        "accuracy": round(win["correct"] / max(1, win["count"]), 5),
-                        "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": round(win["tokens"] / dt, 1),
-                        "tokens": p.tokens,
-                    }  # fmt: skip
-                    self.run.log(rec)
-                    bar.set_postfix(
-                        loss=f"{rec['loss']:.3f}",
-                        acc=f"{rec['accuracy']:.3f}",
-                        tok_s=f"{rec['tokens_per_s']:.0f}",
-                    )
-                    win = {
-                        "loss": 0.0,
-                        "correct": 0,
-                        "count": 0,
-                        "tokens": 0,
-                        "steps": 0,
-                        "t": time.perf_counter(),
-                    }
-                bar.update(1)
-                if c.eval_every and p.step % c.eval_every == 0:
-                    last_eval, evaluated_at = self._eval(), p.step
-                if c.checkpoint_every and p.step % c.checkpoint_every == 0:
-                    self.checkpoint()
-                if self.on_step is not None:
-                    self.on_step(p)
-            if p.batch_in_epoch >= self.steps_per_epoch:
-                p.epoch += 1
-                p.batch_in_epoch = 0
-                if not c.eval_every:
-                    last_eval, evaluated_at = self._eval(), p.step
-                if not c.checkpoint_every:
-                    self.checkpoint()
-        bar.close()
+        win, last_eval, evaluated_at, t_start = StepStats(), {}, -1, time.perf_counter()
+        try:
+            while p.step < self.total_steps and not self._token_budget_spent():
+                order = self.epoch_order(p.epoch)
+                while self._epoch_continues():
+                    idx = order[p.batch_in_epoch * c.batch_size : (p.batch_in_epoch + 1) * c.batch_size]
+                    win.merge(self._optimizer_step(idx))
+                    if p.step % c.log_every == 0 or p.step == self.total_steps:
+                        self._log_window(win, bar)
+                        win = StepStats()
+                    bar.update(1)
+                    if c.eval_every and p.step % c.eval_every == 0:
+                        last_eval, evaluated_at = self._eval(), p.step
+                    if c.checkpoint_every and p.step % c.checkpoint_every == 0:
+                        self.checkpoint()
+                    if self.on_step is not None:
+                        self.on_step(p)
+                if p.batch_in_epoch >= self.steps_per_epoch:
+                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                    if not c.eval_every:
+                        last_eval, evaluated_at = self._eval(), p.step
+                    if not c.checkpoint_every:
+                        self.checkpoint()
+        finally:
+            bar.close()
         if evaluated_at != p.step:  # the final model is always evaluated
             last_eval = self._eval()
         self.checkpoint()
-        return {"steps": p.step, "epochs_completed": p.epoch, "tokens": p.tokens, "examples": p.examples,
-                "train_seconds": round(time.perf_counter() - t_start, 2), "final_eval": last_eval}  # fmt: skip
+        return {
+            "steps": p.step,
+            "epochs_completed": p.epoch,
+            "tokens": p.tokens,
+            "examples": p.examples,
+            "train_seconds": round(time.perf_counter() - t_start, 2),
+            "final_eval": last_eval,
+        }
 
     def _token_budget_spent(self) -> bool:
         return bool(self.cfg.max_tokens and self.progress.tokens >= self.cfg.max_tokens)

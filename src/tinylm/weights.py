@@ -15,7 +15,7 @@ from torch import nn
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError
 from tinylm.fileio import atomic_path, write_json
-from tinylm.model import TIED_KEYS, TinyBertForMaskedLM, TinyBertForSequenceClassification
+from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 
 
 def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -38,15 +38,15 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from e
 
 
-def model_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
+def model_meta(model: TinyBert, **extra: Any) -> dict[str, Any]:
     kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
-    meta = {"kind": kind, "model": dataclasses.asdict(model.cfg)}
-    if kind == "classifier":
+    meta: dict[str, Any] = {"kind": kind, "model": dataclasses.asdict(model.cfg)}
+    if isinstance(model, TinyBertForSequenceClassification):
         meta["num_labels"] = model.num_labels
     return meta | extra
 
 
-def save_model(model: nn.Module, directory: Path, **extra: Any) -> None:
+def save_model(model: TinyBert, directory: Path, **extra: Any) -> None:
     """`model.safetensors` + `model.json` (architecture, kind, label names, ...) in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model, directory / "model.safetensors")
@@ -63,14 +63,14 @@ def read_model_meta(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
 
 
-def build_model(meta: dict[str, Any]) -> nn.Module:
+def build_model(meta: dict[str, Any]) -> TinyBert:
     cfg = ModelConfig(**meta["model"])
     if meta["kind"] == "classifier":
         return TinyBertForSequenceClassification(cfg, meta["num_labels"])
     return TinyBertForMaskedLM(cfg)
 
 
-def load_model(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(directory: Path) -> tuple[TinyBert, dict[str, Any]]:
     """Rebuild a model saved by `save_model` (strict: every weight must be present)."""
     meta = read_model_meta(directory)
     model = build_model(meta)
@@ -85,8 +85,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, str
         expected = {k for k in own if k not in TIED_KEYS}
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
-            raise CheckpointError(f"{where}: weights do not match the architecture "
-                                  f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")  # fmt: skip
+            raise CheckpointError(
+                f"{where}: weights do not match the architecture "
+                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            )
     shapes = [
         f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
     ]

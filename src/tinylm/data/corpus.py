@@ -210,6 +210,12 @@ def _hub_corpus(
     stream = load_hub_dataset("wikipedia", "train", streaming=True).shuffle(seed=seed, buffer_size=10_000)
     texts = [row["text"] for _, row in zip(range(n + n_eval), stream, strict=False)]
     train, ev = encode_texts(tok, texts[:n], max_length), encode_texts(tok, texts[n:], max_length)
-    desc = {"corpus": "hf://wikimedia/wikipedia/20231101.en (streamed, buffer shuffle)", "num_articles": n, "seed": seed,
-            "max_length": max_length, "eval_articles": n_eval, "tokens": int(train.lengths.sum())}  # fmt: skip
+    desc = {
+        "corpus": "hf://wikimedia/wikipedia/20231101.en (streamed, buffer shuffle)",
+        "num_articles": n,
+        "seed": seed,
+        "max_length": max_length,
+        "eval_articles": n_eval,
+        "tokens": int(train.lengths.sum()),
+    }
     return WikiCorpus(train, ev, desc)

@@ -100,10 +100,13 @@ class DataSource:
             )
             hub_note = f"; the Hugging Face hub ({name}{'/' + cfg if cfg else ''}) is {state}"
         elif dataset == "fewrel":
-            hub_note = "; FewRel is only read from local files (download train_wiki.json from github.com/thunlp/FewRel)"
+            hub_note = (
+                "; FewRel is only read from local files (train_wiki.json from github.com/thunlp/FewRel)"
+            )
         return DataNotFoundError(
             f"dataset '{dataset}' not found: looked for {', '.join(wanted)}; {where}{hub_note}. "
-            "Point --data-dir or TINYLM_DATA_DIR at a directory laid out like shared/data (see its MANIFEST.md)."
+            "Point --data-dir or TINYLM_DATA_DIR at a directory laid out like shared/data (see its "
+            "MANIFEST.md)."
         )
 
 
@@ -123,7 +126,9 @@ def resolve_source(data_dir: str | os.PathLike | None = None) -> DataSource:
     return DataSource(local_dir=None, hub=hub_usable())
 
 
-def load_hub_dataset(dataset: str, split: str, streaming: bool = False) -> Any:  # pragma: no cover - needs network
+def load_hub_dataset(
+    dataset: str, split: str, streaming: bool = False
+) -> Any:  # pragma: no cover - needs network
     """Thin wrapper over `datasets.load_dataset` for the hub path (not exercised offline)."""
     import datasets
 

@@ -18,7 +18,8 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 def length_stats(tok: TokenizerInfo, texts: list[str], max_length: int) -> dict[str, Any]:
-    """Percentiles of untruncated WordPiece lengths (with [CLS]/[SEP]) and the share longer than max_length."""
+    """Percentiles of untruncated WordPiece lengths (with [CLS]/[SEP]) and the share longer than
+    max_length."""
     lengths = encode_texts(tok, texts, 100_000).lengths
     out: dict[str, Any] = {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES}
     out["max"] = int(lengths.max())
@@ -97,7 +98,8 @@ def format_stats(stats: dict[str, Any], max_length: int) -> str:
             lines.append(f"   paper sample: not possible here ({ps['error']})")
             continue
         lines.append(
-            f"   paper sample ({ps['samples_per_label'][0]}/{ps['samples_per_label'][1]} per label, seed {ps['seed']}): "
+            f"   paper sample ({ps['samples_per_label'][0]}/{ps['samples_per_label'][1]} per label, seed "
+            f"{ps['seed']}): "
             f"{ps['train']:,} train / {ps['test']:,} test"
         )
     return "\n".join(lines)

@@ -96,7 +96,8 @@ def read_label_csv(
                 raw = row[0].strip()
                 if not raw.isdigit() or not 1 <= int(raw) <= num_labels:
                     raise DataError(
-                        f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected 1..{num_labels})"
+                        f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected "
+                        f"1..{num_labels})"
                     )
                 text = make_text(row).strip()
                 if not text:
@@ -153,11 +154,14 @@ def _hub_pool(spec: TaskSpec) -> TaskPool:  # pragma: no cover - needs network
             Record(text=str(r[spec.hub_text_field]).strip(), label=int(r["label"]), id=f"{split}:{i}")
             for i, r in enumerate(ds)
         ]
-    return TaskPool(spec.name, list(spec.label_names), splits["train"], splits["test"], files=[f"hf://{spec.name}"])
+    return TaskPool(
+        spec.name, list(spec.label_names), splits["train"], splits["test"], files=[f"hf://{spec.name}"]
+    )
 
 
 def mark_entities(tokens: list[str], head: list[list[int]], tail: list[list[int]], marking: str) -> str:
-    """Join FewRel tokens; with marking 'punct' the head span is wrapped in '@ … @' and the tail in '# … #'."""
+    """Join FewRel tokens; with marking 'punct' the head span is wrapped in '@ … @' and the tail in '# …
+    #'."""
     if marking == "none":
         return " ".join(tokens)
     before: dict[int, list[str]] = {}
@@ -192,7 +196,8 @@ def _fewrel_entity(path: Path, where: str, ent: Any, n_tokens: int) -> list[list
 def load_fewrel(
     source: DataSource, marking: str = "punct", split_seed: int = 42, test_per_relation: int = 70
 ) -> TaskPool:
-    """FewRel 1.0 train_wiki: 64 relations as labels; each relation's instances split (seeded) into train/test."""
+    """FewRel 1.0 train_wiki: 64 relations as labels; each relation's instances split (seeded) into
+    train/test."""
     if marking not in FEWREL_MARKINGS:
         raise DataError(f"fewrel_marking: expected one of {FEWREL_MARKINGS}, got {marking!r}")
     files = source.require_local("fewrel", optional=("names",))
@@ -257,7 +262,8 @@ def sample_per_label(
     split: str,
     label_names: list[str],
 ) -> list[Record]:
-    """Draw `per_label` records of every label (all if None), seeded; the result is sorted by label then id."""
+    """Draw `per_label` records of every label (all if None), seeded; the result is sorted by label then
+    id."""
     by_label: list[list[Record]] = [[] for _ in range(num_labels)]
     for r in records:
         by_label[r.label].append(r)
@@ -297,7 +303,8 @@ def load_task(
     samples_per_label_test: int | None = -1,
     **options: Any,
 ) -> TaskData:
-    """Load a task and draw its balanced, seeded train/test samples (-1 = the paper's default count, None = all)."""
+    """Load a task and draw its balanced, seeded train/test samples (-1 = the paper's default count, None =
+    all)."""
     pool = load_pool(name, source, **options)
     n_train = resolve_per_label(name, samples_per_label_train, "train")
     n_test = resolve_per_label(name, samples_per_label_test, "test")
@@ -358,7 +365,8 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                     for row in reader:
                         if None in row:
                             raise DataError(
-                                f"{path}:{reader.line_num}: more fields than the header's {len(reader.fieldnames or [])}"
+                                f"{path}:{reader.line_num}: more fields than the header's "
+                                f"{len(reader.fieldnames or [])}"
                             )
                         rows.append((reader.line_num, row))
                 except csv.Error as e:
@@ -399,25 +407,35 @@ def load_file_pool(
     names = sorted(raw_labels, key=int) if ints else sorted(raw_labels)
     index = {n: i for i, n in enumerate(names)}
     records = {
-        split: [Record(str(row[text_column]).strip(), index[str(row[label_column]).strip()], f"{split}:{i}")
-                for i, (_, row) in enumerate(rows)]
+        split: [
+            Record(str(row[text_column]).strip(), index[str(row[label_column]).strip()], f"{split}:{i}")
+            for i, (_, row) in enumerate(rows)
+        ]
         for split, rows in splits.items()
-    }  # fmt: skip
+    }
     if "test" not in records:
         if not 0 < test_share < 1:
             raise DataError(f"test_share must be in (0, 1) when no test file is given, got {test_share}")
-        train, test = [], []
+        train: list[Record] = []
+        test: list[Record] = []
         for label in range(len(names)):
             pool = [r for r in records["train"] if r.label == label]
             order = np.random.default_rng([split_seed, label]).permutation(len(pool))
             n_test = max(1, round(len(pool) * test_share)) if len(pool) > 1 else 0
             for rank, i in enumerate(order):
                 (test if rank < n_test else train).append(pool[i])
-        records = {"train": sorted(train, key=lambda r: int(r.id.split(":")[1])),
-                   "test": sorted(test, key=lambda r: int(r.id.split(":")[1]))}  # fmt: skip
+        records = {
+            "train": sorted(train, key=lambda r: int(r.id.split(":")[1])),
+            "test": sorted(test, key=lambda r: int(r.id.split(":")[1])),
+        }
     files = [str(path)] + ([str(test_file)] if test_file else [])
-    options = {"text_column": text_column, "label_column": label_column, "test_file": str(test_file) if test_file else None,
-               "test_share": None if test_file else test_share, "split_seed": split_seed}  # fmt: skip
+    options = {
+        "text_column": text_column,
+        "label_column": label_column,
+        "test_file": str(test_file) if test_file else None,
+        "test_share": None if test_file else test_share,
+        "split_seed": split_seed,
+    }
     return TaskPool(f"file:{path}", names, records["train"], records["test"], files, options)
 
 

@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 from collections.abc import Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -33,15 +34,21 @@ def _ready(pending: list[Job], done: set[str], running: int) -> list[Job]:
     if running:
         return [j for j in ready if not j.exclusive]
     exclusive = [j for j in ready if j.exclusive]
-    return exclusive[:1] if exclusive and len(ready) == len(exclusive) else [j for j in ready if not j.exclusive]
+    return (
+        exclusive[:1] if exclusive and len(ready) == len(exclusive) else [j for j in ready if not j.exclusive]
+    )
 
 
-def run_local(jobs: list[Job], ctx: Context, n_jobs: int, log: Callable[[str], None] = print) -> dict[str, float]:
+def run_local(
+    jobs: list[Job], ctx: Context, n_jobs: int, log: Callable[[str], None] = print
+) -> dict[str, float]:
     """Run every unfinished job; returns wall seconds per job (0 for reused ones)."""
     todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
     seconds = {j.id: 0.0 for j in jobs}
-    log(f"grid: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished (reused), {len(todo)} to run, "
-        f"{n_jobs} worker(s)")  # fmt: skip
+    log(
+        f"grid: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished (reused), {len(todo)} to run, "
+        f"{n_jobs} worker(s)"
+    )
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="job", desc="jobs", dynamic_ncols=True)
     try:
         if n_jobs <= 1:
@@ -56,14 +63,17 @@ def run_local(jobs: list[Job], ctx: Context, n_jobs: int, log: Callable[[str], N
     return seconds
 
 
-def _run_pool(jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, seconds: dict[str, float], bar: tqdm) -> None:
+def _run_pool(
+    jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, seconds: dict[str, float], bar: tqdm
+) -> None:
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     done = {j.id for j in jobs} - {j.id for j in todo}
     pending = list(todo)
-    running: dict[cf.Future, Job] = {}
+    running: dict[cf.Future[dict[str, Any]], Job] = {}
     quiet = Context(ctx.out, ctx.data_dir, progress=False, dry_run=ctx.dry_run)
-    with cf.ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                initargs=(threads,)) as pool:  # fmt: skip
+    with cf.ProcessPoolExecutor(
+        n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+    ) as pool:
         while pending or running:
             for j in _ready(pending, done, len(running))[: max(0, n_jobs - len(running))]:
                 pending.remove(j)
@@ -72,7 +82,9 @@ def _run_pool(jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, secon
                     break
             if not running:
                 missing = sorted({d for j in pending for d in j.deps if d not in done})
-                raise TinylmError(f"grid cannot proceed: jobs wait for unknown or failed dependencies {missing[:3]}")
+                raise TinylmError(
+                    f"grid cannot proceed: jobs wait for unknown or failed dependencies {missing[:3]}"
+                )
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 j = running.pop(fut)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +21,7 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
@@ -52,8 +52,14 @@ def fig_epochs(curves: dict[str, dict[str, list[list[float]]]], path: Path) -> N
     _save(fig, path)
 
 
-def fig_gap_vs(xs: dict[str, list[float]], gaps: dict[str, list[tuple[float, float]]], xlabel: str, title: str, path: Path,
-               logx: bool = False) -> None:  # fmt: skip
+def fig_gap_vs(
+    xs: dict[str, list[float]],
+    gaps: dict[str, list[tuple[float, float]]],
+    xlabel: str,
+    title: str,
+    path: Path,
+    logx: bool = False,
+) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for task in xs:
@@ -91,22 +97,34 @@ def fig_latency(rows: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def write_figures(results: dict[str, Any], curves: dict[str, Any], latency: dict[str, Any], tasks: list[str],
-                  figs: Path) -> None:  # fmt: skip
+def write_figures(
+    results: dict[str, Any], curves: dict[str, Any], latency: dict[str, Any], tasks: list[str], figs: Path
+) -> None:
     """Every figure of the report into `figs`."""
     from tinylm.committee import plot_curve
 
     fig_epochs(curves, figs / "e1_accuracy_per_epoch.png")
     e2 = results["E2"]
     gaps = {t: list(zip(e2["tasks"][t]["gap_mean"], e2["tasks"][t]["gap_std"], strict=True)) for t in tasks}
-    fig_gap_vs({t: e2["sizes"] for t in tasks}, gaps, "pre-training subset (articles, log scale)",
-               "E2: gap vs pre-training corpus size (mean ± std over seeds)", figs / "e2_gap_vs_size.png", logx=True)  # fmt: skip
+    fig_gap_vs(
+        {t: e2["sizes"] for t in tasks},
+        gaps,
+        "pre-training subset (articles, log scale)",
+        "E2: gap vs pre-training corpus size (mean ± std over seeds)",
+        figs / "e2_gap_vs_size.png",
+        logx=True,
+    )
     e3 = results["E3"]
     m = e3["metric_for_plot"]
     xs = {t: [r[m] for r in e3["rows"] if r["task"] == t] for t in tasks}
     gs = {t: [(r["gap_mean"], 0.0) for r in e3["rows"] if r["task"] == t] for t in tasks}
-    fig_gap_vs(xs, gs, f"token overlap: {m} of the task's training tokens",
-               "E3: gap vs token overlap (each point: one corpus size)", figs / "e3_gap_vs_overlap.png")  # fmt: skip
+    fig_gap_vs(
+        xs,
+        gs,
+        f"token overlap: {m} of the task's training tokens",
+        "E3: gap vs token overlap (each point: one corpus size)",
+        figs / "e3_gap_vs_overlap.png",
+    )
     for t in tasks:
         plot_curve(results["E4"]["tasks"][t], figs / f"e4_committee_{t}.png")
     fig_latency(latency["rows"], figs / "e4_latency.png")

@@ -41,13 +41,20 @@ class Job:
     kind: str
     settings: dict[str, Any]
     deps: list[str] = field(default_factory=list)
-    role: dict[str, Any] = field(default_factory=dict)  #: what the job is for (the analysis finds jobs by role)
+    role: dict[str, Any] = field(
+        default_factory=dict
+    )  #: what the job is for (the analysis finds jobs by role)
     id: str = ""
     exclusive: bool = False  #: run with nothing else running (timings)
 
 
-def make_job(kind: str, settings: dict[str, Any], role: dict[str, Any], deps: list[Job] | None = None,
-             exclusive: bool = False) -> Job:  # fmt: skip
+def make_job(
+    kind: str,
+    settings: dict[str, Any],
+    role: dict[str, Any],
+    deps: list[Job] | None = None,
+    exclusive: bool = False,
+) -> Job:
     """A job keyed by its kind, its identity-defining settings and its dependencies' ids. A fine-tuning
     job's `init` is its pre-training dependency (its id stands in the key for the path)."""
     deps = deps or []
@@ -70,8 +77,11 @@ class GridBuilder:
     def __init__(self, p: Preset):
         self.p = p
         self.jobs: list[Job] = []
-        self.pre_common = p.pretrain | {"max_length": p.max_length, "eval_articles": p.eval_articles,
-                                        "precision": p.precision}  # fmt: skip
+        self.pre_common = p.pretrain | {
+            "max_length": p.max_length,
+            "eval_articles": p.eval_articles,
+            "precision": p.precision,
+        }
         self.ft_common = p.finetune | {"precision": p.precision}
 
     def add(self, job: Job) -> Job:
@@ -84,10 +94,16 @@ class GridBuilder:
 
     def finetune(self, init: Job | None, task: str, seed: int, role: dict[str, Any]) -> Job:
         train, test = self.p.samples[task]
-        settings = self.ft_common | {"task": task, "seed": seed, "samples_per_label_train": train,
-                                     "samples_per_label_test": test}  # fmt: skip
+        settings = self.ft_common | {
+            "task": task,
+            "seed": seed,
+            "samples_per_label_train": train,
+            "samples_per_label_test": test,
+        }
         settings |= ({"init": "scratch"} | self.p.deep) if init is None else {"init": init.id}
-        return self.add(make_job("finetune", settings, role | {"task": task, "seed": seed}, [init] if init else []))
+        return self.add(
+            make_job("finetune", settings, role | {"task": task, "seed": seed}, [init] if init else [])
+        )
 
 
 def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
@@ -97,10 +113,17 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     pre_by_size = {n: g.pretrain(p.deep, n, 0, deep | {"size": n}) for n in p.corpus_sizes}
     ctl = p.controlled
     ctl_pre = {
-        d: g.pretrain(p.deep, ctl.num_articles, 0, deep | {"selection": d, "size": ctl.num_articles}, selection=d,
-                      selection_task=ctl.task, selection_pool=ctl.pool)
+        d: g.pretrain(
+            p.deep,
+            ctl.num_articles,
+            0,
+            deep | {"selection": d, "size": ctl.num_articles},
+            selection=d,
+            selection_task=ctl.task,
+            selection_pool=ctl.pool,
+        )
         for d in ("high", "low")
-    }  # fmt: skip
+    }
     members = [g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}) for i in range(p.members)]
     for task in tasks:
         for seed in range(seeds):
@@ -114,16 +137,31 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
             g.finetune(j, task, 0, {"init": "member", "member": i})
     ft = [j for j in g.jobs if j.kind == "finetune"]
     for task in tasks:
-        member_ft = sorted((j for j in ft if j.role["task"] == task and j.role["init"] == "member"),
-                           key=lambda j: j.role["member"])  # fmt: skip
-        ref = next(j for j in ft if j.role == {"init": "pretrained", "size": p.main_corpus, "task": task, "seed": 0})
+        member_ft = sorted(
+            (j for j in ft if j.role["task"] == task and j.role["init"] == "member"),
+            key=lambda j: j.role["member"],
+        )
+        ref = next(
+            j for j in ft if j.role == {"init": "pretrained", "size": p.main_corpus, "task": task, "seed": 0}
+        )
         settings = {"task": task, "rule": "mean_prob", "orderings": 20, "seed": 0}
         g.add(make_job("committee", settings, {"task": task}, member_ft + [ref]))
-    overlap = {"sizes": sorted(p.corpus_sizes), "tasks": tasks, "samples": {t: p.samples[t] for t in tasks},
-               "max_length": p.max_length, "eval_articles": p.eval_articles, "corpus_seed": PAPER_CORPUS_SEED}  # fmt: skip
+    overlap = {
+        "sizes": sorted(p.corpus_sizes),
+        "tasks": tasks,
+        "samples": {t: p.samples[t] for t in tasks},
+        "max_length": p.max_length,
+        "eval_articles": p.eval_articles,
+        "corpus_seed": PAPER_CORPUS_SEED,
+    }
     g.add(make_job("overlap", overlap, {}))
-    latency = {"k": p.latency.k, "batch": p.latency.batch, "precision": p.latency.precision,
-               "reps": p.latency.reps, "max_length": p.max_length}  # fmt: skip
+    latency = {
+        "k": p.latency.k,
+        "batch": p.latency.batch,
+        "precision": p.latency.precision,
+        "reps": p.latency.reps,
+        "max_length": p.max_length,
+    }
     g.add(make_job("latency", latency, {}, exclusive=True))
     return g.jobs
 
@@ -136,7 +174,9 @@ def validate_jobs(jobs: list[Job]) -> None:
         if j.kind not in SECTIONS:
             continue
         try:
-            settings = j.settings | ({"init": "scratch"} if j.kind == "finetune" else {})  # init: a job id here
+            settings = j.settings | (
+                {"init": "scratch"} if j.kind == "finetune" else {}
+            )  # init: a job id here
             build_sections(SECTIONS[j.kind], settings, source=j.id)
         except ConfigError as e:
             problems += [f"{j.kind} job {j.role}: {p}" for p in e.problems]

@@ -79,12 +79,16 @@ def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
         return []
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            return [f"{where}: expected a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"]
+            return [
+                f"{where}: expected a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+            ]
         hints = typing.get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp)}
         out = [f"{where}.{k}: unknown key" for k in value if k not in names]
         out += [f"{where}.{n}: missing" for n in sorted(names - set(value))]
-        return out + [p for k, v in value.items() if k in names for p in _type_problems(v, hints[k], f"{where}.{k}")]
+        return out + [
+            p for k, v in value.items() if k in names for p in _type_problems(v, hints[k], f"{where}.{k}")
+        ]
     if origin is list:
         if not isinstance(value, list) or not value:
             return [f"{where}: expected a non-empty list, got {value!r}"]
@@ -131,7 +135,9 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
 def preset_path(name: str) -> Path:
     path = PACKAGE_CONFIGS / f"reproduce-{name}.yaml" if name in SHIPPED else Path(name)
     if not path.is_file():
-        raise ConfigError([f"preset: no preset {name!r} (expected {', '.join(SHIPPED)} or a YAML file)"], "reproduce")
+        raise ConfigError(
+            [f"preset: no preset {name!r} (expected {', '.join(SHIPPED)} or a YAML file)"], "reproduce"
+        )
     return path
 
 

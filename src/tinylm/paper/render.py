@@ -1,4 +1,5 @@
-"""report.md: the analysis' results, timings and the preset rendered as Markdown (nothing is computed here)."""
+"""report.md: the analysis' results, timings and the preset rendered as Markdown (nothing is computed
+here)."""
 
 from __future__ import annotations
 
@@ -22,147 +23,270 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
     paper_deep = NAMED_MODELS[PAPER_DEEP_MODEL]
     out = []
     if p.deep.get("model") != PAPER_DEEP_MODEL and {k: p.deep.get(k) for k in paper_deep} != paper_deep:
-        out.append(f"The deep model is {p.deep} instead of BERT-6 (6/768/12/3072): the preset scales it down for this machine.")
+        out.append(
+            f"The deep model is {p.deep} instead of BERT-6 (6/768/12/3072): the preset scales it down for "
+            f"this machine."
+        )
     if sorted(p.corpus_sizes) != [20000, 40000, 90000]:
-        out.append(f"Pre-training subsets of {', '.join(f'{n:,}' for n in sorted(p.corpus_sizes))} articles instead of 20K/40K/90K.")
+        out.append(
+            f"Pre-training subsets of {', '.join(f'{n:,}' for n in sorted(p.corpus_sizes))} articles "
+            f"instead of 20K/40K/90K."
+        )
     if p.pretrain.get("epochs") != 50 or p.finetune.get("epochs") != 50:
-        out.append(f"{p.pretrain.get('epochs')} pre-training and {p.finetune.get('epochs')} fine-tuning epochs instead of 50 each.")
+        out.append(
+            f"{p.pretrain.get('epochs')} pre-training and {p.finetune.get('epochs')} fine-tuning epochs "
+            f"instead of 50 each."
+        )
     if p.pretrain.get("lr") != 5e-5 or p.finetune.get("lr") != 5e-5:
-        out.append(f"Learning rates {p.pretrain.get('lr')} (pre-training) / {p.finetune.get('lr')} (fine-tuning) instead of 5e-5 "
-                   "(small models trained for few epochs need larger steps).")
+        out.append(
+            f"Learning rates {p.pretrain.get('lr')} (pre-training) / {p.finetune.get('lr')} (fine-tuning) "
+            f"instead of 5e-5 "
+            "(small models trained for few epochs need larger steps)."
+        )
     if p.pretrain.get("schedule_unit", "step") == "step":
-        out.append("The linear LR schedule is stepped per optimizer step (the paper's code steps it once per epoch).")
+        out.append(
+            "The linear LR schedule is stepped per optimizer step (the paper's code steps it once per epoch)."
+        )
     for t in tasks:
         if t in TASKS and tuple(p.samples[t]) != paper_samples(t):
             want = paper_samples(t)
-            out.append(f"{t}: {p.samples[t][0]} train / {p.samples[t][1]} test examples per label instead of {want[0]}/{want[1]}.")
+            out.append(
+                f"{t}: {p.samples[t][0]} train / {p.samples[t][1]} test examples per label instead of "
+                f"{want[0]}/{want[1]}."
+            )
         elif t not in TASKS:
             out.append(f"{t}: not one of the paper's tasks.")
-    out.append("Wikipedia: 324,645 article leads (first 2,000 characters) from 2014/2015/2021 WikiExtractor dumps "
-               "(shared/data/MANIFEST.md), not HF wikimedia/wikipedia 20231101.en; subsets are the first N of one seed-42 order.")
+    out.append(
+        "Wikipedia: 324,645 article leads (first 2,000 characters) from 2014/2015/2021 WikiExtractor dumps "
+        "(shared/data/MANIFEST.md), not HF wikimedia/wikipedia 20231101.en; subsets are the first N of one "
+        "seed-42 order."
+    )
     out += [TASKS[t].source_note for t in TASKS if t in tasks and TASKS[t].source_note]
     out += [
-        "Accuracies are final-epoch test accuracies (best-epoch values are in results.json); the test split is also "
+        "Accuracies are final-epoch test accuracies (best-epoch values are in results.json); the test split "
+        "is also "
         "what is evaluated every epoch, as in the paper's code (no separate validation split).",
         f"The committee members are {p.members} independently pre-trained models cycling over {p.shallow}; "
         "the paper's exact members and their number are unknown.",
         f"Precision {p.precision} on CPU (the paper: CUDA fp16 AMP); dropout masks from 16-bit random "
         "integers (p quantised to 1/65536).",
-        f"Fine-tuning seeds 0..{seeds - 1}; every deep pre-training run uses seed 0 (one pre-training per corpus).",
+        f"Fine-tuning seeds 0..{seeds - 1}; every deep pre-training run uses seed 0 (one pre-training per "
+        f"corpus).",
     ]
-    return out  # fmt: skip
+    return out
 
 
 def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[str, int]) -> list[str]:
     v, m = r["verdicts"], timings["machine"]
     jobs = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    return [f"# tinylm reproduction report — preset `{p.name}`", "", f"*{p.description.strip()}*", "",
-            "Reproduction of *Tiny language models* (Gross, Tzach, Halevi, Koresh, Kanter, arXiv 2507.14871).",
-            f"{sum(counts.values())} jobs ({jobs}), tasks {', '.join(r['tasks'])}, {r['seeds']} fine-tuning seed(s), "
-            f"device {m['device']} ({m['cpus']} CPUs: {m.get('cpu', '?')}), torch {m['torch']}, "
-            f"wall time {timings['wall_seconds'] / 60:.1f} min (this invocation).", "",
-            "## Verdicts", "", "| claim | verdict | rule |", "|---|---|---|",
-            f"| C1 pre-training helps | **{v['C1']}** | pooled paired t-test over (task, seed) gaps: mean > 0, one-sided p < {ALPHA}, "
-            f"and every task's mean gap > 0 ⇒ holds; mean < 0 with two-sided p < {ALPHA} ⇒ does not hold; else inconclusive |",
-            f"| C2 gap grows with corpus size | **{v['C2']}** | same rule on the per-(task, seed) least-squares slope of gap vs log10(articles) |",
-            f"| C3 gap grows with token overlap | **{v['C3']}** | same rule on the per-seed difference acc(high-overlap corpus) − "
-            "acc(low-overlap corpus), equal articles and tokens |",
-            f"| C4 committee ≈ deep model | **{v['C4']}** | does not hold if on any task the committee's accuracy is below the deep "
-            "model's by more than 2 binomial standard errors of the difference; else holds |",
-            "", f"Accuracy used everywhere: **{r['accuracy_used']}**.", ""]  # fmt: skip
+    return [
+        f"# tinylm reproduction report — preset `{p.name}`",
+        "",
+        f"*{p.description.strip()}*",
+        "",
+        "Reproduction of *Tiny language models* (Gross, Tzach, Halevi, Koresh, Kanter, arXiv 2507.14871).",
+        f"{sum(counts.values())} jobs ({jobs}), tasks {', '.join(r['tasks'])}, {r['seeds']} fine-tuning "
+        f"seed(s), "
+        f"device {m['device']} ({m['cpus']} CPUs: {m.get('cpu', '?')}), torch {m['torch']}, "
+        f"wall time {timings['wall_seconds'] / 60:.1f} min (this invocation).",
+        "",
+        "## Verdicts",
+        "",
+        "| claim | verdict | rule |",
+        "|---|---|---|",
+        f"| C1 pre-training helps | **{v['C1']}** | pooled paired t-test over (task, seed) gaps: mean > 0, "
+        f"one-sided p < {ALPHA}, "
+        f"and every task's mean gap > 0 ⇒ holds; mean < 0 with two-sided p < {ALPHA} ⇒ does not hold; else "
+        f"inconclusive |",
+        f"| C2 gap grows with corpus size | **{v['C2']}** | same rule on the per-(task, seed) least-squares "
+        f"slope of gap vs log10(articles) |",
+        f"| C3 gap grows with token overlap | **{v['C3']}** | same rule on the per-seed difference "
+        f"acc(high-overlap corpus) − "
+        "acc(low-overlap corpus), equal articles and tokens |",
+        f"| C4 committee ≈ deep model | **{v['C4']}** | does not hold if on any task the committee's "
+        f"accuracy is below the deep "
+        "model's by more than 2 binomial standard errors of the difference; else holds |",
+        "",
+        f"Accuracy used everywhere: **{r['accuracy_used']}**.",
+        "",
+    ]
 
 
 def _c1(p: Preset, r: dict[str, Any]) -> list[str]:
     e1 = r["E1"]
-    L = ["## C1 — pre-training vs from scratch (E1)", "",
-         f"Deep model {p.deep}, pre-trained on {e1['corpus_size']:,} articles ({p.pretrain.get('epochs')} epochs), "
-         f"fine-tuned {p.finetune.get('epochs')} epochs per task and seed; the control is the same architecture from random init.", "",
-         "| task | pre-trained acc % (mean ± std) | scratch acc % | gap pp (mean ± std) | paired t | p (one-sided) |",
-         "|---|---|---|---|---|---|"]  # fmt: skip
+    L = [
+        "## C1 — pre-training vs from scratch (E1)",
+        "",
+        f"Deep model {p.deep}, pre-trained on {e1['corpus_size']:,} articles ({p.pretrain.get('epochs')} "
+        f"epochs), "
+        f"fine-tuned {p.finetune.get('epochs')} epochs per task and seed; the control is the same "
+        f"architecture from random init.",
+        "",
+        "| task | pre-trained acc % (mean ± std) | scratch acc % | gap pp (mean ± std) | paired t | p "
+        "(one-sided) |",
+        "|---|---|---|---|---|---|",
+    ]
     for t, d in e1["tasks"].items():
         (pm, ps), (sm, ss), (gm, gs) = mean_std(d["pretrained"]), mean_std(d["scratch"]), mean_std(d["gaps"])
         tt = d["test"]
         t_stat = "–" if tt["t"] is None else f"{tt['t']:.2f}"
-        L.append(f"| {t} | {100 * pm:.2f} ± {100 * ps:.2f} | {100 * sm:.2f} ± {100 * ss:.2f} | {100 * gm:+.2f} ± {100 * gs:.2f} | "
-                 f"{t_stat} | {_p(tt['p_greater'])} |")  # fmt: skip
+        L.append(
+            f"| {t} | {100 * pm:.2f} ± {100 * ps:.2f} | {100 * sm:.2f} ± {100 * ss:.2f} | {100 * gm:+.2f} ± "
+            f"{100 * gs:.2f} | "
+            f"{t_stat} | {_p(tt['p_greater'])} |"
+        )
     pt = e1["pooled_test"]
     mlm = r["E2"]["pretraining_mlm"]
     done = sorted(((int(n), d) for n, d in mlm.items() if d["mlm_loss"] is not None), key=lambda x: x[0])
-    L += ["", f"Pooled over tasks and seeds: mean gap {100 * pt['mean']:+.2f} pp, n = {pt['n']}, one-sided p = {_p(pt['p_greater'])}. "
-          f"Verdict: **{r['verdicts']['C1']}**.", "", "![E1](figures/e1_accuracy_per_epoch.png)", "",
-          "Held-out MLM of the pre-trained deep models (articles: loss / accuracy): "
-          + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done) + ".", ""]  # fmt: skip
+    L += [
+        "",
+        f"Pooled over tasks and seeds: mean gap {100 * pt['mean']:+.2f} pp, n = {pt['n']}, one-sided p = "
+        f"{_p(pt['p_greater'])}. "
+        f"Verdict: **{r['verdicts']['C1']}**.",
+        "",
+        "![E1](figures/e1_accuracy_per_epoch.png)",
+        "",
+        "Held-out MLM of the pre-trained deep models (articles: loss / accuracy): "
+        + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done)
+        + ".",
+        "",
+    ]
     return L
 
 
 def _c2(r: dict[str, Any]) -> list[str]:
     e2 = r["E2"]
-    L = ["## C2 — gap vs pre-training corpus size (E2)", "", "Nested subsets (each the first N of one article order).", "",
-         "| task | " + " | ".join(f"gap pp @ {n:,}" for n in e2["sizes"]) + " | slope pp/decade (mean) | p (one-sided) |",
-         "|---|" + "---|" * (len(e2["sizes"]) + 2)]  # fmt: skip
+    L = [
+        "## C2 — gap vs pre-training corpus size (E2)",
+        "",
+        "Nested subsets (each the first N of one article order).",
+        "",
+        "| task | "
+        + " | ".join(f"gap pp @ {n:,}" for n in e2["sizes"])
+        + " | slope pp/decade (mean) | p (one-sided) |",
+        "|---|" + "---|" * (len(e2["sizes"]) + 2),
+    ]
     for t, d in e2["tasks"].items():
-        cells = " | ".join(f"{100 * m:+.2f} ± {100 * s:.2f}" for m, s in zip(d["gap_mean"], d["gap_std"], strict=True))
-        L.append(f"| {t} | {cells} | {100 * np.mean(d['slope_per_decade']):+.2f} | {_p(d['test']['p_greater'])} |")
+        cells = " | ".join(
+            f"{100 * m:+.2f} ± {100 * s:.2f}" for m, s in zip(d["gap_mean"], d["gap_std"], strict=True)
+        )
+        L.append(
+            f"| {t} | {cells} | {100 * np.mean(d['slope_per_decade']):+.2f} | {_p(d['test']['p_greater'])} |"
+        )
     pt = e2["pooled_test"]
-    return L + ["", f"Pooled slope {100 * pt['mean']:+.2f} pp per decade of articles, n = {pt['n']}, one-sided p = "
-                f"{_p(pt['p_greater'])}. Verdict: **{r['verdicts']['C2']}**.", "", "![E2](figures/e2_gap_vs_size.png)", ""]  # fmt: skip
+    return L + [
+        "",
+        f"Pooled slope {100 * pt['mean']:+.2f} pp per decade of articles, n = {pt['n']}, one-sided p = "
+        f"{_p(pt['p_greater'])}. Verdict: **{r['verdicts']['C2']}**.",
+        "",
+        "![E2](figures/e2_gap_vs_size.png)",
+        "",
+    ]
 
 
 def _c3_controlled(c: dict[str, Any], verdict: str) -> list[str]:
-    L = [f"**Controlled test** on {c['task']}: two corpora of {c['num_articles']:,} full-length articles from a pool of "
-         f"{c['pool']:,}, chosen for the highest / lowest overlap, pre-trained and fine-tuned identically.", "",
-         "| corpus | selection score (mean share of tokens in the task's vocabulary) | occurrence coverage | coverage@5 | "
-         "JS similarity | fine-tuned acc % |", "|---|---|---|---|---|---|"]  # fmt: skip
+    L = [
+        f"**Controlled test** on {c['task']}: two corpora of {c['num_articles']:,} full-length articles "
+        f"from a pool of "
+        f"{c['pool']:,}, chosen for the highest / lowest overlap, pre-trained and fine-tuned identically.",
+        "",
+        "| corpus | selection score (mean share of tokens in the task's vocabulary) | occurrence coverage | "
+        "coverage@5 | "
+        "JS similarity | fine-tuned acc % |",
+        "|---|---|---|---|---|---|",
+    ]
     for d in ("high", "low"):
         m_, s_ = mean_std(c[d])
         sel = c["selection"][d]
         ov = sel["achieved_overlap_train"]
-        L.append(f"| {d} | {sel['mean_score']:.4f} | {ov['occurrence_coverage']:.4f} | {ov['coverage@5']:.4f} | "
-                 f"{ov['js_similarity']:.4f} | {100 * m_:.2f} ± {100 * s_:.2f} |")  # fmt: skip
+        L.append(
+            f"| {d} | {sel['mean_score']:.4f} | {ov['occurrence_coverage']:.4f} | {ov['coverage@5']:.4f} | "
+            f"{ov['js_similarity']:.4f} | {100 * m_:.2f} ± {100 * s_:.2f} |"
+        )
     tt = c["test"]
-    return L + ["", f"Difference high − low: {100 * tt['mean']:+.2f} pp (n = {tt['n']} seeds, one-sided p = "
-                f"{_p(tt['p_greater'])}). Verdict: **{verdict}**.", ""]  # fmt: skip
+    return L + [
+        "",
+        f"Difference high − low: {100 * tt['mean']:+.2f} pp (n = {tt['n']} seeds, one-sided p = "
+        f"{_p(tt['p_greater'])}). Verdict: **{verdict}**.",
+        "",
+    ]
 
 
 def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
     e3 = r["E3"]
-    L = ["## C3 — gap vs token overlap (E3)", "",
-         "Overlap of each corpus with each task's training samples (WordPiece ids, special tokens excluded; "
-         "definitions in `tinylm overlap --help`):", "",
-         "| corpus | task | type coverage | occurrence coverage | coverage@5 | coverage@20 | JS similarity | weighted overlap | gap pp |",
-         "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    L = [
+        "## C3 — gap vs token overlap (E3)",
+        "",
+        "Overlap of each corpus with each task's training samples (WordPiece ids, special tokens excluded; "
+        "definitions in `tinylm overlap --help`):",
+        "",
+        "| corpus | task | type coverage | occurrence coverage | coverage@5 | coverage@20 | JS similarity | "
+        "weighted overlap | gap pp |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in e3["rows"]:
-        L.append(f"| {row['corpus']} | {row['task']} | {row['type_coverage']:.4f} | {row['occurrence_coverage']:.4f} | "
-                 f"{row['coverage@5']:.4f} | {row['coverage@20']:.4f} | {row['js_similarity']:.4f} | "
-                 f"{row['weighted_overlap']:.4f} | {100 * row['gap_mean']:+.2f} |")  # fmt: skip
+        L.append(
+            f"| {row['corpus']} | {row['task']} | {row['type_coverage']:.4f} | "
+            f"{row['occurrence_coverage']:.4f} | "
+            f"{row['coverage@5']:.4f} | {row['coverage@20']:.4f} | {row['js_similarity']:.4f} | "
+            f"{row['weighted_overlap']:.4f} | {100 * row['gap_mean']:+.2f} |"
+        )
     corr = e3["pearson_gap_vs_overlap"]
-    L += ["", f"Pearson correlation of the mean gap with {e3['metric_for_plot']} across (task, size): "
-          f"{'–' if corr is None else f'{corr:+.3f}'} (descriptive: sizes and tasks are confounded with overlap).", ""]  # fmt: skip
+    L += [
+        "",
+        f"Pearson correlation of the mean gap with {e3['metric_for_plot']} across (task, size): "
+        f"{'–' if corr is None else f'{corr:+.3f}'} (descriptive: sizes and tasks are confounded with "
+        f"overlap).",
+        "",
+    ]
     if e3.get("controlled"):
         L += _c3_controlled(e3["controlled"], r["verdicts"]["C3"])
     else:
-        L += [f"The controlled test's task ({p.controlled.task}) was not among the tasks run: verdict **{r['verdicts']['C3']}**.", ""]
+        L += [
+            f"The controlled test's task ({p.controlled.task}) was not among the tasks run: verdict "
+            f"**{r['verdicts']['C3']}**.",
+            "",
+        ]
     return L + ["![E3](figures/e3_gap_vs_overlap.png)", ""]
 
 
 def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
     e4 = r["E4"]
-    L = ["## C4 — soft committee of shallow models vs the deep model (E4)", "",
-         f"{e4['members']} shallow members, each pre-trained independently (seeds 0..{e4['members'] - 1}) on {p.main_corpus:,} "
-         "articles and fine-tuned per task; soft committee = argmax of the mean softmax. Reference: the deep model pre-trained "
-         "on the same corpus.", "",
-         "| task | members' acc % (each) | committee of K % | mean over orderings at K % | deep model % | difference pp (± 2 s.e.) |",
-         "|---|---|---|---|---|---|"]  # fmt: skip
+    L = [
+        "## C4 — soft committee of shallow models vs the deep model (E4)",
+        "",
+        f"{e4['members']} shallow members, each pre-trained independently (seeds 0..{e4['members'] - 1}) on "
+        f"{p.main_corpus:,} "
+        "articles and fine-tuned per task; soft committee = argmax of the mean softmax. Reference: the deep "
+        "model pre-trained "
+        "on the same corpus.",
+        "",
+        "| task | members' acc % (each) | committee of K % | mean over orderings at K % | deep model % | "
+        "difference pp (± 2 s.e.) |",
+        "|---|---|---|---|---|---|",
+    ]
     for t, d in e4["tasks"].items():
         each = ", ".join(f"{100 * m['accuracy']:.1f}" for m in d["members"])
-        L.append(f"| {t} | {each} | {100 * d['committee_accuracy']:.2f} | {100 * d['curve']['mean'][-1]:.2f} | "
-                 f"{100 * d['reference']['accuracy']:.2f} | {100 * d['difference']:+.2f} (± {200 * d['difference_se']:.2f}) |")  # fmt: skip
-    L += ["", f"Verdict: **{r['verdicts']['C4']}**.", ""] + [f"![E4 {t}](figures/e4_committee_{t}.png)" for t in e4["tasks"]]
-    L += ["", "Latency on this machine (sequence 128; committee members = BERT-1 768/12; random weights):", "",
-          "| model | mode | k | batch | precision | ms per input | critical path |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        L.append(
+            f"| {t} | {each} | {100 * d['committee_accuracy']:.2f} | {100 * d['curve']['mean'][-1]:.2f} | "
+            f"{100 * d['reference']['accuracy']:.2f} | {100 * d['difference']:+.2f} (± "
+            f"{200 * d['difference_se']:.2f}) |"
+        )
+    L += ["", f"Verdict: **{r['verdicts']['C4']}**.", ""] + [
+        f"![E4 {t}](figures/e4_committee_{t}.png)" for t in e4["tasks"]
+    ]
+    L += [
+        "",
+        "Latency on this machine (sequence 128; committee members = BERT-1 768/12; random weights):",
+        "",
+        "| model | mode | k | batch | precision | ms per input | critical path |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in timings["latency"]["rows"]:
-        L.append(f"| {row['model']} | {row['mode']} | {row['k']} | {row['batch']} | {row['precision']} | "
-                 f"{row['ms_per_input']} | {row['critical_path']} |")  # fmt: skip
+        L.append(
+            f"| {row['model']} | {row['mode']} | {row['k']} | {row['batch']} | {row['precision']} | "
+            f"{row['ms_per_input']} | {row['critical_path']} |"
+        )
     return L + ["", "![latency](figures/e4_latency.png)", ""]
 
 

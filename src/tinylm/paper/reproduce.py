@@ -38,7 +38,9 @@ def prepare_corpora(p: Preset, data_dir: str | None, cache_dir: str, log: Log = 
 
     source = resolve_source(data_dir)
     n = max(max(p.corpus_sizes), p.controlled.pool)
-    c = load_wiki_corpus(source, load_tokenizer(source), n, PAPER_CORPUS_SEED, p.max_length, p.eval_articles, cache_dir)
+    c = load_wiki_corpus(
+        source, load_tokenizer(source), n, PAPER_CORPUS_SEED, p.max_length, p.eval_articles, cache_dir
+    )
     log(f"corpus cache: {n:,} articles ({'reused' if c.description['cache_hit'] else 'built'})")
 
 
@@ -47,8 +49,9 @@ def dry_run_grid(p: Preset, jobs: list[Job]) -> tuple[Preset, list[Job]]:
     tokenizes only what they need."""
     pre = next(j for j in jobs if j.kind == "pretrain")
     ft = next(j for j in jobs if j.kind == "finetune" and j.deps == [pre.id])
-    small = dataclasses.replace(p, corpus_sizes=[min(p.corpus_sizes)],
-                                controlled=dataclasses.replace(p.controlled, pool=0))  # fmt: skip
+    small = dataclasses.replace(
+        p, corpus_sizes=[min(p.corpus_sizes)], controlled=dataclasses.replace(p.controlled, pool=0)
+    )
     return small, [pre, ft]
 
 
@@ -57,17 +60,34 @@ def machine() -> dict[str, Any]:
 
     from tinylm.bench import cpu_name
 
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_name(), "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}  # fmt: skip
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
-def write_report(out: Path, p: Preset, jobs: list[Job], tasks: list[str], seeds: int, wall_seconds: float,
-                 run_seconds: dict[str, float], log: Log = print) -> None:  # fmt: skip
+def write_report(
+    out: Path,
+    p: Preset,
+    jobs: list[Job],
+    tasks: list[str],
+    seeds: int,
+    wall_seconds: float,
+    run_seconds: dict[str, float],
+    log: Log = print,
+) -> None:
     """Analyse the finished grid and write results.json, timings.json, figures/ and report.md."""
     log("analysing runs ...")
     results, curves = analyse(out, p, jobs, tasks, seeds)
-    timings = {"wall_seconds": round(wall_seconds, 1), "run_seconds": run_seconds, "latency": latency_rows(out, jobs),
-               "machine": machine()}  # fmt: skip
+    timings: dict[str, Any] = {
+        "wall_seconds": round(wall_seconds, 1),
+        "run_seconds": run_seconds,
+        "latency": latency_rows(out, jobs),
+        "machine": machine(),
+    }
     write_figures(results, curves, timings["latency"], tasks, out / "figures")
     write_json(out / "timings.json", timings)
     write_json(out / "results.json", results)
@@ -75,13 +95,23 @@ def write_report(out: Path, p: Preset, jobs: list[Job], tasks: list[str], seeds:
     log(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'figures'}/")
 
 
-def reproduce(preset: str, out: str, seeds: int | None, tasks: list[str] | None, n_jobs: int, data_dir: str | None,
-              dry_run: bool = False, log: Log = print) -> Path:  # fmt: skip
+def reproduce(
+    preset: str,
+    out: str,
+    seeds: int | None,
+    tasks: list[str] | None,
+    n_jobs: int,
+    data_dir: str | None,
+    dry_run: bool = False,
+    log: Log = print,
+) -> Path:
     """Run the grid of a preset and write the report; rerun with the same OUT to resume."""
     p = load_preset(preset)
     tasks = tasks or p.tasks
     seeds = p.seeds if seeds is None else seeds
-    problems = [f"tasks: {t} has no per-label sample sizes in the preset" for t in tasks if t not in p.samples]
+    problems = [
+        f"tasks: {t} has no per-label sample sizes in the preset" for t in tasks if t not in p.samples
+    ]
     problems += [f"seeds: must be at least 1, got {seeds}"] if seeds < 1 else []
     problems += [f"jobs: must be at least 1, got {n_jobs}"] if n_jobs < 1 else []
     if problems:
@@ -92,9 +122,17 @@ def reproduce(preset: str, out: str, seeds: int | None, tasks: list[str] | None,
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
-    plan = [{"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs]
-    write_json(outp / "plan.json", {"preset": p.as_dict() | {"name": p.name}, "jobs": plan,
-                                    "args": {"seeds": seeds, "tasks": tasks, "jobs": n_jobs, "dry_run": dry_run}})  # fmt: skip
+    plan = [
+        {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs
+    ]
+    write_json(
+        outp / "plan.json",
+        {
+            "preset": p.as_dict() | {"name": p.name},
+            "jobs": plan,
+            "args": {"seeds": seeds, "tasks": tasks, "jobs": n_jobs, "dry_run": dry_run},
+        },
+    )
     t0 = time.time()
     ctx = Context(outp, data_dir, progress=True, dry_run=dry_run)
     prepare_corpora(p, data_dir, str(ctx.cache_dir), log)

@@ -44,8 +44,14 @@ def _log(ctx: Context) -> Callable[..., None]:
 
 
 def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
-    settings = job.settings | {"out": str(ctx.runs_dir), "name": job.id, "resume": True, "progress": ctx.progress,
-                               "data_dir": ctx.data_dir, "cache_dir": str(ctx.cache_dir)}  # fmt: skip
+    settings = job.settings | {
+        "out": str(ctx.runs_dir),
+        "name": job.id,
+        "resume": True,
+        "progress": ctx.progress,
+        "data_dir": ctx.data_dir,
+        "cache_dir": str(ctx.cache_dir),
+    }
     if ctx.dry_run:
         from tinylm.train import bf16_supported, pick_device
 
@@ -83,11 +89,22 @@ def run_overlap(job: Job, ctx: Context) -> None:
     s = job.settings
     source = resolve_source(ctx.data_dir)
     tok = load_tokenizer(source)
-    corpus = load_wiki_corpus(source, tok, max(s["sizes"]), s["corpus_seed"], s["max_length"], s["eval_articles"],
-                              str(ctx.cache_dir))  # fmt: skip
-    counts = {t: task_token_counts(t, source, tok, s["max_length"], per_label=tuple(s["samples"][t])) for t in s["tasks"]}
-    rows = nested_overlap(corpus.train.ids, s["sizes"], {t: {"train": c["train"]} for t, c in counts.items()},
-                          tok.vocab_size)  # fmt: skip
+    corpus = load_wiki_corpus(
+        source,
+        tok,
+        max(s["sizes"]),
+        s["corpus_seed"],
+        s["max_length"],
+        s["eval_articles"],
+        str(ctx.cache_dir),
+    )
+    counts = {
+        t: task_token_counts(t, source, tok, s["max_length"], per_label=tuple(s["samples"][t]))
+        for t in s["tasks"]
+    }
+    rows = nested_overlap(
+        corpus.train.ids, s["sizes"], {t: {"train": c["train"]} for t, c in counts.items()}, tok.vocab_size
+    )
     write_json(ctx.result_path(job.id), {"kind": "overlap", "settings": s, "rows": rows})
 
 
@@ -98,8 +115,14 @@ def run_committee(job: Job, ctx: Context) -> None:
 
     s = job.settings
     *members, ref = job.deps
-    result, _ = evaluate_committee([str(ctx.runs_dir / m) for m in members], s["task"], str(ctx.runs_dir / ref),
-                                   s["rule"], orderings=s["orderings"], seed=s["seed"])  # fmt: skip
+    result, _ = evaluate_committee(
+        [str(ctx.runs_dir / m) for m in members],
+        s["task"],
+        str(ctx.runs_dir / ref),
+        s["rule"],
+        orderings=s["orderings"],
+        seed=s["seed"],
+    )
     for m, job_id in zip(result["members"], members, strict=True):
         m["run"] = f"runs/{job_id}"
     result["reference"]["run"] = f"runs/{ref}"
@@ -110,8 +133,15 @@ def run_latency(job: Job, ctx: Context) -> None:
     from tinylm.bench import bench_latency
 
     s = job.settings
-    result = bench_latency(s["k"], s["batch"], s["precision"], s["max_length"], s["reps"], max(1, s["reps"] // 5),
-                           log=lambda *_: None)  # fmt: skip
+    result = bench_latency(
+        s["k"],
+        s["batch"],
+        s["precision"],
+        s["max_length"],
+        s["reps"],
+        max(1, s["reps"] // 5),
+        log=lambda *_: None,
+    )
     write_json(ctx.result_path(job.id), result)
 
 
