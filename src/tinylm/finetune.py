@@ -169,10 +169,7 @@ def finetune(
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
-    probs = class_probabilities(model, test, tc.eval_batch_size, trainer.device, tcfg.precision)
-    assert test.labels is not None
-    np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
-    save_model(model, run.path, label_names=task.label_names, tokenizer=tok.path, task=tc.task)
+    save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
     results = summarize(run, task) | {
         "training": {k: v for k, v in result.items() if k != "final_eval"},
         "init": transfer["init"],
@@ -184,6 +181,23 @@ def finetune(
         f"(epoch {be['epoch']}) -> {run.path}"
     )
     return run
+
+
+def save_outputs(
+    run: RunDir,
+    model: TinyBertForSequenceClassification,
+    task: TaskData,
+    test: TokenData,
+    tc: TaskConfig,
+    precision: str,
+    tokenizer: str,
+    device: torch.device,
+) -> None:
+    """The final model and its test-set probabilities (same precision as every evaluation)."""
+    probs = class_probabilities(model, test, tc.eval_batch_size, device, precision)
+    assert test.labels is not None
+    np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
+    save_model(model, run.path, label_names=task.label_names, tokenizer=tokenizer, task=tc.task)
 
 
 def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
