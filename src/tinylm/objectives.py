@@ -74,10 +74,12 @@ class MLMObjective(Objective):
         mask_replace: float = 0.8,
         mask_random: float = 0.1,
         seed: int = 0,
+        unigram: np.ndarray | None = None,
     ):
         self.vocab_size = vocab_size
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
         self.generator = torch.Generator().manual_seed(seed)
+        self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
     def mask(self, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (masked inputs, flat selected positions, their original ids). Works on CPU tensors."""
@@ -114,25 +116,42 @@ class MLMObjective(Objective):
         precision: str = "fp32",
         seed: int = 1234,
     ) -> dict[str, float]:
-        """MLM loss/accuracy on held-out samples with a fixed masking seed (comparable across steps)."""
+        """MLM loss/accuracy on held-out samples with a fixed masking seed (comparable across steps), and,
+        when the objective has a unigram model, that trivial baseline's loss/accuracy on the same targets."""
         gen = torch.Generator().manual_seed(seed)
-        total_loss, correct, count = 0.0, 0, 0
+        total_loss, correct, count, all_targets = 0.0, 0, 0, []
         with evaluating(model):
             for batch in batches(data, batch_size, device):
                 inputs, positions, targets = self.mask(batch["input_ids"].cpu(), gen)
+                all_targets.append(targets)
                 with autocast(device, precision):
                     logits = model(inputs.to(device), batch["attention"], positions.to(device)).float()
                 targets = targets.to(device)
                 total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
                 correct += int((logits.argmax(-1) == targets).sum())
                 count += targets.numel()
-        return {"mlm_loss": total_loss / count, "mlm_accuracy": correct / count}
+        out = {"mlm_loss": total_loss / count, "mlm_accuracy": correct / count}
+        if self.unigram is not None:
+            t = torch.cat(all_targets)
+            out["unigram_loss"] = float(-self.unigram[t].double().mean())
+            out["unigram_accuracy"] = float((t == int(self.unigram.argmax())).double().mean())
+        return out
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def unigram_log_probs(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Add-one smoothed unigram log-probabilities of the maskable tokens of a padded id array: the trivial
+    MLM baseline, which predicts every masked token from corpus frequencies alone ([PAD]/[CLS]/[SEP],
+    never masked, get none)."""
+    counts = np.bincount(ids.ravel().astype(np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    counts[[PAD_ID, CLS_ID, SEP_ID]] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(counts / counts.sum()).astype(np.float32)
 
 
 class ClassificationObjective(Objective):

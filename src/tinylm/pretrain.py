@@ -15,7 +15,7 @@ from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
 from tinylm.errors import ConfigError
 from tinylm.fileio import write_json
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
-from tinylm.objectives import MLMObjective
+from tinylm.objectives import MLMObjective, unigram_log_probs
 from tinylm.predict import TokenData
 from tinylm.runs import RunDir, run_name
 from tinylm.train import Progress, Trainer, pick_device
@@ -85,8 +85,9 @@ def pretrain(
     torch.manual_seed(tcfg.seed)
     model = TinyBertForMaskedLM(mcfg)
     log(describe(mcfg))
+    unigram = unigram_log_probs(corpus.train.ids, mcfg.vocab_size)
     objective = MLMObjective(
-        mcfg.vocab_size, ccfg.mask_prob, ccfg.mask_replace, ccfg.mask_random, seed=tcfg.seed
+        mcfg.vocab_size, ccfg.mask_prob, ccfg.mask_replace, ccfg.mask_random, seed=tcfg.seed, unigram=unigram
     )
     eval_data, train = (TokenData(s.ids, s.lengths) for s in (corpus.eval, corpus.train))
     device = pick_device(tcfg.device)
@@ -102,7 +103,9 @@ def pretrain(
     )
     ev = result["final_eval"]
     log(
-        f"done: {result['steps']} steps, held-out MLM loss {ev.get('mlm_loss', float('nan')):.4f}, "
-        f"accuracy {ev.get('mlm_accuracy', float('nan')):.4f} -> {run.path}"
+        f"done: {result['steps']} steps, held-out MLM loss {ev.get('mlm_loss', float('nan')):.4f} "
+        f"(unigram baseline {ev.get('unigram_loss', float('nan')):.4f}), accuracy "
+        f"{ev.get('mlm_accuracy', float('nan')):.4f} (unigram {ev.get('unigram_accuracy', float('nan')):.4f})"
+        f" -> {run.path}"
     )
     return run
