@@ -304,7 +304,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="benchmarks against the transformers reference",
         description="Speed benchmarks; each compares implementations inside one process and run.",
     )
-    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency}")
+    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency,memory}")
     q = bsub.add_parser(
         "pretrain",
         help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
@@ -338,6 +338,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(handler=_cmd_pretrain)
     add_latency_parser(bsub)
+    from tinylm.bench_memory import add_memory_parser
+
+    add_memory_parser(bsub)
 
 
 def add_latency_parser(bsub: argparse._SubParsersAction) -> None:
