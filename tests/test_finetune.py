@@ -195,3 +195,24 @@ def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None
     save_model(TinyBertForMaskedLM(big), tmp_path / "bigvocab")
     with pytest.raises(CheckpointError, match=r"vocab_size: the model .* has 999 but the tokenizer"):
         finetune(ft(data_dir, tmp_path, init=str(tmp_path / "bigvocab")), **QUIET)
+
+
+def test_validation_split_picks_the_epoch_and_reads_test_once(data_dir: Path, tmp_path: Path) -> None:
+    built = ft(data_dir, tmp_path, **model_settings(data_dir), validation_per_label=3, epochs=4, name="val")
+    task = load_task_data(built["task"])
+    ids = {split: {r.id for r in getattr(task, split)} for split in ("train", "validation", "test")}
+    assert len(ids["validation"]) == 3 * 4 and len(ids["train"]) == 5 * 4
+    assert not ids["validation"] & ids["train"] and not ids["validation"] & ids["test"]
+    assert task.description["num_validation"] == 12 and "validation_ids_hash" in task.description
+    run = finetune(built, **QUIET)
+    res = json.loads((run.path / "results.json").read_text())
+    assert res["evaluated_each_epoch_on"] == "validation" and res["num_validation"] == 12
+    val = [e["accuracy"] for e in res["per_epoch"]]
+    assert len(val) == 4
+    chosen = res["test"]
+    assert chosen["selected_on"] == "validation" and chosen["validation_accuracy"] == max(val)
+    assert chosen["epoch"] == res["per_epoch"][val.index(max(val))]["epoch"]  # ties keep the earlier epoch
+    preds = np.load(run.path / "test_predictions.npz")  # the selected model's test probabilities
+    assert float((preds["probs"].argmax(1) == preds["labels"]).mean()) == pytest.approx(chosen["accuracy"])
+    with pytest.raises(DataError, match="validation_per_label=9: label 0"):
+        load_task_data(ft(data_dir, tmp_path, validation_per_label=9)["task"])

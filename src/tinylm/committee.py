@@ -365,7 +365,15 @@ def evaluate_committee(
         ref_model, _ = load_member(Path(reference))
         with evaluating(ref_model):
             logits = predict(ref_model, test, batch_size, torch.device("cpu"))
-        acc = float((logits.argmax(-1) == labels).mean())
+        ref_right = logits.argmax(-1) == labels
+        com_right = combine(member_logits, rule) == labels
+        acc = float(ref_right.mean())
+        out["paired_counts"] = {  # the same test items, committee (all members) vs reference
+            "only_committee": int((com_right & ~ref_right).sum()),
+            "only_reference": int((ref_right & ~com_right).sum()),
+            "both": int((com_right & ref_right).sum()),
+            "neither": int((~com_right & ~ref_right).sum()),
+        }
         out["reference"] = {
             "run": reference,
             "accuracy": acc,

@@ -225,6 +225,14 @@ class TaskConfig:
     test_share: float = opt(
         0.1, "file tasks without a test file: share of each label's rows held out for test"
     )
+    validation_per_label: int = opt(
+        0,
+        "training examples per label held out as a seeded validation split: every epoch is evaluated on it, "
+        "the "
+        "best epoch is chosen on it and the test split is read once, for that epoch's model (0: no "
+        "validation "
+        "split; every epoch is evaluated on the test split, as the paper's code does)",
+    )
     eval_batch_size: int = opt(128, "batch size for evaluation")
     data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
     cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
@@ -239,6 +247,8 @@ class TaskConfig:
                 p.append(f"{name}: must be positive, -1 (paper default) or None (all), got {v}")
         if self.eval_batch_size < 1:
             p.append(f"eval_batch_size: must be positive, got {self.eval_batch_size}")
+        if self.validation_per_label < 0:
+            p.append(f"validation_per_label: must be >= 0, got {self.validation_per_label}")
         return p
 
 

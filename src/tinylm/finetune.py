@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from tinylm.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, flat_dict
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TaskData, load_task_data
-from tinylm.data.tokenize import encode_records_cached, load_tokenizer
+from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
@@ -27,7 +28,7 @@ from tinylm.objectives import ClassificationObjective
 from tinylm.predict import TokenData, class_probabilities
 from tinylm.runs import RunDir, run_name
 from tinylm.train import Trainer, pick_device
-from tinylm.weights import load_state, read_model_meta, read_weights, save_model
+from tinylm.weights import load_state, read_model_meta, read_weights, save_model, save_weights
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
 
@@ -126,9 +127,7 @@ def finetune(
     built: dict[str, Any], explicit: set[str] | None = None, log: Callable[[str], None] = print
 ) -> RunDir:
     """Fine-tune per the resolved config sections; returns the (finished) run directory."""
-    tcfg: TrainConfig = built["train"]
-    tc: TaskConfig = built["task"]
-    rcfg: RunConfig = built["run"]
+    tcfg, tc, rcfg = built["train"], built["task"], built["run"]
     mcfg = resolve_model_config(built, explicit or set(), tc.init)  # errors before any data work
     built = built | {"model": mcfg}
     flat = flat_dict(built)
@@ -137,20 +136,15 @@ def finetune(
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
-    task = load_task_data(tc)
-    tok = load_tokenizer(resolve_source(tc.data_dir))
+    task, tok = load_task_data(tc), load_tokenizer(resolve_source(tc.data_dir))
     if tok.vocab_size != mcfg.vocab_size:
         raise CheckpointError(
             f"vocab_size: the model ({tc.init}) has {mcfg.vocab_size} but the tokenizer {tok.path} has "
             f"{tok.vocab_size}"
         )
     run.prepare(flat, rcfg.resume)
-    splits, hit = encode_records_cached(
-        tok, {"train": task.train, "test": task.test}, task.description, mcfg.max_length, tc.cache_dir
-    )
-    train, test = (
-        TokenData(splits[s]["ids"], splits[s]["lengths"], splits[s]["labels"]) for s in ("train", "test")
-    )
+    data, hit = encode_task(task, tok, mcfg.max_length, tc.cache_dir)
+    train, test = data["train"], data["test"]
     model, transfer = build_classifier(mcfg, task.num_labels, tc, tcfg.seed)
     write_json(
         run.path / "data.json",
@@ -162,25 +156,80 @@ def finetune(
         f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)"
     )
     log(describe(mcfg))
-    objective = ClassificationObjective(task.num_labels)
-    device = pick_device(tcfg.device)
-    evaluate = lambda m: objective.evaluate(m, test, tc.eval_batch_size, device, tcfg.precision)  # noqa: E731
-    trainer = Trainer(model, objective, train, tcfg, run, evaluate=evaluate)
+    objective, device = ClassificationObjective(task.num_labels), pick_device(tcfg.device)
+    trainer = Trainer(model, objective, train, tcfg, run)
+    best = BestOnValidation(run, model) if task.validation else None
+
+    def evaluate(m: nn.Module) -> dict[str, Any]:
+        metrics = objective.evaluate(
+            m, data.get("validation", test), tc.eval_batch_size, device, tcfg.precision
+        )
+        if best is not None:
+            best.update(metrics["accuracy"], trainer.progress.epoch, trainer.progress.step)
+        return metrics
+
+    trainer.evaluate_fn = evaluate
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
+    training = {k: v for k, v in result.items() if k != "final_eval"}
+    results = summarize(run, task) | {"training": training, "init": transfer["init"]}
+    if best is not None:  # the test split, read once: the model of the best validation epoch
+        selected = best.restore()
+        results["test"] = selected | objective.evaluate(
+            model, test, tc.eval_batch_size, device, tcfg.precision
+        )
     save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
-    results = summarize(run, task) | {
-        "training": {k: v for k, v in result.items() if k != "final_eval"},
-        "init": transfer["init"],
-    }
     run.finish(results)
-    fe, be = results["final_epoch"], results["best_epoch"]
-    log(
-        f"done: final-epoch accuracy {fe['accuracy']:.4f} (epoch {fe['epoch']}), best {be['accuracy']:.4f} "
-        f"(epoch {be['epoch']}) -> {run.path}"
-    )
+    log(done_message(results, run))
     return run
+
+
+def done_message(results: dict[str, Any], run: RunDir) -> str:
+    fe, be = results["final_epoch"], results["best_epoch"]
+    on = results["evaluated_each_epoch_on"]
+    test = (
+        f"; test {results['test']['accuracy']:.4f} (epoch {results['test']['epoch']})"
+        if "test" in results
+        else ""
+    )
+    return (
+        f"done: {on} accuracy final epoch {fe['accuracy']:.4f} (epoch {fe['epoch']}), best "
+        f"{be['accuracy']:.4f} "
+        f"(epoch {be['epoch']}){test} -> {run.path}"
+    )
+
+
+def encode_task(
+    task: TaskData, tok: TokenizerInfo, max_length: int, cache_dir: str | None
+) -> tuple[dict[str, TokenData], bool]:
+    """Token arrays of the task's splits (train, test and, when present, validation); cached."""
+    records = {"train": task.train, "test": task.test} | (
+        {"validation": task.validation} if task.validation else {}
+    )
+    splits, hit = encode_records_cached(tok, records, task.description, max_length, cache_dir)
+    return {s: TokenData(a["ids"], a["lengths"], a["labels"]) for s, a in splits.items()}, hit
+
+
+class BestOnValidation:
+    """The weights of the best validation epoch so far (RUN/best.safetensors + best.json, written
+    atomically, so a resumed run keeps them); ties keep the earlier epoch."""
+
+    def __init__(self, run: RunDir, model: TinyBertForSequenceClassification):
+        self.weights, self.meta, self.model = run.path / "best.safetensors", run.path / "best.json", model
+        self.best: dict[str, Any] | None = json.loads(self.meta.read_text()) if self.meta.is_file() else None
+
+    def update(self, accuracy: float, epoch: int, step: int) -> None:
+        if self.best is None or accuracy > self.best["validation_accuracy"]:
+            save_weights(self.model, self.weights)
+            self.best = {"validation_accuracy": accuracy, "epoch": epoch, "step": step}
+            write_json(self.meta, self.best)
+
+    def restore(self) -> dict[str, Any]:
+        """Load the best epoch's weights into the model; returns which epoch that was."""
+        assert self.best is not None, "no validation evaluation was recorded"
+        load_state(self.model, read_weights(self.weights), str(self.weights))
+        return {"selected_on": "validation"} | self.best
 
 
 def save_outputs(
@@ -201,8 +250,8 @@ def save_outputs(
 
 
 def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
-    """Final-epoch and best-epoch test results from the evaluation records (both kept: which one the
-    paper reported is unknown)."""
+    """Final-epoch and best-epoch results from the evaluation records (both kept: which one the paper
+    reported is unknown), on the validation split when the run has one, else on the test split."""
     evals = [m for m in run.read_metrics() if "eval" in m]
     if not evals:
         raise TinylmError(f"{run.path}: no evaluation records")
@@ -229,7 +278,9 @@ def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
         },
         "best_epoch": best,
         "per_epoch": per_epoch,
+        "evaluated_each_epoch_on": "validation" if task.validation else "test",
         "num_train": len(task.train),
+        "num_validation": len(task.validation),
         "num_test": len(task.test),
     }
 

@@ -56,10 +56,40 @@ class TaskData:
     train: list[Record]
     test: list[Record]
     description: dict[str, Any]
+    validation: list[Record] = field(default_factory=list)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+
+def split_validation(task: TaskData, per_label: int, seed: int) -> TaskData:
+    """Hold out `per_label` training examples of every label (seeded) as a validation split."""
+    if per_label == 0:
+        return task
+    train: list[Record] = []
+    validation: list[Record] = []
+    for label in range(task.num_labels):
+        rows = [r for r in task.train if r.label == label]
+        if len(rows) <= per_label:
+            raise DataError(
+                f"validation_per_label={per_label}: label {label} ({task.label_names[label]}) has only "
+                f"{len(rows)} "
+                "training examples; lower validation_per_label or raise samples_per_label_train"
+            )
+        chosen = set(
+            np.random.default_rng([seed, label, 2]).choice(len(rows), size=per_label, replace=False).tolist()
+        )
+        for i, r in enumerate(rows):
+            (validation if i in chosen else train).append(r)
+    description = task.description | {
+        "validation_per_label": per_label,
+        "num_train": len(train),
+        "num_validation": len(validation),
+        "train_ids_hash": stable_hash([r.id for r in train]),
+        "validation_ids_hash": stable_hash([r.id for r in validation]),
+    }
+    return TaskData(task.name, task.label_names, train, task.test, description, validation)
 
 
 # ---------------------------------------------------------------- file readers
@@ -456,4 +486,6 @@ def load_task_data(tc: TaskConfig) -> TaskData:
         pool = load_pool(tc.task, resolve_source(tc.data_dir), **options)
     n_train = resolve_per_label(tc.task, tc.samples_per_label_train, "train")
     n_test = resolve_per_label(tc.task, tc.samples_per_label_test, "test")
-    return sample_task(pool, tc.sample_seed, n_train, n_test)
+    return split_validation(
+        sample_task(pool, tc.sample_seed, n_train, n_test), tc.validation_per_label, tc.sample_seed
+    )

@@ -15,9 +15,10 @@ import numpy as np
 
 from tinylm.paper.grid import Job, by_role
 from tinylm.paper.presets import Preset
-from tinylm.paper.stats import mean_std, paired_test, pearson
+from tinylm.paper.stats import mcnemar_exact, mean_std, paired_bootstrap_ci, paired_test, pearson
 
 ALPHA = 0.05
+VERDICTS = ("holds", "does not hold", "inconclusive", "not tested")
 
 
 class Results:
@@ -33,25 +34,106 @@ class Results:
         return self.by_id[job.id]
 
     def accuracy(self, job: Job, which: str = "final_epoch") -> float:
-        return float(self.by_id[job.id][which]["accuracy"])
+        """Test accuracy: of the epoch chosen on validation when the run has a validation split, else of the
+        final (or best) epoch."""
+        res = self.by_id[job.id]
+        if which == "final_epoch" and "test" in res:
+            return float(res["test"]["accuracy"])
+        return float(res[which]["accuracy"])
 
     def finetunes(self, task: str, **role: Any) -> list[Job]:
-        return by_role(self.jobs, "finetune", task=task, **role)
+        """Fine-tuning jobs with this role; of a learning-rate sweep, the rate chosen on validation."""
+        return choose_by_validation(by_role(self.jobs, "finetune", task=task, **role), self.by_id)
 
     def one(self, kind: str, **role: Any) -> Job:
         return by_role(self.jobs, kind, **role)[0]
 
 
-def verdict_from_test(test: dict[str, Any], all_positive: bool) -> str:
-    """holds: mean > 0, one-sided p < α and every per-task mean > 0; does not hold: mean < 0 with two-sided
-    p < α; otherwise inconclusive."""
+def validation_score(result: dict[str, Any]) -> float:
+    """What chooses among a learning-rate sweep's runs: the validation accuracy of the selected epoch."""
+    if "test" in result:
+        return float(result["test"]["validation_accuracy"])
+    return float(result["best_epoch"]["accuracy"])
+
+
+def choose_by_validation(jobs: list[Job], results: dict[str, dict[str, Any]]) -> list[Job]:
+    """One job per role without its learning rate: the rate with the best validation score (ties: the
+    first)."""
+    chosen: dict[str, Job] = {}
+    for j in jobs:
+        key = json.dumps({k: v for k, v in j.role.items() if k != "lr"}, sort_keys=True)
+        if key not in chosen or validation_score(results[j.id]) > validation_score(results[chosen[key].id]):
+            chosen[key] = j
+    return list(chosen.values())
+
+
+def verdict_from_test(test: dict[str, Any], task_means: list[float]) -> str:
+    """A symmetric rule: holds if the mean is > 0 with one-sided p(> 0) < α and every task's mean is > 0;
+    does not hold if the mean is < 0 with one-sided p(< 0) < α and every task's mean is < 0; otherwise
+    inconclusive."""
     if test.get("p_greater") is None:
         return "inconclusive"
-    if test["mean"] > 0 and test["p_greater"] < ALPHA and all_positive:
+    if test["mean"] > 0 and test["p_greater"] < ALPHA and all(m > 0 for m in task_means):
         return "holds"
-    if test["mean"] < 0 and test["p_two_sided"] < ALPHA:
+    if test["mean"] < 0 and test["p_less"] < ALPHA and all(m < 0 for m in task_means):
         return "does not hold"
     return "inconclusive"
+
+
+def decision(test: dict[str, Any], task_means: list[float], name: str) -> dict[str, Any]:
+    """The verdict with the test that decided it, its one-sided p (in the direction of the mean) and the
+    effect in percentage points."""
+    p = test.get("p_greater") if test["mean"] >= 0 else test.get("p_less")
+    return {
+        "verdict": verdict_from_test(test, task_means),
+        "test": name,
+        "p": p,
+        "effect_pp": 100 * test["mean"],
+    }
+
+
+def gate_models(r: Results, gate_nats: float) -> list[dict[str, Any]]:
+    """Every pre-trained model with its held-out MLM loss next to the unigram baseline of the same targets;
+    passed = at least `gate_nats` below it."""
+    out = []
+    for j in r.jobs:
+        if j.kind != "pretrain":
+            continue
+        res = r.of(j)
+        ev = res.get("final_eval", {})
+        loss, uni = ev.get("mlm_loss"), ev.get("unigram_loss")
+        passed = loss is not None and uni is not None and uni - loss >= gate_nats
+        out.append(
+            {
+                "run": j.id,
+                "role": j.role,
+                "tokens": res.get("tokens"),
+                "mlm_loss": loss,
+                "unigram_loss": uni,
+                "passed": passed,
+            }
+        )
+    return out
+
+
+def claim_uses(claim: str, role: dict[str, Any], p: Preset) -> bool:
+    """Whether a claim's verdict depends on the pre-trained model with this role."""
+    deep_main = bool(role.get("deep")) and "selection" not in role and role.get("size") == p.main_corpus
+    if claim == "C1":
+        return deep_main
+    if claim == "C2":
+        return bool(role.get("deep")) and "selection" not in role
+    if claim == "C3":
+        return "selection" in role
+    return deep_main or "member" in role
+
+
+def apply_gate(decisions: dict[str, dict[str, Any]], models: list[dict[str, Any]], p: Preset) -> None:
+    """A claim whose pre-trained models do not all pass the gate gets 'not tested' (its test is kept)."""
+    for claim in decisions:
+        failed = [m["run"] for m in models if claim_uses(claim, m["role"], p) and not m["passed"]]
+        if failed:
+            decisions[claim] |= {"verdict": "not tested", "gate_failed": failed}
 
 
 def analyse_e1(r: Results, p: Preset, tasks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -77,9 +159,12 @@ def analyse_e1(r: Results, p: Preset, tasks: list[str]) -> tuple[dict[str, Any],
             for label, js in (("pre-trained", pre), ("scratch", scr))
         }
     e1["pooled_test"] = paired_test(all_gaps)
-    e1["verdict"] = verdict_from_test(
-        e1["pooled_test"], all(np.mean(t["gaps"]) > 0 for t in e1["tasks"].values())
+    e1["decision"] = decision(
+        e1["pooled_test"],
+        [float(np.mean(t["gaps"])) for t in e1["tasks"].values()],
+        "paired t-test over (task, seed) gaps, one-sided",
     )
+    e1["verdict"] = e1["decision"]["verdict"]
     return e1, curves
 
 
@@ -110,9 +195,11 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
             "test": paired_test(slopes),
         }
     e2["pooled_test"] = paired_test(slopes_all)
-    e2["verdict"] = verdict_from_test(
-        e2["pooled_test"], all(np.mean(t["slope_per_decade"]) > 0 for t in e2["tasks"].values())
+    means = [float(np.mean(t["slope_per_decade"])) for t in e2["tasks"].values()]
+    e2["decision"] = decision(
+        e2["pooled_test"], means, "paired t-test over (task, seed) slopes of gap vs log10(articles)"
     )
+    e2["verdict"] = e2["decision"]["verdict"]
     e2["pretraining_mlm"] = {}
     for j in r.jobs:
         if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role:
@@ -159,30 +246,61 @@ def analyse_e3(r: Results, p: Preset, tasks: list[str], e2: dict[str, Any]) -> d
     e3: dict[str, Any] = {"metric_for_plot": metric, "rows": rows, "pearson_gap_vs_overlap": corr}
     if p.controlled.task in tasks:
         e3["controlled"] = _controlled(r, p)
-        e3["verdict"] = verdict_from_test(e3["controlled"]["test"], e3["controlled"]["test"]["mean"] > 0)
+        test = e3["controlled"]["test"]
+        e3["decision"] = decision(test, [test["mean"]], "paired t-test over seeds of acc(high) − acc(low)")
     else:
-        e3["verdict"] = "inconclusive"
+        e3["decision"] = {
+            "verdict": "inconclusive",
+            "test": "controlled task not run",
+            "p": None,
+            "effect_pp": None,
+        }
         e3["controlled"] = None
+    e3["verdict"] = e3["decision"]["verdict"]
     return e3
 
 
+def paired_comparison(counts: dict[str, int]) -> dict[str, Any]:
+    """Committee vs deep model on the same items: McNemar's exact p and a paired bootstrap 95% CI of the
+    accuracy difference (items resampled; 2,000 resamples, seed 0)."""
+    a, b = counts["only_committee"], counts["only_reference"]
+    n = a + b + counts["both"] + counts["neither"]
+    com = [True] * a + [False] * b + [True] * counts["both"] + [False] * counts["neither"]
+    ref = [False] * a + [True] * b + [True] * counts["both"] + [False] * counts["neither"]
+    lo, hi = paired_bootstrap_ci(com, ref)
+    return {"n": n, "mcnemar_p": mcnemar_exact(a, b), "ci95_pp": [100 * lo, 100 * hi]}
+
+
 def analyse_e4(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any]:
-    """C4: the committee of all members vs the deep model; does not hold if on any task the committee is
-    below the deep model by more than 2 binomial standard errors of the difference."""
-    e4: dict[str, Any] = {"members": p.members, "tasks": {}}
-    worse = []
+    """C4 as non-inferiority with a named margin M: holds if on every task the paired 95% CI of committee −
+    deep lies above −M; does not hold if on some task it lies below −M; otherwise inconclusive."""
+    e4: dict[str, Any] = {"members": p.members, "margin_pp": p.c4_margin_pp, "tasks": {}}
     for task in tasks:
         res = r.of(r.one("committee", task=task))
         n, c, ref = res["num_test"], res["committee_accuracy"], res["reference"]["accuracy"]
         se = math.sqrt(c * (1 - c) / n + ref * (1 - ref) / n)
-        worse.append(c < ref - 2 * se)
         res |= {
             "difference": c - ref,
             "difference_se": se,
             "member_architectures": [p.member_model(i) for i in range(p.members)],
+            "paired": paired_comparison(res["paired_counts"]),
         }
         e4["tasks"][task] = res
-    e4["verdict"] = "does not hold" if any(worse) else "holds"
+    cis = [t["paired"]["ci95_pp"] for t in e4["tasks"].values()]
+    m = p.c4_margin_pp
+    verdict = (
+        "holds"
+        if all(lo > -m for lo, _ in cis)
+        else ("does not hold" if any(hi < -m for _, hi in cis) else "inconclusive")
+    )
+    e4["decision"] = {
+        "verdict": verdict,
+        "test": f"paired bootstrap 95% CI of committee − deep accuracy per task vs margin −{m} pp "
+        "(p: smallest McNemar exact p)",
+        "p": min(t["paired"]["mcnemar_p"] for t in e4["tasks"].values()),
+        "effect_pp": float(np.mean([100 * t["difference"] for t in e4["tasks"].values()])),
+    }
+    e4["verdict"] = verdict
     return e4
 
 
@@ -204,7 +322,14 @@ def analyse(
         "preset": p.name,
         "tasks": tasks,
         "seeds": seeds,
-        "verdicts": {"C1": e1["verdict"], "C2": e2["verdict"], "C3": e3["verdict"], "C4": e4["verdict"]},
+    }
+    decisions = {c: dict(e["decision"]) for c, e in (("C1", e1), ("C2", e2), ("C3", e3), ("C4", e4))}
+    models = gate_models(r, p.gate_nats)
+    apply_gate(decisions, models, p)
+    results |= {
+        "gate": {"threshold_nats": p.gate_nats, "models": models},
+        "decisions": decisions,
+        "verdicts": {c: d["verdict"] for c, d in decisions.items()},
     }
     return results, curves
 

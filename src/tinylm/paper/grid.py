@@ -92,7 +92,9 @@ class GridBuilder:
         settings = self.pre_common | model | {"num_articles": n, "seed": seed} | extra
         return self.add(make_job("pretrain", settings, role))
 
-    def finetune(self, init: Job | None, task: str, seed: int, role: dict[str, Any]) -> Job:
+    def finetune(self, init: Job | None, task: str, seed: int, role: dict[str, Any]) -> list[Job]:
+        """One fine-tuning job, or one per learning rate of the preset's sweep (chosen on validation
+        later)."""
         train, test = self.p.samples[task]
         settings = self.ft_common | {
             "task": task,
@@ -101,9 +103,11 @@ class GridBuilder:
             "samples_per_label_test": test,
         }
         settings |= ({"init": "scratch"} | self.p.deep) if init is None else {"init": init.id}
-        return self.add(
-            make_job("finetune", settings, role | {"task": task, "seed": seed}, [init] if init else [])
-        )
+        role = role | {"task": task, "seed": seed}
+        sweep = [(settings | {"lr": lr}, role | {"lr": lr}) for lr in self.p.finetune_lrs] or [
+            (settings, role)
+        ]
+        return [self.add(make_job("finetune", s, r, [init] if init else [])) for s, r in sweep]
 
 
 def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
@@ -137,15 +141,16 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
             g.finetune(j, task, 0, {"init": "member", "member": i})
     ft = [j for j in g.jobs if j.kind == "finetune"]
     for task in tasks:
-        member_ft = sorted(
-            (j for j in ft if j.role["task"] == task and j.role["init"] == "member"),
-            key=lambda j: j.role["member"],
-        )
-        ref = next(
-            j for j in ft if j.role == {"init": "pretrained", "size": p.main_corpus, "task": task, "seed": 0}
-        )
-        settings = {"task": task, "rule": "mean_prob", "orderings": 20, "seed": 0}
-        g.add(make_job("committee", settings, {"task": task}, member_ft + [ref]))
+        groups = [by_role(ft, "finetune", task=task, init="member", member=i) for i in range(p.members)]
+        groups.append(by_role(ft, "finetune", task=task, init="pretrained", size=p.main_corpus, seed=0))
+        settings = {
+            "task": task,
+            "rule": "mean_prob",
+            "orderings": 20,
+            "seed": 0,
+            "group_sizes": [len(grp) for grp in groups],
+        }
+        g.add(make_job("committee", settings, {"task": task}, [j for grp in groups for j in grp]))
     overlap = {
         "sizes": sorted(p.corpus_sizes),
         "tasks": tasks,

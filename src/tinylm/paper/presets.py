@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,14 @@ class Preset:
     latency: Latency
     precision: str = "fp32"
     description: str = ""
+    #: adequacy gate: a claim is judged only on pre-trained models whose held-out MLM loss is at least this
+    #: many nats below the unigram baseline of the same targets; otherwise it is "not tested"
+    gate_nats: float = 1.5
+    #: C4's non-inferiority margin: the committee may be at most this many points below the deep model
+    c4_margin_pp: float = 2.0
+    #: fine-tuning learning rates swept per arm (each run then needs finetune.validation_per_label > 0: the
+    #: rate is chosen on validation accuracy); empty: the finetune section's lr only
+    finetune_lrs: list[float] = field(default_factory=list)
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""
@@ -101,7 +109,22 @@ def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
         return [f"{where}: expected an integer, got {value!r}"]
     if tp is str and not isinstance(value, str):
         return [f"{where}: expected a string, got {value!r}"]
+    if tp is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return [f"{where}: expected a number, got {value!r}"]
     return []
+
+
+def _task_problems(raw: dict[str, Any]) -> list[str]:
+    out = []
+    for task in raw["tasks"]:
+        if task not in TASKS:
+            out.append(f"tasks: {task!r} is not a registered task (expected one of {', '.join(TASKS)})")
+        sizes = raw["samples"].get(task)
+        if sizes is None:
+            out.append(f"samples: no per-label sample sizes for task {task}")
+        elif len(sizes) != 2 or min(sizes) < 1:
+            out.append(f"samples.{task}: expected [train, test] positive examples per label, got {sizes}")
+    return out
 
 
 def _semantic_problems(raw: dict[str, Any]) -> list[str]:
@@ -115,18 +138,15 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     if raw["main_corpus"] not in raw["corpus_sizes"]:
         out.append(f"main_corpus: {raw['main_corpus']} must be one of corpus_sizes {raw['corpus_sizes']}")
     out += [f"corpus_sizes: {n} is not positive" for n in raw["corpus_sizes"] if n < 1]
-    for task in raw["tasks"]:
-        if task not in TASKS:
-            out.append(f"tasks: {task!r} is not a registered task (expected one of {', '.join(TASKS)})")
-        sizes = raw["samples"].get(task)
-        if sizes is None:
-            out.append(f"samples: no per-label sample sizes for task {task}")
-        elif len(sizes) != 2 or min(sizes) < 1:
-            out.append(f"samples.{task}: expected [train, test] positive examples per label, got {sizes}")
+    out += _task_problems(raw)
     if raw["controlled"]["task"] not in TASKS:
         out.append(f"controlled.task: {raw['controlled']['task']!r} is not a registered task")
     if raw["controlled"]["num_articles"] > raw["controlled"]["pool"]:
         out.append("controlled.num_articles: larger than controlled.pool")
+    if raw.get("finetune_lrs") and not raw["finetune"].get("validation_per_label"):
+        out.append(
+            "finetune_lrs: a learning-rate sweep is chosen on validation; set finetune.validation_per_label"
+        )
     if raw.get("precision", "fp32") not in ("fp32", "bf16"):
         out.append(f"precision: expected fp32 or bf16, got {raw['precision']!r}")
     return out
@@ -153,7 +173,11 @@ def load_preset(name: str) -> Preset:
     hints = typing.get_type_hints(Preset)
     fields = {f.name: f for f in dataclasses.fields(Preset) if f.name not in ("name", "path")}
     problems = [f"{k}: unknown preset key" for k in raw if k not in fields]
-    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    required = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     problems += [f"{k}: missing" for k in sorted(required) if k not in raw]
     problems += [p for k, v in raw.items() if k in fields for p in _type_problems(v, hints[k], k)]
     if not problems:

@@ -69,6 +69,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+    """The machine-readable summary: preset, wall time, the gate, each claim's decision."""
+    keys = ("run", "tokens", "mlm_loss", "unigram_loss", "passed")
+    return {
+        "preset": p.name,
+        "wall_minutes": round(wall_seconds / 60, 1),
+        "gate": {
+            "threshold_nats": results["gate"]["threshold_nats"],
+            "models": [{k: m[k] for k in keys} for m in results["gate"]["models"]],
+        },
+        "verdicts": {
+            c: {k: d.get(k) for k in ("verdict", "test", "p", "effect_pp")}
+            for c, d in results["decisions"].items()
+        },
+        "e0": results.get("E0", []),
+    }
+
+
 def write_report(
     out: Path,
     p: Preset,
@@ -91,6 +109,7 @@ def write_report(
     write_figures(results, curves, timings["latency"], tasks, out / "figures")
     write_json(out / "timings.json", timings)
     write_json(out / "results.json", results)
+    write_json(out / "summary.json", summary(p, results, wall_seconds))
     write_text(out / "report.md", render(p, results, timings, dict(Counter(j.kind for j in jobs))))
     log(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'figures'}/")
 

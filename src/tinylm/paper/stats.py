@@ -67,7 +67,30 @@ def paired_test(diffs: list[float]) -> dict[str, Any]:
         t = mean / (sd / math.sqrt(n))
     p2 = 1.0 if t == 0.0 else t_two_sided_p(t, n - 1)
     p_greater = p2 / 2 if t > 0 else 1 - p2 / 2
-    return out | {"std": sd, "t": t, "p_two_sided": p2, "p_greater": p_greater}
+    return out | {"std": sd, "t": t, "p_two_sided": p2, "p_greater": p_greater, "p_less": 1 - p_greater}
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p: items only model A gets right vs items only B gets right (binomial, 1/2)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_ci(
+    correct_a: list[bool], correct_b: list[bool], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile confidence interval of acc(A) − acc(B) over the same items, resampling items."""
+    import numpy as np
+
+    d = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

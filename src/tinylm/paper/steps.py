@@ -7,6 +7,7 @@ reads results and computes nothing.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +115,11 @@ def run_committee(job: Job, ctx: Context) -> None:
     from tinylm.committee import evaluate_committee
 
     s = job.settings
-    *members, ref = job.deps
+    groups, start = [], 0
+    for size in s.get("group_sizes", [1] * len(job.deps)):  # each member's (and the reference's) sweep
+        groups.append(job.deps[start : start + size])
+        start += size
+    *members, ref = [_best_of(group, ctx) for group in groups]
     result, _ = evaluate_committee(
         [str(ctx.runs_dir / m) for m in members],
         s["task"],
@@ -127,6 +132,14 @@ def run_committee(job: Job, ctx: Context) -> None:
         m["run"] = f"runs/{job_id}"
     result["reference"]["run"] = f"runs/{ref}"
     write_json(ctx.result_path(job.id), result)
+
+
+def _best_of(job_ids: list[str], ctx: Context) -> str:
+    """Of a learning-rate sweep's runs, the one with the best validation score."""
+    from tinylm.paper.analyse import validation_score
+
+    scores = [validation_score(json.loads(ctx.result_path(i).read_text())) for i in job_ids]
+    return job_ids[scores.index(max(scores))]
 
 
 def run_latency(job: Job, ctx: Context) -> None:
