@@ -230,3 +230,23 @@ def test_cli_data_stats_on_fixture(data_dir: Path, capsys: pytest.CaptureFixture
     assert stats["agnews"]["test"]["rows"] == 20 and stats["wikipedia"]["articles"] == 60
     assert main(["data", "stats", "--data-dir", str(data_dir / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_packing_gives_full_windows_over_whole_articles(data_dir: Path, cache_dir: Path) -> None:
+    src = resolve_source(data_dir)
+    tok = load_tokenizer(src)
+    plain = load_wiki_corpus(src, tok, 10, seed=3, max_length=16, eval_articles=5, cache_dir=cache_dir)
+    packed = load_wiki_corpus(
+        src, tok, 10, seed=3, max_length=16, eval_articles=5, cache_dir=cache_dir, packing=True
+    )
+    texts = corpus_mod.read_selected(wiki_index(src, cache_dir), corpus_mod.article_order(60, 3)[:10])
+    words = [tok.tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    stream = [i for w in words for i in [*w, 102]]
+    n = len(packed.train)
+    assert n == -(-len(stream) // 14) and packed.description["packing"] and packed.description["samples"] == n
+    assert (packed.train.lengths[:-1] == 16).all() and 3 <= packed.train.lengths[-1] <= 16  # full windows
+    body = [packed.train.ids[w, 1 : packed.train.lengths[w] - 1].tolist() for w in range(n)]
+    assert [i for b in body for i in b] == stream  # every token of every article, in order
+    assert (packed.train.ids[:, 0] == 101).all()
+    assert packed.train.lengths.sum() > plain.train.lengths.sum()
+    assert np.array_equal(packed.eval.ids, plain.eval.ids)  # held-out samples are first tokens either way

@@ -35,7 +35,7 @@ def load_corpus(ccfg: CorpusConfig, max_length: int, source: DataSource, tok: To
     c = ccfg
     if c.selection == "nested":
         return load_wiki_corpus(
-            source, tok, c.num_articles, c.corpus_seed, max_length, c.eval_articles, c.cache_dir
+            source, tok, c.num_articles, c.corpus_seed, max_length, c.eval_articles, c.cache_dir, c.packing
         )
     from tinylm.overlap import load_selected_corpus
 

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from tinylm.data.sources import DataSource
-from tinylm.data.tokenize import EncodedTexts, TokenizerInfo, cached_arrays, default_cache_dir, encode_texts
+from tinylm.data.tokenize import (
+    EncodedTexts,
+    TokenizerInfo,
+    cached_arrays,
+    default_cache_dir,
+    encode_texts,
+    pack_texts,
+)
 from tinylm.errors import DataError
 from tinylm.fileio import file_fingerprint, stable_hash, write_json
 
@@ -130,8 +137,11 @@ def load_wiki_corpus(
     max_length: int = 128,
     eval_articles: int = 1000,
     cache_dir: str | os.PathLike | None = None,
+    packing: bool = False,
 ) -> WikiCorpus:
-    """The first `num_articles` of the seeded order (tokenized, cached) and `eval_articles` held-out ones."""
+    """The first `num_articles` of the seeded order (tokenized, cached) and `eval_articles` held-out ones.
+    With `packing`, the training samples are full windows over the articles' whole text (`pack_texts`)
+    instead of each article's first tokens; held-out samples are first tokens either way."""
     if source.local_files("wikipedia") is None and source.hub:  # pragma: no cover - needs network
         return _hub_corpus(tok, num_articles, seed, max_length, eval_articles)
     index = wiki_index(source, cache_dir)
@@ -150,20 +160,25 @@ def load_wiki_corpus(
     }
 
     def build_train() -> dict[str, np.ndarray]:
-        enc = encode_texts(tok, read_selected(index, order[:num_articles]), max_length)
+        encode = pack_texts if packing else encode_texts
+        enc = encode(tok, read_selected(index, order[:num_articles]), max_length)
         return {"ids": enc.ids, "lengths": enc.lengths}
 
-    arrays = _reuse_larger(cache_dir, key, num_articles)
+    arrays = None if packing else _reuse_larger(cache_dir, key, num_articles)
     hit = arrays is not None
     if arrays is None:
-        arrays, _, hit = cached_arrays(cache_dir, "wiki", key | {"num_articles": num_articles}, build_train)
+        name, extra = ("wiki-packed", {"packing": True}) if packing else ("wiki", {})
+        arrays, _, hit = cached_arrays(
+            cache_dir, name, key | {"num_articles": num_articles} | extra, build_train
+        )
 
     def build_eval() -> dict[str, np.ndarray]:
         enc = encode_texts(tok, read_selected(index, held_out), max_length)
         return {"ids": enc.ids, "lengths": enc.lengths}
 
     ev, _, _ = cached_arrays(cache_dir, "wiki-eval", key | {"eval_articles": eval_articles}, build_eval)
-    train = EncodedTexts(arrays["ids"][:num_articles], arrays["lengths"][:num_articles])
+    n = len(arrays["lengths"]) if packing else num_articles
+    train = EncodedTexts(arrays["ids"][:n], arrays["lengths"][:n])
     description = {
         "corpus": "wikipedia",
         "shards": [str(p) for p in index.shards],
@@ -174,6 +189,8 @@ def load_wiki_corpus(
         "eval_articles": eval_articles,
         "subset_hash": stable_hash(order[:num_articles].tolist()),
         "tokens": int(train.lengths.sum()),
+        "packing": packing,
+        "samples": len(train),
         "cache_hit": hit,
     }
     return WikiCorpus(train, EncodedTexts(ev["ids"], ev["lengths"]), description)

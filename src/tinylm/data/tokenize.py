@@ -101,9 +101,6 @@ class EncodedTexts:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def subset(self, n: int) -> EncodedTexts:
-        return EncodedTexts(self.ids[:n], self.lengths[:n])
-
 
 def encode_texts(
     tok: TokenizerInfo, texts: Sequence[str], max_length: int, batch: int = 4096
@@ -127,6 +124,28 @@ def encode_texts(
                 lengths[start + j] = len(row)
     finally:
         t.no_truncation()
+    return EncodedTexts(ids, lengths)
+
+
+def pack_texts(tok: TokenizerInfo, texts: Sequence[str], max_length: int, batch: int = 4096) -> EncodedTexts:
+    """Full windows instead of first tokens: every text's WordPieces in order, texts separated by [SEP],
+    cut into windows of max_length − 2 tokens, each wrapped as [CLS] … [SEP] (the last may be shorter)."""
+    if max_length < 3:
+        raise DataError(f"max_length must be at least 3 ([CLS] token [SEP]), got {max_length}")
+    sep, cls = SPECIAL_IDS["[SEP]"], SPECIAL_IDS["[CLS]"]
+    stream: list[int] = []
+    for start in range(0, len(texts), batch):
+        for enc in tok.tokenizer.encode_batch(list(texts[start : start + batch]), add_special_tokens=False):
+            stream.extend(enc.ids)
+            stream.append(sep)
+    body = max_length - 2
+    n = (len(stream) + body - 1) // body
+    ids = np.zeros((n, max_length), dtype=np.uint16)
+    lengths = np.zeros(n, dtype=np.int32)
+    for w in range(n):
+        chunk = stream[w * body : (w + 1) * body]
+        ids[w, : len(chunk) + 2] = [cls, *chunk, sep]
+        lengths[w] = len(chunk) + 2
     return EncodedTexts(ids, lengths)
 
 

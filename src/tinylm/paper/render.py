@@ -43,6 +43,11 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
             f"instead of 5e-5 "
             "(small models trained for few epochs need larger steps)."
         )
+    if p.pretrain.get("packing"):
+        out.append(
+            "Pre-training samples are full 128-token windows over each article's whole lead (packing), "
+            "not its first 128 tokens: more tokens per article than the paper's rule."
+        )
     if p.pretrain.get("schedule_unit", "step") == "step":
         out.append(
             "The linear LR schedule is stepped per optimizer step (the paper's code steps it once per epoch)."
