@@ -204,3 +204,24 @@ def test_pretrain_on_overlap_selected_corpus(
     data = json.loads((run.path / "data.json").read_text())
     assert data["selection"]["direction"] == "high" and data["num_articles"] == 10
     assert data["selection"]["achieved_overlap_train"]["type_coverage"] > 0
+
+
+def test_recipe_sweep_records_curves_against_tokens_and_time(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_finetune import model_settings
+    from tinylm import bench_sweep
+
+    small = {k: v for k, v in model_settings(data_dir).items() if k != "data_dir"} | {"batch_size": 4}
+    monkeypatch.setattr(bench_sweep, "BASE", bench_sweep.BASE | small | {"model": None})
+    monkeypatch.setenv("TINYLM_CACHE_DIR", str(tmp_path / "cache"))
+    r = bench_sweep.bench_sweep(["base", "no packing"], 20, 1500, 3, str(data_dir), eval_articles=5)
+    assert [x["name"] for x in r["rows"]] == ["base", "no packing"]
+    for x in r["rows"]:
+        assert x["tokens"] >= 1500 and x["curve"] and x["unigram_loss"] > 0 and x["tokens_per_s"] > 0
+        assert [p["tokens"] for p in x["curve"]] == sorted(p["tokens"] for p in x["curve"])
+    assert r["rows"][0]["settings"]["packing"] and not r["rows"][1]["settings"]["packing"]
+    table = bench_sweep.format_sweep(r)
+    assert table.count("\n| ") == 2 and "below unigram" in table
+    bench_sweep.plot_sweep(r, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

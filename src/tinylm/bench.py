@@ -304,7 +304,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="benchmarks against the transformers reference",
         description="Speed benchmarks; each compares implementations inside one process and run.",
     )
-    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency,memory}")
+    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency,memory,sweep}")
     q = bsub.add_parser(
         "pretrain",
         help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
@@ -341,6 +341,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from tinylm.bench_memory import add_memory_parser
 
     add_memory_parser(bsub)
+    from tinylm.bench_sweep import add_sweep_parser
+
+    add_sweep_parser(bsub)
 
 
 def add_latency_parser(bsub: argparse._SubParsersAction) -> None:
