@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from tinylm.config import ModelConfig
-from tinylm.fileio import write_json, write_text
+from tinylm.machine import cpu_name, write_benchmark
 from tinylm.model import (
     TinyBertForMaskedLM,
     TinyBertForSequenceClassification,
@@ -44,17 +43,6 @@ SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128"}
 
 def shape_config(shape: str, **overrides: Any) -> ModelConfig:
     return ModelConfig(**NAMED_MODELS[SHAPES.get(shape, shape)] | overrides)
-
-
-def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo on Linux), printed next to every timing."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -275,15 +263,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_result(out: Path, name: str, result: dict[str, Any], table: str) -> int:
-    """Print the table and write OUT/NAME.json (everything) and OUT/NAME.md (the table)."""
-    print(table)
-    write_json(out / f"{name}.json", result)
-    write_text(out / f"{name}.md", table + "\n")
-    print(f"\nwrote {out / f'{name}.json'} and {out / f'{name}.md'}")
-    return 0
-
-
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     res = bench_pretrain(
         args.shapes,
@@ -295,7 +274,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         reference=not args.no_reference,
         memory=not args.no_memory,
     )
-    return _write_result(Path(args.out), "pretrain", res, format_table(res))
+    return write_benchmark(Path(args.out), "pretrain", res, format_table(res))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -545,4 +524,4 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     res = bench_latency(
         args.k, args.batch, args.precision, args.seq, args.reps, max(1, args.reps // 5), device=args.device
     )
-    return _write_result(Path(args.out), "latency", res, format_latency(res))
+    return write_benchmark(Path(args.out), "latency", res, format_latency(res))

@@ -42,8 +42,8 @@ def bench_memory(
 ) -> dict[str, Any]:
     """Pre-train `model` (a named architecture or model settings) for `steps` steps with an evaluation
     every `eval_every`, sampling RSS after each."""
-    from tinylm.bench import cpu_name
     from tinylm.config import build_sections
+    from tinylm.machine import cpu_name
     from tinylm.pretrain import SECTIONS, pretrain
     from tinylm.train import Progress, bf16_supported
 
@@ -105,12 +105,12 @@ def format_memory(r: dict[str, Any]) -> str:
 
 
 def _cmd_memory(args: argparse.Namespace) -> int:
-    from tinylm.bench import _write_result
+    from tinylm.machine import write_benchmark
 
     res = bench_memory(
         args.model, args.articles, args.steps, args.batch, args.eval_every, args.precision, None
     )
-    return _write_result(Path(args.out), "memory", res, format_memory(res))
+    return write_benchmark(Path(args.out), "memory", res, format_memory(res))
 
 
 def add_memory_parser(bsub: argparse._SubParsersAction[Any]) -> None:

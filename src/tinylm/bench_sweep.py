@@ -104,7 +104,7 @@ def run_config(
 def bench_sweep(
     names: list[str], articles: int, tokens: int, evals: int, data_dir: str | None, eval_articles: int = 500
 ) -> dict[str, Any]:
-    from tinylm.bench import cpu_name
+    from tinylm.machine import cpu_name
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,11 +168,11 @@ def plot_sweep(r: dict[str, Any], path: Path) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from tinylm.bench import _write_result
+    from tinylm.machine import write_benchmark
 
     res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None)
     plot_sweep(res, Path(args.out) / "pretrain_sweep.png")
-    return _write_result(Path(args.out), "pretrain_sweep", res, format_sweep(res))
+    return write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))
 
 
 def add_sweep_parser(bsub: argparse._SubParsersAction[Any]) -> None:

@@ -159,24 +159,8 @@ def load_wiki_corpus(
         "max_length": max_length,
     }
 
-    def build_train() -> dict[str, np.ndarray]:
-        encode = pack_texts if packing else encode_texts
-        enc = encode(tok, read_selected(index, order[:num_articles]), max_length)
-        return {"ids": enc.ids, "lengths": enc.lengths}
-
-    arrays = None if packing else _reuse_larger(cache_dir, key, num_articles)
-    hit = arrays is not None
-    if arrays is None:
-        name, extra = ("wiki-packed", {"packing": True}) if packing else ("wiki", {})
-        arrays, _, hit = cached_arrays(
-            cache_dir, name, key | {"num_articles": num_articles} | extra, build_train
-        )
-
-    def build_eval() -> dict[str, np.ndarray]:
-        enc = encode_texts(tok, read_selected(index, held_out), max_length)
-        return {"ids": enc.ids, "lengths": enc.lengths}
-
-    ev, _, _ = cached_arrays(cache_dir, "wiki-eval", key | {"eval_articles": eval_articles}, build_eval)
+    arrays, hit = _train_arrays(index, tok, order[:num_articles], max_length, cache_dir, key, packing)
+    ev = _held_out(index, tok, held_out, max_length, cache_dir, key | {"eval_articles": eval_articles})
     n = len(arrays["lengths"]) if packing else num_articles
     train = EncodedTexts(arrays["ids"][:n], arrays["lengths"][:n])
     description = {
@@ -193,7 +177,51 @@ def load_wiki_corpus(
         "samples": len(train),
         "cache_hit": hit,
     }
-    return WikiCorpus(train, EncodedTexts(ev["ids"], ev["lengths"]), description)
+    return WikiCorpus(train, ev, description)
+
+
+def _train_arrays(
+    index: WikiIndex,
+    tok: TokenizerInfo,
+    selected: np.ndarray,
+    max_length: int,
+    cache_dir: str | os.PathLike | None,
+    key: dict[str, Any],
+    packing: bool,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Token arrays of the selected articles (first tokens, or packed windows), cached; a nested subset is
+    sliced from a cached larger one. Returns them and whether a cache was hit."""
+
+    def build() -> dict[str, np.ndarray]:
+        encode = pack_texts if packing else encode_texts
+        enc = encode(tok, read_selected(index, selected), max_length)
+        return {"ids": enc.ids, "lengths": enc.lengths}
+
+    n = len(selected)
+    arrays = None if packing else _reuse_larger(cache_dir, key, n)
+    if arrays is not None:
+        return arrays, True
+    name, extra = ("wiki-packed", {"packing": True}) if packing else ("wiki", {})
+    arrays, _, hit = cached_arrays(cache_dir, name, key | {"num_articles": n} | extra, build)
+    return arrays, hit
+
+
+def _held_out(
+    index: WikiIndex,
+    tok: TokenizerInfo,
+    held_out: np.ndarray,
+    max_length: int,
+    cache_dir: str | os.PathLike | None,
+    key: dict[str, Any],
+) -> EncodedTexts:
+    """The held-out articles' first tokens (cached): what every MLM evaluation reads."""
+
+    def build() -> dict[str, np.ndarray]:
+        enc = encode_texts(tok, read_selected(index, held_out), max_length)
+        return {"ids": enc.ids, "lengths": enc.lengths}
+
+    ev, _, _ = cached_arrays(cache_dir, "wiki-eval", key, build)
+    return EncodedTexts(ev["ids"], ev["lengths"])
 
 
 def _reuse_larger(

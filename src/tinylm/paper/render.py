@@ -52,6 +52,11 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
         out.append(
             "The linear LR schedule is stepped per optimizer step (the paper's code steps it once per epoch)."
         )
+    return out + _data_deviations(p, tasks) + _protocol_deviations(p, seeds)
+
+
+def _data_deviations(p: Preset, tasks: list[str]) -> list[str]:
+    out = []
     for t in tasks:
         if t in TASKS and tuple(p.samples[t]) != paper_samples(t):
             want = paper_samples(t)
@@ -66,11 +71,22 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
         "(shared/data/MANIFEST.md), not HF wikimedia/wikipedia 20231101.en; subsets are the first N of one "
         "seed-42 order."
     )
-    out += [TASKS[t].source_note for t in TASKS if t in tasks and TASKS[t].source_note]
-    out += [
-        "Accuracies are final-epoch test accuracies (best-epoch values are in results.json); the test split "
-        "is also "
-        "what is evaluated every epoch, as in the paper's code (no separate validation split).",
+    return out + [TASKS[t].source_note for t in TASKS if t in tasks and TASKS[t].source_note]
+
+
+def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
+    val = p.finetune.get("validation_per_label")
+    accuracy = (
+        f"Accuracies are test accuracies of the epoch{' and learning rate' if p.finetune_lrs else ''} "
+        f"chosen on a "
+        f"validation split of {val} training examples per label; the test split is read once per run."
+        if val
+        else "Accuracies are final-epoch test accuracies (best-epoch values are in results.json); the test "
+        "split "
+        "is also what is evaluated every epoch, as in the paper's code (no separate validation split)."
+    )
+    return [
+        accuracy,
         f"The committee members are {p.members} independently pre-trained models cycling over {p.shallow}; "
         "the paper's exact members and their number are unknown.",
         f"Precision {p.precision} on CPU (the paper: CUDA fp16 AMP); dropout masks from 16-bit random "
@@ -78,7 +94,6 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
         f"Fine-tuning seeds 0..{seeds - 1}; every deep pre-training run uses seed 0 (one pre-training per "
         f"corpus).",
     ]
-    return out
 
 
 CLAIMS = {

@@ -58,7 +58,7 @@ def dry_run_grid(p: Preset, jobs: list[Job]) -> tuple[Preset, list[Job]]:
 def machine() -> dict[str, Any]:
     import torch
 
-    from tinylm.bench import cpu_name
+    from tinylm.machine import cpu_name
 
     return {
         "platform": platform.platform(),
