@@ -67,12 +67,13 @@ def _per_member(t: Tensor, x: Tensor) -> Tensor:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x @ weightᵀ + bias; with stacked members (weight M×out×in) one batched matmul over the members."""
+    """x @ weightᵀ + bias; with stacked members one batched matmul over the members (stacked weights are
+    stored transposed, M×in×out, so that the batched matmul reads them contiguously)."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
     M = weight.shape[0]
-    y = torch.baddbmm(bias.unsqueeze(1), x.reshape(M, -1, x.shape[-1]), weight.transpose(1, 2))
-    return y.view(*x.shape[:-1], weight.shape[1])
+    y = torch.baddbmm(bias.unsqueeze(1), x.reshape(M, -1, x.shape[-1]), weight)
+    return y.view(*x.shape[:-1], weight.shape[2])
 
 
 class Linear(nn.Linear):
@@ -153,12 +154,13 @@ class SelfAttention(nn.Module):
         parameters stay separate, as in BERT). Without gradients the result is cached until a weight
         changes."""
         mods = [getattr(self, n) for n in names]
+        out_dim = -2 if mods[0].weight.dim() == 2 else -1  # stacked weights are M×in×out
         if torch.is_grad_enabled():
-            return torch.cat([m.weight for m in mods], -2), torch.cat([m.bias for m in mods], -1)
+            return torch.cat([m.weight for m in mods], out_dim), torch.cat([m.bias for m in mods], -1)
         key = tuple((t.data_ptr(), t._version) for m in mods for t in (m.weight, m.bias))
         hit = self._fused.get(names)
         if hit is None or hit[0] != key:
-            w, b = torch.cat([m.weight for m in mods], -2), torch.cat([m.bias for m in mods], -1)
+            w, b = torch.cat([m.weight for m in mods], out_dim), torch.cat([m.bias for m in mods], -1)
             self._fused[names] = hit = (key, w, b)
         return hit[1], hit[2]
 
@@ -418,7 +420,10 @@ def stack_members(models: Sequence[ModuleT]) -> ModuleT:
                 for key, t in table.items():
                     if t is None:
                         continue
-                    s = torch.stack([getattr(p[name], key).detach() for p in peers])
+                    ts = [getattr(p[name], key).detach() for p in peers]
+                    if isinstance(mod, Linear) and key == "weight":  # M×in×out: read contiguously by bmm
+                        ts = [t.t() for t in ts]
+                    s = torch.stack(ts).contiguous()
                     table[key] = nn.Parameter(s, requires_grad=False) if kind == "_parameters" else s
             if isinstance(mod, SelfAttention):
                 mod._fused = {}
