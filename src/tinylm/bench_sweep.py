@@ -163,6 +163,7 @@ def plot_sweep(r: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -171,8 +172,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from tinylm.machine import write_benchmark
 
     res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None)
+    code = write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))  # the numbers first
     plot_sweep(res, Path(args.out) / "pretrain_sweep.png")
-    return write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))
+    return code
 
 
 def add_sweep_parser(bsub: argparse._SubParsersAction[Any]) -> None:
