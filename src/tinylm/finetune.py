@@ -24,7 +24,7 @@ from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_toke
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
-from tinylm.objectives import ClassificationObjective
+from tinylm.objectives import ClassificationObjective, classification_metrics
 from tinylm.predict import TokenData, class_probabilities
 from tinylm.runs import RunDir, run_name
 from tinylm.train import Trainer, pick_device
@@ -174,12 +174,11 @@ def finetune(
     result = trainer.fit()
     training = {k: v for k, v in result.items() if k != "final_eval"}
     results = summarize(run, task) | {"training": training, "init": transfer["init"]}
-    if best is not None:  # the test split, read once: the model of the best validation epoch
-        selected = best.restore()
-        results["test"] = selected | objective.evaluate(
-            model, test, tc.eval_batch_size, device, tcfg.precision
-        )
-    save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
+    selected = best.restore() if best is not None else None  # the model of the best validation epoch
+    probs = save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
+    if selected is not None:  # the test split, read once (the probabilities just saved)
+        assert test.labels is not None
+        results["test"] = selected | classification_metrics(probs.argmax(1), test.labels, task.num_labels)
     run.finish(results)
     log(done_message(results, run))
     return run
@@ -241,12 +240,13 @@ def save_outputs(
     precision: str,
     tokenizer: str,
     device: torch.device,
-) -> None:
-    """The final model and its test-set probabilities (same precision as every evaluation)."""
+) -> np.ndarray:
+    """The final model and its test-set probabilities (same precision as every evaluation); returns them."""
     probs = class_probabilities(model, test, tc.eval_batch_size, device, precision)
     assert test.labels is not None
     np.savez_compressed(run.path / "test_predictions.npz", probs=probs.astype(np.float32), labels=test.labels)
     save_model(model, run.path, label_names=task.label_names, tokenizer=tokenizer, task=tc.task)
+    return probs
 
 
 def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
