@@ -170,3 +170,39 @@ def test_export_refuses_conv_and_bad_import(tmp_path: Path) -> None:
         import_model(tmp_path / "notbert")
     with pytest.raises(CheckpointError, match="no config.json"):
         import_model(tmp_path)
+
+
+def test_mean_pooling_head_round_trips_through_save_load_and_export(tmp_path: Path) -> None:
+    from tinylm.model import stack_members
+    from tinylm.weights import load_model, save_model
+
+    cfg = model_cfg(
+        layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=300, max_length=16, pooling="mean"
+    )
+    torch.manual_seed(0)
+    model = TinyBertForSequenceClassification(cfg, 3).eval()
+    ids = torch.randint(104, 300, (2, 12))
+    att = torch.ones_like(ids)
+    att[1, 5:] = 0
+    with torch.no_grad():
+        logits = model(ids, att)
+        h = model.bert(ids, att)  # the head reads the mean of the 5 real tokens of row 1, not the padding
+        pooled = torch.tanh(model.bert.pooler.dense(h[1, :5].mean(0)))
+        assert torch.allclose(model.classifier(pooled), logits[1], atol=1e-5)
+        cls = TinyBertForSequenceClassification(model_cfg(**{**cfg.__dict__, "pooling": "cls"}), 3).eval()
+        cls.load_state_dict(model.state_dict())
+        assert not torch.allclose(cls(ids, att), logits, atol=1e-3)  # the heads differ on the same weights
+        stacked = stack_members([model, model])(ids, att)
+        assert torch.allclose(stacked[1], logits, atol=1e-5)  # committees stack mean-pooling members too
+    save_model(model, tmp_path / "run")
+    loaded = load_model(tmp_path / "run")[0].eval()
+    assert loaded.cfg.pooling == "mean"
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, att), logits)
+    with pytest.warns(UserWarning, match="reads \\[CLS\\]"):
+        export_model(model, tmp_path / "hf", label_names=["a", "b", "c"])
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["tinylm_pooling"] == "mean"
+    back, _ = import_model(tmp_path / "hf", kind="classifier")
+    back.eval()
+    with torch.no_grad():
+        assert back.cfg.pooling == "mean" and torch.allclose(back(ids, att), logits, atol=1e-6)

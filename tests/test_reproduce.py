@@ -32,15 +32,25 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_smoke_artifacts(smoke: Path) -> None:
     results = json.loads((smoke / "results.json").read_text())
-    assert set(results["verdicts"]) == {"C1", "C2", "C3", "C4"}
+    claims = ("C1", "C2", "C3", "C4", "C1-mean")
+    assert set(results["verdicts"]) == set(claims)
     # smoke's models see a few thousand tokens: none passes the adequacy gate, so no claim gets a verdict
-    assert results["verdicts"] == {c: "not tested" for c in ("C1", "C2", "C3", "C4")}
+    assert results["verdicts"] == {c: "not tested" for c in claims}
     gate = results["gate"]
     assert (
         gate["threshold_nats"] == 1.5
-        and len(gate["models"]) == 7
+        and len(gate["models"]) == 8  # 2 deep replicates + 2 more sizes + 2 controlled + 2 members
         and not any(m["passed"] for m in gate["models"])
     )
+    # C1's replication unit is the pre-training run: 2 replicates × 3 tasks, tasks as fixed effects
+    c1 = results["E1"]["pooled_test"]
+    assert c1["n"] == 6 and c1["df"] == 3 and "fixed effects" in results["decisions"]["C1"]["test"]
+    assert set(results["E1"]["heads"]) == {"cls", "mean"}
+    e0 = summary_e0 = json.loads((smoke / "summary.json").read_text())["e0"]
+    assert [r["tokens"] for r in e0 if r["pooling"] == "cls"][0] == 0 and len(e0) == 2 * 4  # 0, B/4, B/2, B
+    assert {"tokens", "mlm_loss", "task", "pooling", "gap_pp"} <= set(summary_e0[0])
+    tokens = [r["tokens"] for r in e0 if r["pooling"] == "cls"]
+    assert tokens == sorted(tokens) and e0[0]["mlm_loss"] > e0[3]["mlm_loss"]
     assert all(m["unigram_loss"] > 0 and m["mlm_loss"] > 0 and m["tokens"] > 0 for m in gate["models"])
     summary = json.loads((smoke / "summary.json").read_text())
     assert summary["preset"] == "smoke" and summary["wall_minutes"] > 0
@@ -52,7 +62,11 @@ def test_smoke_artifacts(smoke: Path) -> None:
         assert lo <= 100 * results["E4"]["tasks"][task]["difference"] <= hi and 0 <= paired["mcnemar_p"] <= 1
     for task in ("agnews", "dbpedia", "fewrel"):
         e1 = results["E1"]["tasks"][task]
-        assert len(e1["gaps"]) == 2 and all(0 <= a <= 1 for a in e1["pretrained"] + e1["scratch"])
+        assert (
+            len(e1["gaps"]) == 2
+            and e1["pretrain_seeds"] == [0, 1]
+            and all(0 <= a <= 1 for a in e1["pretrained"] + e1["scratch"])
+        )
         assert len(results["E2"]["tasks"][task]["gap_mean"]) == 3
         assert results["E4"]["tasks"][task]["curve"]["k"] == [1, 2]
     assert {r["corpus"] for r in results["E3"]["rows"]} == {"wiki:200", "wiki:400", "wiki:800"}
@@ -64,6 +78,7 @@ def test_smoke_artifacts(smoke: Path) -> None:
     figures = sorted(p.name for p in (smoke / "figures").glob("*.png"))
     assert figures == sorted(
         [
+            "e0_gap_vs_tokens.png",
             "e1_accuracy_per_epoch.png",
             "e2_gap_vs_size.png",
             "e3_gap_vs_overlap.png",
@@ -80,6 +95,7 @@ def test_smoke_artifacts(smoke: Path) -> None:
     for section in (
         "## Verdicts",
         "## C1",
+        "## E0",
         "## C2",
         "## C3",
         "## C4",
@@ -186,6 +202,23 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
         assert part in text
     with pytest.raises(ConfigError, match="'file:x.csv' is not a registered task"):
         load_preset(str(smoke_variant(tmp_path, tasks=["agnews", "file:x.csv"])))
+    bad = smoke_variant(
+        tmp_path,
+        pretrain={"epochs": 1},
+        poolings=["cls", "max"],
+        pretrain_seeds=0,
+        e0={"tasks": ["sst2"], "points": 2},
+    )
+    with pytest.raises(ConfigError) as e:
+        load_preset(str(bad))
+    for part in (
+        "e0: needs pretrain.max_tokens",
+        "e0.tasks: 'sst2' is not one of the preset's tasks",
+        "poolings: 'max' is not a head",
+        "pretrain_seeds: must be positive",
+    ):
+        assert part in str(e.value)
+    assert load_preset(str(smoke_variant(tmp_path, controlled=None, e0=None))).controlled is None
 
 
 def test_grid_is_validated_before_the_first_job(real_data_dir: Path, tmp_path: Path) -> None:
@@ -194,7 +227,7 @@ def test_grid_is_validated_before_the_first_job(real_data_dir: Path, tmp_path: P
     bad = smoke_variant(
         tmp_path,
         finetune={"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "learning_rate": 1},
-        pretrain={"epochs": 1, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": -2},
+        pretrain={"max_tokens": 16000, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": -2},
     )
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as e:

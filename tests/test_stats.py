@@ -11,6 +11,7 @@ from tinylm.paper.grid import Job
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.stats import (
     betainc,
+    fixed_effects_test,
     mcnemar_exact,
     paired_bootstrap_ci,
     paired_test,
@@ -99,3 +100,36 @@ def test_gate_decides_what_is_tested() -> None:
     assert all(d["verdict"] == "does not hold" for d in decisions.values())
     r, _ = gate_inputs(mlm=5.2, unigram=None)  # a run without a baseline cannot pass
     assert gate_models(r, 1.5)[0]["passed"] is False
+
+
+def test_fixed_effects_test_replicates_within_tasks() -> None:
+    import scipy.stats as scipy_stats
+
+    r = fixed_effects_test({"agnews": [0.02, 0.04], "dbpedia": [0.01, 0.03]})
+    # task means 0.03 and 0.02; within-task variance pooled over df = 2: s² = 4e-4 / 2
+    se = (2e-4 * (1 / 2 + 1 / 2)) ** 0.5 / 2
+    assert r["mean"] == pytest.approx(0.025) and r["df"] == 2 and r["t"] == pytest.approx(0.025 / se)
+    assert r["p_greater"] == pytest.approx(scipy_stats.t.sf(0.025 / se, 2), rel=1e-6)
+    assert verdict_from_test(r, [0.03, 0.02]) == ("holds" if r["p_greater"] < 0.05 else "inconclusive")
+    # big differences between tasks are not replication: they leave the error variance untouched
+    wide = fixed_effects_test({"agnews": [0.30, 0.32], "dbpedia": [-0.25, -0.23]})
+    assert wide["mean"] == pytest.approx(0.035) and wide["std"] == pytest.approx(r["std"])
+    down = fixed_effects_test({"a": [-0.02, -0.04], "b": [-0.01, -0.03]})
+    assert down["p_less"] == pytest.approx(r["p_greater"])
+    mirror = {"holds": "does not hold", "inconclusive": "inconclusive"}
+    assert verdict_from_test(down, [-0.03, -0.02]) == mirror[verdict_from_test(r, [0.03, 0.02])]
+    one = fixed_effects_test({"a": [0.05], "b": [0.04]})  # one pre-training run per task: no replication
+    assert one["df"] == 0 and one["p_greater"] is None and verdict_from_test(one, [0.05]) == "inconclusive"
+
+
+def test_gate_covers_every_head_and_not_run_claims_stay_not_tested() -> None:
+    r, p = gate_inputs(mlm=6.9, unigram=7.25)
+    p = replace(p, main_corpus=10)
+    decisions = {
+        "C1": {"verdict": "holds", "test": "t"},
+        "C1-mean": {"verdict": "does not hold", "test": "t"},
+        "C2": {"verdict": "not tested", "test": "one corpus size", "not_run": "one corpus size"},
+    }
+    apply_gate(decisions, gate_models(r, 1.5), p)
+    assert decisions["C1"]["verdict"] == decisions["C1-mean"]["verdict"] == "not tested"
+    assert "gate_failed" not in decisions["C2"] and decisions["C2"]["not_run"] == "one corpus size"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,35 @@ def test_recipe_sweep_records_curves_against_tokens_and_time(
     assert table.count("\n| ") == 2 and "below unigram" in table
     bench_sweep.plot_sweep(r, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snapshots_at_token_counts_survive_resume(data_dir: Path, tmp_path: Path) -> None:
+    counts = "0,300,700"
+    full = pretrain(tiny(data_dir, tmp_path / "a", snapshot_tokens=counts), log=lambda *_: None)
+
+    def interrupt(p):
+        if p.step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(
+            tiny(data_dir, tmp_path / "b", snapshot_tokens=counts), log=lambda *_: None, on_step=interrupt
+        )
+    resumed = pretrain(
+        tiny(data_dir, tmp_path / "b", snapshot_tokens=counts, resume=True), log=lambda *_: None
+    )
+    rows = json.loads((full.path / "results.json").read_text())["snapshots"]
+    assert [r["target_tokens"] for r in rows] == [0, 300, 700] and rows[0]["tokens"] == rows[0]["step"] == 0
+    assert all(r["tokens"] >= r["target_tokens"] for r in rows) and rows[1]["tokens"] < rows[2]["tokens"]
+    assert rows[0]["mlm_loss"] > rows[2]["mlm_loss"] and all(r["unigram_loss"] > 0 for r in rows)
+    assert (
+        json.loads((resumed.path / "results.json").read_text())["snapshots"] == rows
+    )  # same steps, same held-out numbers
+    for n in (0, 300, 700):
+        a = load_file(full.path / "snapshots" / f"tokens-{n}" / "model.safetensors")
+        b = load_file(resumed.path / "snapshots" / f"tokens-{n}" / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), n
+    a, b = load_file(full.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # snapshots do not change the training trajectory
+    with pytest.raises(ConfigError, match="snapshot_tokens: expected comma-separated"):
+        tiny(data_dir, tmp_path / "c", snapshot_tokens="0,1e6")

@@ -38,6 +38,8 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     "fp32": {"precision": "fp32"},
     "no packing": {"packing": False},
     "1 layer x 256": {"model": "tiny-1x256"},
+    "1 layer x 128": {"layers": 1},
+    "1 layer x 128, batch 32": {"layers": 1, "batch_size": 32},
 }
 
 

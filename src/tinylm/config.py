@@ -52,6 +52,12 @@ class ModelConfig:
     conv_layers: int = opt(0, "conv front-end: number of Conv2d+BN+GELU layers before the blocks (0 = none)")
     conv_kernel: str = opt("3", "conv kernel: '3' (3×3) or '16x3' (16 tokens × 3 hidden units)")
     conv_channels: int = opt(64, "conv front-end channel count d")
+    pooling: str = opt(
+        "cls",
+        "classifier input: 'cls' (the [CLS] state through the pooler: the paper's head) or 'mean' (the "
+        "mean of the non-padding token states through the pooler)",
+        ("cls", "mean"),
+    )
 
     def validate(self) -> list[str]:
         p = []
@@ -109,7 +115,12 @@ class TrainConfig:
     )
     grad_clip: float | None = opt(1.0, "max gradient norm (None/0 = no clipping; the paper's code: none)")
     seed: int = opt(0, "seed for init, dropout, masking and data order")
-    precision: str = opt("fp32", "fp32, or bf16 autocast where the device supports it", ("fp32", "bf16"))
+    precision: str = opt(
+        "fp32",
+        "fp32; bf16 autocast (an error where the device lacks it); auto: bf16 where the device supports it "
+        "(detected at run time), else fp32",
+        ("fp32", "bf16", "auto"),
+    )
     device: str = opt("auto", "auto (CUDA if present), cpu or cuda", ("auto", "cpu", "cuda"))
     compile: bool = opt(False, "wrap the model in torch.compile")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
@@ -118,11 +129,29 @@ class TrainConfig:
     checkpoint_every: int | None = opt(None, "checkpoint every N steps (default: at the end of each epoch)")
     keep_checkpoints: int = opt(1, "how many recent checkpoints to keep")
     progress: bool = opt(True, "show a progress bar")
+    snapshot_tokens: str | None = opt(
+        None,
+        "also keep the model (with a held-out evaluation) after these many training tokens, "
+        "comma-separated (e.g. 0,1000000,4000000), under RUN/snapshots/tokens-N",
+    )
+
+    def snapshot_counts(self) -> list[int]:
+        """The token counts of `snapshot_tokens`, sorted (ValueError names what is wrong)."""
+        if not self.snapshot_tokens:
+            return []
+        parts = [s.strip() for s in str(self.snapshot_tokens).split(",") if s.strip()]
+        if not all(s.isdigit() for s in parts):
+            raise ValueError(f"expected comma-separated non-negative integers, got {self.snapshot_tokens!r}")
+        return sorted({int(s) for s in parts})
 
     def validate(self) -> list[str]:
         p = []
-        if self.epochs <= 0:
+        if not self.epochs > 0:  # also catches nan
             p.append(f"epochs: must be positive, got {self.epochs}")
+        try:
+            self.snapshot_counts()
+        except ValueError as e:
+            p.append(f"snapshot_tokens: {e}")
         for name in ("batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 p.append(f"{name}: must be positive, got {getattr(self, name)}")
@@ -136,8 +165,8 @@ class TrainConfig:
 
     def _optimizer_problems(self) -> list[str]:
         p = []
-        if self.lr <= 0:
-            p.append(f"lr: must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):  # also catches nan
+            p.append(f"lr: must be a positive number, got {self.lr}")
         if self.weight_decay < 0:
             p.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):

@@ -27,7 +27,7 @@ from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.objectives import ClassificationObjective, classification_metrics
 from tinylm.predict import TokenData, class_probabilities
 from tinylm.runs import RunDir, run_name
-from tinylm.train import Trainer, pick_device
+from tinylm.train import Trainer, pick_device, resolve_precision
 from tinylm.weights import load_state, read_model_meta, read_weights, save_model, save_weights
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
@@ -107,8 +107,8 @@ def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -
         return built["model"]
     cfg = init_model_config(init)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    # dropout may be re-set for fine-tuning; the architecture may not
-    free = {"dropout", "attention_dropout", "model"}
+    # dropout and the head's pooling may be set for fine-tuning; the architecture may not
+    free = {"dropout", "attention_dropout", "pooling", "model"}
     clash = [
         f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(built['model'], k)!r}"
         for k in sorted(explicit & fields - free)
@@ -116,7 +116,7 @@ def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -
     ]
     if clash:
         raise ConfigError(clash, f"--init {init} vs model settings")
-    over = {k: getattr(built["model"], k) for k in explicit & {"dropout", "attention_dropout"}}
+    over = {k: getattr(built["model"], k) for k in explicit & {"dropout", "attention_dropout", "pooling"}}
     return dataclasses.replace(cfg, **over)
 
 
@@ -127,7 +127,7 @@ def finetune(
     built: dict[str, Any], explicit: set[str] | None = None, log: Callable[[str], None] = print
 ) -> RunDir:
     """Fine-tune per the resolved config sections; returns the (finished) run directory."""
-    tcfg, tc, rcfg = built["train"], built["task"], built["run"]
+    tcfg, tc, rcfg = resolve_precision(built["train"]), built["task"], built["run"]
     mcfg = resolve_model_config(built, explicit or set(), tc.init)  # errors before any data work
     built = built | {"model": mcfg}
     flat = flat_dict(built)
@@ -174,6 +174,7 @@ def finetune(
     result = trainer.fit()
     training = {k: v for k, v in result.items() if k != "final_eval"}
     results = summarize(run, task) | {"training": training, "init": transfer["init"]}
+    results["precision"] = tcfg.precision
     selected = best.restore() if best is not None else None  # the model of the best validation epoch
     probs = save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
     if selected is not None:  # the test split, read once (the probabilities just saved)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None)
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
     }
+    if kind == "classifier":
+        # transformers' BertForSequenceClassification reads [CLS]; tinylm records its head's pooling here
+        out["tinylm_pooling"] = cfg.pooling
     if label_names:
         out["id2label"] = {str(i): n for i, n in enumerate(label_names)}
         out["label2id"] = {n: i for i, n in enumerate(label_names)}
@@ -61,6 +65,13 @@ def export_model(
     if out.exists():
         out.rmdir()
     kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
+    if kind == "classifier" and model.cfg.pooling != "cls":
+        warnings.warn(
+            f"{out}: the model's head mean-pools token states; transformers' BertForSequenceClassification "
+            "reads [CLS] and will give other logits (config.json records tinylm_pooling; tinylm import "
+            "restores it)",
+            stacklevel=2,
+        )
     with atomic_dir(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config(model.cfg, kind, label_names), indent=2))
         save_file(state_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -95,6 +106,7 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:
         attention_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
         layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
         init_std=cfg.get("initializer_range", 0.02),
+        pooling=cfg.get("tinylm_pooling", "cls"),
     )
 
 

@@ -282,12 +282,21 @@ class Encoder(nn.Module):
 
 
 class Pooler(nn.Module):
+    """dense + tanh over one vector per sequence: the [CLS] state (`cls`, BERT's) or the mean of the
+    non-padding token states (`mean`)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.mode = cfg.pooling
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.dense(x[..., 0, :]))
+    def forward(self, x: Tensor, attention: Tensor | None = None) -> Tensor:
+        if self.mode == "cls":
+            return torch.tanh(self.dense(x[..., 0, :]))
+        if attention is None:
+            return torch.tanh(self.dense(x.mean(dim=-2)))
+        w = attention.to(x.dtype)[..., None]  # (B, T, 1); broadcasts over a leading member dimension
+        return torch.tanh(self.dense((x * w).sum(dim=-2) / w.sum(dim=-2).clamp(min=1)))
 
 
 def attention_mask(attention: Tensor | None) -> Tensor | None:
@@ -377,7 +386,8 @@ class TinyBertForMaskedLM(nn.Module):
 
 
 class TinyBertForSequenceClassification(nn.Module):
-    """Backbone with pooler → dropout → linear classifier over the [CLS] position."""
+    """Backbone with pooler → dropout → linear classifier; the pooler reads [CLS] or the token mean
+    (`cfg.pooling`)."""
 
     def __init__(self, cfg: ModelConfig, num_labels: int):
         super().__init__()
@@ -396,9 +406,10 @@ class TinyBertForSequenceClassification(nn.Module):
         # so that training draws the same dropout masks as the full computation (runs stay reproducible).
         if cls_only is None:
             cls_only = not self.training
+        cls_only = cls_only and self.cfg.pooling == "cls"
         h = self.bert(input_ids, attention, cls_only=cls_only)
         assert self.bert.pooler is not None
-        return self.classifier(self.dropout(self.bert.pooler(h)))
+        return self.classifier(self.dropout(self.bert.pooler(h, attention)))
 
 
 def stack_members(models: Sequence[ModuleT]) -> ModuleT:

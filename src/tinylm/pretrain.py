@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,12 @@ from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
 from tinylm.data.sources import DataSource, resolve_source
 from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
 from tinylm.errors import ConfigError
-from tinylm.fileio import write_json
+from tinylm.fileio import atomic_dir, write_json
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
 from tinylm.objectives import MLMObjective, unigram_log_probs
 from tinylm.predict import TokenData
 from tinylm.runs import RunDir, run_name
-from tinylm.train import Progress, Trainer, pick_device
+from tinylm.train import Progress, Trainer, pick_device, resolve_precision
 from tinylm.weights import save_model
 
 SECTIONS: dict[str, type] = {
@@ -54,6 +55,44 @@ def load_corpus(ccfg: CorpusConfig, max_length: int, source: DataSource, tok: To
     )
 
 
+class Snapshots:
+    """Keeps the model at given training-token counts (E0's checkpoints): RUN/snapshots/tokens-N holds
+    model.safetensors + model.json, with the step, the tokens actually seen and a held-out evaluation.
+    Written once, atomically; a resumed run skips the ones it has."""
+
+    def __init__(
+        self, run: RunDir, model: TinyBertForMaskedLM, counts: list[int], evaluate: Callable, tokenizer: str
+    ):
+        self.root, self.model, self.evaluate, self.tokenizer = (
+            run.path / "snapshots",
+            model,
+            evaluate,
+            tokenizer,
+        )
+        self.pending = [n for n in counts if not (self.root / f"tokens-{n}").is_dir()]
+
+    def __call__(self, p: Progress) -> None:
+        """Save every pending count the run has reached (called before the first step and after each)."""
+        while self.pending and p.tokens >= self.pending[0]:
+            n = self.pending.pop(0)
+            ev = self.evaluate(self.model)
+            with atomic_dir(self.root / f"tokens-{n}") as tmp:
+                save_model(
+                    self.model,
+                    tmp,
+                    tokenizer=self.tokenizer,
+                    snapshot={"target_tokens": n, "tokens": p.tokens, "step": p.step, "eval": ev},
+                )
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per snapshot on disk: target and actual tokens, step, held-out MLM loss and baseline."""
+        rows = []
+        for d in sorted(self.root.glob("tokens-*"), key=lambda d: int(d.name.split("-")[1])):
+            snap = json.loads((d / "model.json").read_text())["snapshot"]
+            rows.append({k: snap[k] for k in ("target_tokens", "tokens", "step")} | snap["eval"])
+        return rows
+
+
 def pretrain(
     built: dict[str, Any],
     log: Callable[[str], None] = print,
@@ -61,7 +100,7 @@ def pretrain(
 ) -> RunDir:
     """Pre-train per the resolved config sections; returns the (finished) run directory."""
     mcfg: ModelConfig = built["model"]
-    tcfg: TrainConfig = built["train"]
+    tcfg: TrainConfig = resolve_precision(built["train"])  # the saved config keeps "auto"
     ccfg: CorpusConfig = built["corpus"]
     rcfg: RunConfig = built["run"]
     flat = flat_dict(built)
@@ -69,6 +108,7 @@ def pretrain(
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
+
     run.prepare(flat, rcfg.resume)
     source = resolve_source(ccfg.data_dir)
     tok = load_tokenizer(source)
@@ -92,14 +132,22 @@ def pretrain(
     eval_data, train = (TokenData(s.ids, s.lengths) for s in (corpus.eval, corpus.train))
     device = pick_device(tcfg.device)
     evaluate = lambda m: objective.evaluate(m, eval_data, 64, device, tcfg.precision)  # noqa: E731
-    trainer = Trainer(model, objective, train, tcfg, run, evaluate=evaluate, on_step=on_step)
+    snapshots = Snapshots(run, model, tcfg.snapshot_counts(), evaluate, tok.path)
+    trainer = Trainer(
+        model, objective, train, tcfg, run, evaluate=evaluate, on_step=_both(snapshots, on_step)
+    )
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     log(f"device {trainer.device}, {tcfg.precision}, {trainer.total_steps:,} steps of {tcfg.batch_size}")
+    snapshots(trainer.progress)  # tokens-0: the initial model
     result = trainer.fit()
     save_model(model, run.path, tokenizer=tok.path)
+    extra = {"snapshots": snapshots.summary()} if tcfg.snapshot_tokens else {}
     run.finish(
-        result | {"kind": "pretrain", "parameters": parameter_counts(mcfg), "data": corpus.description}
+        result
+        | {"kind": "pretrain", "parameters": parameter_counts(mcfg), "data": corpus.description}
+        | {"precision": tcfg.precision}
+        | extra
     )
     ev = result["final_eval"]
     log(
@@ -109,3 +157,12 @@ def pretrain(
         f" -> {run.path}"
     )
     return run
+
+
+def _both(first: Callable[[Progress], None], second: Callable[[Progress], None] | None) -> Callable:
+    def call(p: Progress) -> None:
+        first(p)
+        if second is not None:
+            second(p)
+
+    return call

@@ -8,6 +8,7 @@ delegates the loss and evaluation to an `Objective`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,13 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(
         getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AVX512_BF16", "AMX")
     )
+
+
+def resolve_precision(cfg: TrainConfig) -> TrainConfig:
+    """`precision: auto` made concrete for this machine: bf16 where the device has it, else fp32."""
+    if cfg.precision != "auto":
+        return cfg
+    return dataclasses.replace(cfg, precision="bf16" if bf16_supported(pick_device(cfg.device)) else "fp32")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -15,7 +15,14 @@ import numpy as np
 
 from tinylm.paper.grid import Job, by_role
 from tinylm.paper.presets import Preset
-from tinylm.paper.stats import mcnemar_exact, mean_std, paired_bootstrap_ci, paired_test, pearson
+from tinylm.paper.stats import (
+    fixed_effects_test,
+    mcnemar_exact,
+    mean_std,
+    paired_bootstrap_ci,
+    paired_test,
+    pearson,
+)
 
 ALPHA = 0.05
 VERDICTS = ("holds", "does not hold", "inconclusive", "not tested")
@@ -42,8 +49,10 @@ class Results:
         return float(res[which]["accuracy"])
 
     def finetunes(self, task: str, **role: Any) -> list[Job]:
-        """Fine-tuning jobs with this role; of a learning-rate sweep, the rate chosen on validation."""
-        return choose_by_validation(by_role(self.jobs, "finetune", task=task, **role), self.by_id)
+        """Fine-tuning jobs with this role (E0's extra jobs excluded); of a learning-rate sweep, the rate
+        chosen on validation."""
+        jobs = by_role(self.jobs, "finetune", task=task, e0=None, **role)
+        return choose_by_validation(jobs, self.by_id)
 
     def one(self, kind: str, **role: Any) -> Job:
         return by_role(self.jobs, kind, **role)[0]
@@ -119,66 +128,141 @@ def gate_models(r: Results, gate_nats: float) -> list[dict[str, Any]]:
 def claim_uses(claim: str, role: dict[str, Any], p: Preset) -> bool:
     """Whether a claim's verdict depends on the pre-trained model with this role."""
     deep_main = bool(role.get("deep")) and "selection" not in role and role.get("size") == p.main_corpus
-    if claim == "C1":
+    if claim.startswith("C1"):
         return deep_main
     if claim == "C2":
         return bool(role.get("deep")) and "selection" not in role
     if claim == "C3":
         return "selection" in role
-    return deep_main or "member" in role
+    return (deep_main and role.get("pseed", 0) == 0) or "member" in role
 
 
 def apply_gate(decisions: dict[str, dict[str, Any]], models: list[dict[str, Any]], p: Preset) -> None:
     """A claim whose pre-trained models do not all pass the gate gets 'not tested' (its test is kept)."""
     for claim in decisions:
         failed = [m["run"] for m in models if claim_uses(claim, m["role"], p) and not m["passed"]]
-        if failed:
+        if failed and decisions[claim]["verdict"] != "not tested":
             decisions[claim] |= {"verdict": "not tested", "gate_failed": failed}
 
 
-def analyse_e1(r: Results, p: Preset, tasks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """C1: pre-trained (main corpus) vs scratch, paired over seeds; also the per-epoch curves for the
-    figure."""
-    e1: dict[str, Any] = {"corpus_size": p.main_corpus, "tasks": {}}
+def _e1_head(r: Results, p: Preset, tasks: list[str], pooling: str) -> dict[str, Any]:
+    """C1 for one head. Replicate k = pre-training seed k with its own fine-tuning seeds (both arms); a
+    replicate's gap is the mean over its fine-tuning seeds. With ≥ 2 replicates the test has tasks as
+    fixed effects and replicates as the unit; with one, the (task, seed) gaps are pooled (pseudo-replicated:
+    said so in the test's name)."""
+    head: dict[str, Any] = {"pooling": pooling, "tasks": {}}
+    units: dict[str, list[float]] = {}
     all_gaps: list[float] = []
-    curves: dict[str, Any] = {}
     for task in tasks:
-        pre, scr = r.finetunes(task, init="pretrained", size=p.main_corpus), r.finetunes(task, init="scratch")
-        gaps = [r.accuracy(a) - r.accuracy(b) for a, b in zip(pre, scr, strict=True)]
+        pre = r.finetunes(task, init="pretrained", size=p.main_corpus, pooling=pooling)
+        scr = {j.role["seed"]: j for j in r.finetunes(task, init="scratch", pooling=pooling)}
+        pairs = [(a, scr[a.role["seed"]]) for a in pre]
+        gaps = [r.accuracy(a) - r.accuracy(b) for a, b in pairs]
         all_gaps += gaps
-        e1["tasks"][task] = {
-            "pretrained": [r.accuracy(j) for j in pre],
-            "scratch": [r.accuracy(j) for j in scr],
-            "pretrained_best_epoch": [r.accuracy(j, "best_epoch") for j in pre],
-            "scratch_best_epoch": [r.accuracy(j, "best_epoch") for j in scr],
+        by_rep: dict[int, list[float]] = {}
+        for (a, _), gap in zip(pairs, gaps, strict=True):
+            by_rep.setdefault(a.role["pseed"], []).append(gap)
+        units[task] = [float(np.mean(v)) for _, v in sorted(by_rep.items())]
+        head["tasks"][task] = {
+            "pretrained": [r.accuracy(a) for a, _ in pairs],
+            "scratch": [r.accuracy(b) for _, b in pairs],
+            "pretrained_best_epoch": [r.accuracy(a, "best_epoch") for a, _ in pairs],
+            "scratch_best_epoch": [r.accuracy(b, "best_epoch") for _, b in pairs],
+            "seeds": [a.role["seed"] for a, _ in pairs],
+            "pretrain_seeds": [a.role["pseed"] for a, _ in pairs],
+            "lrs": [[a.role.get("lr"), b.role.get("lr")] for a, b in pairs],
             "gaps": gaps,
+            "replicate_gaps": units[task],
             "test": paired_test(gaps),
         }
+    if p.pretrain_seeds >= 2:
+        head["pooled_test"] = fixed_effects_test(units)
+        name = (
+            f"t-test over {p.pretrain_seeds} pre-training replicates × {len(tasks)} tasks (tasks as fixed "
+            "effects), one-sided"
+        )
+    else:
+        head["pooled_test"] = paired_test(all_gaps)
+        name = "paired t-test over (task, fine-tuning seed) gaps of one pre-training run (pseudo-replicated)"
+    head["decision"] = decision(head["pooled_test"], [float(np.mean(u)) for u in units.values()], name)
+    head["verdict"] = head["decision"]["verdict"]
+    return head
+
+
+def analyse_e1(r: Results, p: Preset, tasks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """C1: pre-trained (main corpus) vs scratch, per head (the first head decides C1; the others are
+    reported as C1-<head>); also the first head's per-epoch curves for the figure."""
+    heads = {pl: _e1_head(r, p, tasks, pl) for pl in p.poolings}
+    e1: dict[str, Any] = {"corpus_size": p.main_corpus} | heads[p.poolings[0]]
+    e1["heads"] = heads
+    curves: dict[str, Any] = {}
+    for task in tasks:
+        pre = r.finetunes(task, init="pretrained", size=p.main_corpus, pooling=p.poolings[0], pseed=0)
+        seeds = {j.role["seed"] for j in pre}
+        scr = [j for j in r.finetunes(task, init="scratch", pooling=p.poolings[0]) if j.role["seed"] in seeds]
         curves[task] = {
             label: [[e["accuracy"] for e in r.of(j)["per_epoch"]] for j in js]
             for label, js in (("pre-trained", pre), ("scratch", scr))
         }
-    e1["pooled_test"] = paired_test(all_gaps)
-    e1["decision"] = decision(
-        e1["pooled_test"],
-        [float(np.mean(t["gaps"])) for t in e1["tasks"].values()],
-        "paired t-test over (task, seed) gaps, one-sided",
-    )
-    e1["verdict"] = e1["decision"]["verdict"]
     return e1, curves
+
+
+def _e0_job(r: Results, lr: float | None, **role: Any) -> Job:
+    """The seed-0 fine-tuning with this role at the E0 learning rate."""
+    return next(j for j in by_role(r.jobs, "finetune", seed=0, **role) if j.settings.get("lr") == lr)
+
+
+def analyse_e0(r: Results, p: Preset) -> list[dict[str, Any]]:
+    """E0 rows: per task, head and snapshot, the tokens seen, held-out MLM loss (and the unigram baseline)
+    and the gap to scratch (same seed 0, same lr, same head)."""
+    if p.e0 is None:
+        return []
+    pre = r.one("pretrain", deep=True, size=p.main_corpus, pseed=0)
+    res = r.of(pre)
+    snaps = {s["target_tokens"]: s for s in res.get("snapshots", [])}
+    final = {"tokens": res["tokens"]} | res["final_eval"]
+    lr0 = p.finetune.get("lr")
+    rows = []
+    for task in p.e0.tasks:
+        for pl in p.poolings:
+            scratch = r.accuracy(_e0_job(r, lr0, task=task, pooling=pl, init="scratch"))
+            points = [
+                (snaps[n], _e0_job(r, lr0, task=task, pooling=pl, init="snapshot", tokens=n))
+                for n in sorted(snaps)
+            ]
+            final_job = _e0_job(r, lr0, task=task, pooling=pl, init="pretrained", size=p.main_corpus, pseed=0)
+            for snap, job in [*points, (final, final_job)]:
+                rows.append(
+                    {
+                        "tokens": snap["tokens"],
+                        "mlm_loss": snap.get("mlm_loss"),
+                        "unigram_loss": snap.get("unigram_loss"),
+                        "task": task,
+                        "pooling": pl,
+                        "accuracy": r.accuracy(job),
+                        "scratch_accuracy": scratch,
+                        "gap_pp": 100 * (r.accuracy(job) - scratch),
+                    }
+                )
+    return rows
 
 
 def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str, Any]:
     """C2: the per-(task, seed) slope of the gap against log10(articles) over the nested sizes."""
     sizes = sorted(p.corpus_sizes)
     e2: dict[str, Any] = {"sizes": sizes, "tasks": {}}
+    if len(sizes) < 2:
+        e2["decision"] = _not_run("C2 needs two or more corpus sizes; this preset pre-trains one")
+        e2["verdict"] = e2["decision"]["verdict"]
+        return e2
     slopes_all: list[float] = []
+    pl0 = p.poolings[0]
     for task in tasks:
-        scr = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(task, init="scratch")}
+        scr = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(task, init="scratch", pooling=pl0)}
         per_size = {
             n: {
                 j.role["seed"]: r.accuracy(j) - scr[j.role["seed"]]
-                for j in r.finetunes(task, init="pretrained", size=n)
+                for j in r.finetunes(task, init="pretrained", size=n, pooling=pl0, pseed=0)
             }
             for n in sizes
         }
@@ -211,8 +295,14 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
     return e2
 
 
+def _not_run(why: str) -> dict[str, Any]:
+    """The decision of a claim the preset's budget does not serve."""
+    return {"verdict": "not tested", "test": why, "p": None, "effect_pp": None, "not_run": why}
+
+
 def _controlled(r: Results, p: Preset) -> dict[str, Any]:
     ctl = p.controlled
+    assert ctl is not None
     hi = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(ctl.task, init="controlled", selection="high")}
     lo = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(ctl.task, init="controlled", selection="low")}
     diffs = [hi[s] - lo[s] for s in sorted(hi)]
@@ -240,11 +330,16 @@ def analyse_e3(r: Results, p: Preset, tasks: list[str], e2: dict[str, Any]) -> d
     sizes = sorted(p.corpus_sizes)
     rows = r.of(r.one("overlap"))["rows"]
     metric = "coverage@5"
-    for row in rows:
-        row["gap_mean"] = e2["tasks"][row["task"]]["gap_mean"][sizes.index(row["articles"])]
-    corr = pearson([row[metric] for row in rows], [row["gap_mean"] for row in rows])
+    corr = None
+    if len(sizes) >= 2:
+        for row in rows:
+            row["gap_mean"] = e2["tasks"][row["task"]]["gap_mean"][sizes.index(row["articles"])]
+        corr = pearson([row[metric] for row in rows], [row["gap_mean"] for row in rows])
     e3: dict[str, Any] = {"metric_for_plot": metric, "rows": rows, "pearson_gap_vs_overlap": corr}
-    if p.controlled.task in tasks:
+    if p.controlled is None:
+        e3["decision"] = _not_run("C3's controlled high/low-overlap corpora are not in this preset")
+        e3["controlled"] = None
+    elif p.controlled.task in tasks:
         e3["controlled"] = _controlled(r, p)
         test = e3["controlled"]["test"]
         e3["decision"] = decision(test, [test["mean"]], "paired t-test over seeds of acc(high) − acc(low)")
@@ -315,6 +410,7 @@ def analyse(
     e4 = analyse_e4(r, p, tasks)
     results = {
         "accuracy_used": "final epoch (best epoch reported alongside)",
+        "E0": analyse_e0(r, p),
         "E1": e1,
         "E2": e2,
         "E3": e3,
@@ -324,6 +420,8 @@ def analyse(
         "seeds": seeds,
     }
     decisions = {c: dict(e["decision"]) for c, e in (("C1", e1), ("C2", e2), ("C3", e3), ("C4", e4))}
+    for pl in p.poolings[1:]:
+        decisions[f"C1-{pl}"] = dict(e1["heads"][pl]["decision"])
     models = gate_models(r, p.gate_nats)
     apply_gate(decisions, models, p)
     results |= {

@@ -97,34 +97,69 @@ def fig_latency(rows: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def fig_e0(rows: list[dict[str, Any]], path: Path) -> None:
+    """E0: gap (pre-trained snapshot − scratch) against training tokens seen, one line per task and head;
+    held-out MLM loss minus the unigram baseline on a second axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for key in sorted({(r["task"], r["pooling"]) for r in rows}):
+        pts = sorted((r["tokens"], r["gap_pp"]) for r in rows if (r["task"], r["pooling"]) == key)
+        ax.plot([t / 1e6 for t, _ in pts], [g for _, g in pts], marker="o", label=f"{key[0]}, {key[1]} head")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("pre-training tokens seen (millions; 0 = the initial model)")
+    ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
+    ax.grid(alpha=0.3)
+    mlm = sorted(
+        {(r["tokens"], r["mlm_loss"] - r["unigram_loss"]) for r in rows if r["mlm_loss"] is not None}
+    )
+    ax2 = ax.twinx()
+    ax2.plot(
+        [t / 1e6 for t, _ in mlm], [d for _, d in mlm], color="black", ls="--", lw=1, label="MLM − unigram"
+    )
+    ax2.set_ylabel("held-out MLM loss − unigram baseline (nats, dashed)")
+    lines = ax.get_legend_handles_labels()
+    more = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
+    ax.set_title(
+        "E0: what pre-training buys against how long it ran (one run, fine-tuning seed 0)", fontsize=10
+    )
+    _save(fig, path)
+
+
 def write_figures(
     results: dict[str, Any], curves: dict[str, Any], latency: dict[str, Any], tasks: list[str], figs: Path
 ) -> None:
-    """Every figure of the report into `figs`."""
+    """Every figure of the report into `figs` (E2/E3 plots only when the preset ran them)."""
     from tinylm.committee import plot_curve
 
     fig_epochs(curves, figs / "e1_accuracy_per_epoch.png")
+    if results.get("E0"):
+        fig_e0(results["E0"], figs / "e0_gap_vs_tokens.png")
     e2 = results["E2"]
-    gaps = {t: list(zip(e2["tasks"][t]["gap_mean"], e2["tasks"][t]["gap_std"], strict=True)) for t in tasks}
-    fig_gap_vs(
-        {t: e2["sizes"] for t in tasks},
-        gaps,
-        "pre-training subset (articles, log scale)",
-        "E2: gap vs pre-training corpus size (mean ± std over seeds)",
-        figs / "e2_gap_vs_size.png",
-        logx=True,
-    )
-    e3 = results["E3"]
-    m = e3["metric_for_plot"]
-    xs = {t: [r[m] for r in e3["rows"] if r["task"] == t] for t in tasks}
-    gs = {t: [(r["gap_mean"], 0.0) for r in e3["rows"] if r["task"] == t] for t in tasks}
-    fig_gap_vs(
-        xs,
-        gs,
-        f"token overlap: {m} of the task's training tokens",
-        "E3: gap vs token overlap (each point: one corpus size)",
-        figs / "e3_gap_vs_overlap.png",
-    )
+    if "pooled_test" in e2:
+        gaps = {
+            t: list(zip(e2["tasks"][t]["gap_mean"], e2["tasks"][t]["gap_std"], strict=True)) for t in tasks
+        }
+        fig_gap_vs(
+            {t: e2["sizes"] for t in tasks},
+            gaps,
+            "pre-training subset (articles, log scale)",
+            "E2: gap vs pre-training corpus size (mean ± std over seeds)",
+            figs / "e2_gap_vs_size.png",
+            logx=True,
+        )
+        e3 = results["E3"]
+        m = e3["metric_for_plot"]
+        xs = {t: [r[m] for r in e3["rows"] if r["task"] == t] for t in tasks}
+        gs = {t: [(r["gap_mean"], 0.0) for r in e3["rows"] if r["task"] == t] for t in tasks}
+        fig_gap_vs(
+            xs,
+            gs,
+            f"token overlap: {m} of the task's training tokens",
+            "E3: gap vs token overlap (each point: one corpus size)",
+            figs / "e3_gap_vs_overlap.png",
+        )
     for t in tasks:
         plot_curve(results["E4"]["tasks"][t], figs / f"e4_committee_{t}.png")
     fig_latency(latency["rows"], figs / "e4_latency.png")

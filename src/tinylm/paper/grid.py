@@ -60,9 +60,7 @@ def make_job(
     deps = deps or []
     key = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS | {"init"}} | {"kind": kind}
     if kind == "finetune":
-        if deps:
-            key["init"] = deps[0].id
-        elif "init" in settings:
+        if "init" in settings:  # a job id (or its snapshot) relative to OUT/runs, or "scratch"
             key["init"] = settings["init"]
     elif deps:
         key["deps"] = [d.id for d in deps]
@@ -72,11 +70,12 @@ def make_job(
 
 
 class GridBuilder:
-    """Builds the jobs of a preset in dependency order."""
+    """Builds the jobs of a preset in dependency order; a job built twice (same id) is kept once."""
 
     def __init__(self, p: Preset):
         self.p = p
         self.jobs: list[Job] = []
+        self.by_id: dict[str, Job] = {}
         self.pre_common = p.pretrain | {
             "max_length": p.max_length,
             "eval_articles": p.eval_articles,
@@ -85,64 +84,157 @@ class GridBuilder:
         self.ft_common = p.finetune | {"precision": p.precision}
 
     def add(self, job: Job) -> Job:
+        if job.id in self.by_id:
+            return self.by_id[job.id]
         self.jobs.append(job)
+        self.by_id[job.id] = job
         return job
 
     def pretrain(self, model: dict[str, Any], n: int, seed: int, role: dict[str, Any], **extra: Any) -> Job:
         settings = self.pre_common | model | {"num_articles": n, "seed": seed} | extra
         return self.add(make_job("pretrain", settings, role))
 
-    def finetune(self, init: Job | None, task: str, seed: int, role: dict[str, Any]) -> list[Job]:
+    def finetune(
+        self,
+        init: Job | None,
+        task: str,
+        seed: int,
+        role: dict[str, Any],
+        pooling: str,
+        snapshot: int | None = None,
+        sweep: bool = True,
+    ) -> list[Job]:
         """One fine-tuning job, or one per learning rate of the preset's sweep (chosen on validation
-        later)."""
+        later); `snapshot` fine-tunes the pre-training run's model kept at that many tokens."""
         train, test = self.p.samples[task]
         settings = self.ft_common | {
             "task": task,
             "seed": seed,
             "samples_per_label_train": train,
             "samples_per_label_test": test,
+            "pooling": pooling,
         }
-        settings |= ({"init": "scratch"} | self.p.deep) if init is None else {"init": init.id}
-        role = role | {"task": task, "seed": seed}
-        sweep = [(settings | {"lr": lr}, role | {"lr": lr}) for lr in self.p.finetune_lrs] or [
-            (settings, role)
+        if init is None:
+            settings |= {"init": "scratch"} | self.p.deep
+        else:
+            settings["init"] = init.id if snapshot is None else f"{init.id}/snapshots/tokens-{snapshot}"
+        role = role | {"task": task, "seed": seed, "pooling": pooling}
+        lrs = self.p.finetune_lrs if sweep else []
+        runs = [(settings | {"lr": lr}, role | {"lr": lr}) for lr in lrs] or [
+            (settings, role | {"lr": settings.get("lr")} | ({} if sweep else {"e0": True}))
         ]
-        return [self.add(make_job("finetune", s, r, [init] if init else [])) for s, r in sweep]
+        return [self.add(make_job("finetune", s, r, [init] if init else [])) for s, r in runs]
+
+
+def e0_snapshots(p: Preset) -> list[int]:
+    """E0's token counts: 0 (the initial model) and budget / 2^k for k = points … 1 (the budget itself is
+    the finished run)."""
+    if p.e0 is None:
+        return []
+    budget = int(p.pretrain["max_tokens"])
+    return [0] + [budget // 2**k for k in range(p.e0.points, 0, -1)]
 
 
 def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
-    """Every job of E1–E4 for a preset, in dependency order."""
+    """Every job of E0–E4 for a preset, in dependency order."""
     g = GridBuilder(p)
-    deep = {"deep": True}
-    pre_by_size = {n: g.pretrain(p.deep, n, 0, deep | {"size": n}) for n in p.corpus_sizes}
-    ctl = p.controlled
-    ctl_pre = {
-        d: g.pretrain(
+    snaps = e0_snapshots(p)
+    main = [
+        g.pretrain(
             p.deep,
-            ctl.num_articles,
-            0,
-            deep | {"selection": d, "size": ctl.num_articles},
-            selection=d,
-            selection_task=ctl.task,
-            selection_pool=ctl.pool,
+            p.main_corpus,
+            r,
+            {"deep": True, "size": p.main_corpus, "pseed": r},
+            **({"snapshot_tokens": ",".join(map(str, snaps))} if r == 0 and snaps else {}),
         )
-        for d in ("high", "low")
+        for r in range(p.pretrain_seeds)
+    ]
+    sizes = {
+        n: g.pretrain(p.deep, n, 0, {"deep": True, "size": n, "pseed": 0})
+        for n in p.corpus_sizes
+        if n != p.main_corpus
     }
+    ctl = p.controlled
+    ctl_pre = {}
+    if ctl is not None:
+        ctl_pre = {
+            d: g.pretrain(
+                p.deep,
+                ctl.num_articles,
+                0,
+                {"deep": True, "selection": d, "size": ctl.num_articles},
+                selection=d,
+                selection_task=ctl.task,
+                selection_pool=ctl.pool,
+            )
+            for d in ("high", "low")
+        }
     members = [g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}) for i in range(p.members)]
     for task in tasks:
-        for seed in range(seeds):
-            g.finetune(None, task, seed, {"init": "scratch"})
-            for n, j in pre_by_size.items():
-                g.finetune(j, task, seed, {"init": "pretrained", "size": n})
-            if task == ctl.task:
-                for d, j in ctl_pre.items():
-                    g.finetune(j, task, seed, {"init": "controlled", "selection": d})
-        for i, j in enumerate(members):
-            g.finetune(j, task, 0, {"init": "member", "member": i})
+        _task_finetunes(g, task, seeds, main, sizes, ctl_pre, members, snaps)
+    _committees(g, tasks)
+    _measurements(g, tasks)
+    return g.jobs
+
+
+def _task_finetunes(
+    g: GridBuilder,
+    task: str,
+    seeds: int,
+    main: list[Job],
+    sizes: dict[int, Job],
+    ctl_pre: dict[str, Job],
+    members: list[Job],
+    snaps: list[int],
+) -> None:
+    """A task's fine-tunings. Replicate r (pre-training seed r of the main corpus) fine-tunes both arms
+    with seeds r·F … r·F+F−1 (F = `seeds`), every head; the other sizes, the controlled corpora and the
+    members use replicate 0's seeds and the first head; E0 fine-tunes seed 0 at the finetune section's lr."""
+    p, pl0 = g.p, g.p.poolings[0]
+    for r, pre in enumerate(main):
+        for seed in range(r * seeds, (r + 1) * seeds):
+            for pl in p.poolings:
+                g.finetune(None, task, seed, {"init": "scratch"}, pl)
+                g.finetune(pre, task, seed, {"init": "pretrained", "size": p.main_corpus, "pseed": r}, pl)
+    for seed in range(seeds):
+        for n, j in sizes.items():
+            g.finetune(j, task, seed, {"init": "pretrained", "size": n, "pseed": 0}, pl0)
+        if p.controlled is not None and task == p.controlled.task:
+            for d, j in ctl_pre.items():
+                g.finetune(j, task, seed, {"init": "controlled", "selection": d}, pl0)
+    for i, j in enumerate(members):
+        g.finetune(j, task, 0, {"init": "member", "member": i}, pl0)
+    if p.e0 is not None and task in p.e0.tasks:
+        for pl in p.poolings:
+            g.finetune(None, task, 0, {"init": "scratch"}, pl, sweep=False)
+            final = {"init": "pretrained", "size": p.main_corpus, "pseed": 0}
+            g.finetune(main[0], task, 0, final, pl, sweep=False)
+            for n in snaps:
+                g.finetune(main[0], task, 0, {"init": "snapshot", "tokens": n}, pl, snapshot=n, sweep=False)
+
+
+def _committees(g: GridBuilder, tasks: list[str]) -> None:
+    """Per task: the members' soft committee next to the deep model (replicate 0, first head)."""
+    p, pl0 = g.p, g.p.poolings[0]
     ft = [j for j in g.jobs if j.kind == "finetune"]
     for task in tasks:
-        groups = [by_role(ft, "finetune", task=task, init="member", member=i) for i in range(p.members)]
-        groups.append(by_role(ft, "finetune", task=task, init="pretrained", size=p.main_corpus, seed=0))
+        groups = [
+            by_role(ft, "finetune", task=task, init="member", member=i, pooling=pl0, e0=None)
+            for i in range(p.members)
+        ]
+        groups.append(
+            by_role(
+                ft,
+                "finetune",
+                task=task,
+                init="pretrained",
+                size=p.main_corpus,
+                pseed=0,
+                seed=0,
+                pooling=pl0,
+                e0=None,
+            )
+        )
         settings = {
             "task": task,
             "rule": "mean_prob",
@@ -151,6 +243,11 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
             "group_sizes": [len(grp) for grp in groups],
         }
         g.add(make_job("committee", settings, {"task": task}, [j for grp in groups for j in grp]))
+
+
+def _measurements(g: GridBuilder, tasks: list[str]) -> None:
+    """The overlap job (E3) and the latency job (E4, run alone)."""
+    p = g.p
     overlap = {
         "sizes": sorted(p.corpus_sizes),
         "tasks": tasks,
@@ -168,7 +265,6 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
         "max_length": p.max_length,
     }
     g.add(make_job("latency", latency, {}, exclusive=True))
-    return g.jobs
 
 
 def validate_jobs(jobs: list[Job]) -> None:

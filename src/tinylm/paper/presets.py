@@ -31,6 +31,15 @@ class Controlled:
 
 
 @dataclass(frozen=True)
+class E0:
+    """E0 (beyond the paper): fine-tune snapshots of the main deep pre-training, taken at 0 and at
+    budget/2^k tokens (k = points … 1) plus the finished run, on `tasks` with every head."""
+
+    tasks: list[str]
+    points: int
+
+
+@dataclass(frozen=True)
 class Latency:
     """E4's latency table: committee sizes, batch sizes, precisions, timed calls at batch 1."""
 
@@ -56,8 +65,9 @@ class Preset:
     pretrain: dict[str, Any]  #: pre-training settings (keys of `tinylm pretrain`)
     finetune: dict[str, Any]  #: fine-tuning settings (keys of `tinylm finetune`)
     samples: dict[str, list[int]]  #: task -> [train, test] examples per label
-    controlled: Controlled
     latency: Latency
+    #: E3's controlled high/low-overlap corpora; none: C3 is "not tested"
+    controlled: Controlled | None = None
     precision: str = "fp32"
     description: str = ""
     #: adequacy gate: a claim is judged only on pre-trained models whose held-out MLM loss is at least this
@@ -68,6 +78,12 @@ class Preset:
     #: fine-tuning learning rates swept per arm (each run then needs finetune.validation_per_label > 0: the
     #: rate is chosen on validation accuracy); empty: the finetune section's lr only
     finetune_lrs: list[float] = field(default_factory=list)
+    #: independent pre-trainings of the deep model on the main corpus: C1's replication unit
+    pretrain_seeds: int = 1
+    #: classifier heads fine-tuned in E1 and E0 (the first one also in E2–E4): cls (the paper's), mean
+    poolings: list[str] = field(default_factory=lambda: ["cls"])
+    #: E0, gap vs pre-training budget; none: not run
+    e0: E0 | None = None
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""
@@ -85,6 +101,8 @@ def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return []
+    if type(None) in args:  # X | None
+        return [] if value is None else _type_problems(value, args[0], where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             return [
@@ -139,16 +157,45 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
         out.append(f"main_corpus: {raw['main_corpus']} must be one of corpus_sizes {raw['corpus_sizes']}")
     out += [f"corpus_sizes: {n} is not positive" for n in raw["corpus_sizes"] if n < 1]
     out += _task_problems(raw)
-    if raw["controlled"]["task"] not in TASKS:
-        out.append(f"controlled.task: {raw['controlled']['task']!r} is not a registered task")
-    if raw["controlled"]["num_articles"] > raw["controlled"]["pool"]:
-        out.append("controlled.num_articles: larger than controlled.pool")
+    out += _controlled_problems(raw.get("controlled"))
+    out += _e0_problems(raw)
+    if raw.get("pretrain_seeds", 1) < 1:
+        out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
+    out += [
+        f"poolings: {x!r} is not a head (expected cls or mean)"
+        for x in raw.get("poolings", ["cls"])
+        if x not in ("cls", "mean")
+    ]
     if raw.get("finetune_lrs") and not raw["finetune"].get("validation_per_label"):
         out.append(
             "finetune_lrs: a learning-rate sweep is chosen on validation; set finetune.validation_per_label"
         )
-    if raw.get("precision", "fp32") not in ("fp32", "bf16"):
-        out.append(f"precision: expected fp32 or bf16, got {raw['precision']!r}")
+    if raw.get("precision", "fp32") not in ("fp32", "bf16", "auto"):
+        out.append(f"precision: expected fp32, bf16 or auto, got {raw['precision']!r}")
+    return out
+
+
+def _controlled_problems(ctl: dict[str, Any] | None) -> list[str]:
+    if ctl is None:
+        return []
+    out = []
+    if ctl["task"] not in TASKS:
+        out.append(f"controlled.task: {ctl['task']!r} is not a registered task")
+    if ctl["num_articles"] > ctl["pool"]:
+        out.append("controlled.num_articles: larger than controlled.pool")
+    return out
+
+
+def _e0_problems(raw: dict[str, Any]) -> list[str]:
+    e0 = raw.get("e0")
+    if e0 is None:
+        return []
+    out = [f"e0.tasks: {t!r} is not one of the preset's tasks" for t in e0["tasks"] if t not in raw["tasks"]]
+    if e0["points"] < 1:
+        out.append(f"e0.points: must be positive, got {e0['points']}")
+    budget = raw["pretrain"].get("max_tokens")
+    if not isinstance(budget, int) or budget < 2 ** max(1, e0["points"]):
+        out.append("e0: needs pretrain.max_tokens (the budget its snapshots divide), an integer >= 2^points")
     return out
 
 
@@ -185,7 +232,8 @@ def load_preset(name: str) -> Preset:
     if problems:
         raise ConfigError(problems, str(path))
     values = {k: v for k, v in raw.items() if k in fields}
-    values["controlled"] = Controlled(**raw["controlled"])
+    values["controlled"] = Controlled(**raw["controlled"]) if raw.get("controlled") else None
+    values["e0"] = E0(**raw["e0"]) if raw.get("e0") else None
     values["latency"] = Latency(**raw["latency"])
     values["description"] = str(raw.get("description") or "")
     return Preset(name=path.stem.removeprefix("reproduce-"), path=str(path), **values)

@@ -32,11 +32,16 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
             f"Pre-training subsets of {', '.join(f'{n:,}' for n in sorted(p.corpus_sizes))} articles "
             f"instead of 20K/40K/90K."
         )
-    if p.pretrain.get("epochs") != 50 or p.finetune.get("epochs") != 50:
+    if "max_tokens" in p.pretrain:
         out.append(
-            f"{p.pretrain.get('epochs')} pre-training and {p.finetune.get('epochs')} fine-tuning epochs "
-            f"instead of 50 each."
+            f"Every pre-training run sees the same {p.pretrain['max_tokens']:,} training tokens instead "
+            "of 50 epochs of its corpus: nested corpus sizes differ in diversity (how often an article "
+            "repeats), not in tokens seen (in the paper a larger subset also means more tokens)."
         )
+    elif p.pretrain.get("epochs") != 50:
+        out.append(f"{p.pretrain.get('epochs')} pre-training epochs instead of 50.")
+    if p.finetune.get("epochs") != 50:
+        out.append(f"{p.finetune.get('epochs')} fine-tuning epochs instead of 50.")
     if p.pretrain.get("lr") != 5e-5 or p.finetune.get("lr") != 5e-5:
         out.append(
             f"Learning rates {p.pretrain.get('lr')} (pre-training) / {p.finetune.get('lr')} (fine-tuning) "
@@ -91,13 +96,17 @@ def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
         "the paper's exact members and their number are unknown.",
         f"Precision {p.precision} on CPU (the paper: CUDA fp16 AMP); dropout masks from 16-bit random "
         "integers (p quantised to 1/65536).",
-        f"Fine-tuning seeds 0..{seeds - 1}; every deep pre-training run uses seed 0 (one pre-training per "
-        f"corpus).",
+        f"C1: {p.pretrain_seeds} pre-training run(s) of the deep model on the main corpus, each with "
+        f"{seeds} fine-tuning seed(s) per arm; the other corpus sizes, the controlled corpora and the "
+        "committee reference use pre-training seed 0 only (one pre-training per corpus: their tests "
+        "replicate fine-tuning, not pre-training).",
     ]
 
 
 CLAIMS = {
-    "C1": "pre-training helps",
+    "C1": "pre-training helps ([CLS] head)",
+    "C1-cls": "pre-training helps ([CLS] head)",
+    "C1-mean": "pre-training helps (mean-pool head)",
     "C2": "gap grows with corpus size",
     "C3": "gap grows with token overlap",
     "C4": "committee ≈ deep model",
@@ -120,7 +129,8 @@ def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[
         f"{sum(counts.values())} jobs ({jobs}), tasks {', '.join(r['tasks'])}, {r['seeds']} fine-tuning "
         f"seed(s), "
         f"device {m['device']} ({m['cpus']} CPUs: {m.get('cpu', '?')}), torch {m['torch']}, "
-        f"wall time {timings['wall_seconds'] / 60:.1f} min (this invocation).",
+        f"wall time {timings['wall_seconds'] / 60:.1f} min (all invocations of this grid, "
+        f"OUT/invocations.json).",
         "",
         "## Verdicts",
         "",
@@ -180,51 +190,93 @@ def _gate(r: dict[str, Any]) -> list[str]:
     return L + [""]
 
 
+def _head_table(head: dict[str, Any]) -> list[str]:
+    L = [
+        "| task | pre-trained acc % (mean ± std) | scratch acc % | gap pp (mean ± std) | gap per "
+        "pre-training replicate (pp) | chosen lr (pre-trained / scratch) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, d in head["tasks"].items():
+        (pm, ps), (sm, ss), (gm, gs) = mean_std(d["pretrained"]), mean_std(d["scratch"]), mean_std(d["gaps"])
+        reps = ", ".join(f"{100 * g:+.2f}" for g in d["replicate_gaps"])
+        lrs = "; ".join(f"{a:g} / {b:g}" for a, b in d.get("lrs", []) if a is not None and b is not None)
+        L.append(
+            f"| {t} | {100 * pm:.2f} ± {100 * ps:.2f} | {100 * sm:.2f} ± {100 * ss:.2f} | {100 * gm:+.2f} ± "
+            f"{100 * gs:.2f} | {reps} | {lrs or '–'} |"
+        )
+    pt, dec = head["pooled_test"], head["decision"]
+    return L + [
+        "",
+        f"Mean gap {100 * pt['mean']:+.2f} pp ({dec['test']}; n = {pt['n']}"
+        + (f", df = {pt['df']}" if "df" in pt else "")
+        + f"), one-sided p = {_p(dec['p'])}. Verdict before the gate: **{dec['verdict']}**.",
+        "",
+    ]
+
+
 def _c1(p: Preset, r: dict[str, Any]) -> list[str]:
     e1 = r["E1"]
+    reps = p.pretrain_seeds
     L = [
         "## C1 — pre-training vs from scratch (E1)",
         "",
-        f"Deep model {p.deep}, pre-trained on {e1['corpus_size']:,} articles ({p.pretrain.get('epochs')} "
-        f"epochs), "
-        f"fine-tuned {p.finetune.get('epochs')} epochs per task and seed; the control is the same "
-        f"architecture from random init.",
+        f"Deep model {p.deep}, pre-trained on {e1['corpus_size']:,} articles "
+        f"({_budget(p)}; {reps} independent "
+        f"pre-training run(s), seeds 0..{reps - 1}: the replication unit); replicate k fine-tunes both arms "
+        f"with its own {r['seeds']} seed(s). The control is the same architecture from random init.",
         "",
-        "| task | pre-trained acc % (mean ± std) | scratch acc % | gap pp (mean ± std) | paired t | p "
-        "(one-sided) |",
-        "|---|---|---|---|---|---|",
     ]
-    for t, d in e1["tasks"].items():
-        (pm, ps), (sm, ss), (gm, gs) = mean_std(d["pretrained"]), mean_std(d["scratch"]), mean_std(d["gaps"])
-        tt = d["test"]
-        t_stat = "–" if tt["t"] is None else f"{tt['t']:.2f}"
-        L.append(
-            f"| {t} | {100 * pm:.2f} ± {100 * ps:.2f} | {100 * sm:.2f} ± {100 * ss:.2f} | {100 * gm:+.2f} ± "
-            f"{100 * gs:.2f} | "
-            f"{t_stat} | {_p(tt['p_greater'])} |"
-        )
-    pt = e1["pooled_test"]
-    mlm = r["E2"]["pretraining_mlm"]
+    for pl, head in e1["heads"].items():
+        name = "[CLS] + pooler (the paper's head)" if pl == "cls" else "mean of token states + pooler"
+        L += [f"### Head: {name}", ""] + _head_table(head)
+    mlm = r["E2"].get("pretraining_mlm", {})
     done = sorted(((int(n), d) for n, d in mlm.items() if d["mlm_loss"] is not None), key=lambda x: x[0])
-    L += [
-        "",
-        f"Pooled over tasks and seeds: mean gap {100 * pt['mean']:+.2f} pp, n = {pt['n']}, one-sided p = "
-        f"{_p(pt['p_greater'])}. "
-        f"Verdict: **{r['verdicts']['C1']}**.",
-        "",
-        "![E1](figures/e1_accuracy_per_epoch.png)",
-        "",
-        "Held-out MLM of the pre-trained deep models (articles: loss / accuracy; unigram baseline in the "
-        "gate table): "
-        + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done)
-        + ".",
-        "",
-    ]
+    L += ["![E1](figures/e1_accuracy_per_epoch.png)", ""]
+    if done:
+        L += [
+            "Held-out MLM of the pre-trained deep models (articles: loss / accuracy; unigram baseline in "
+            "the gate table): "
+            + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done)
+            + ".",
+            "",
+        ]
     return L
+
+
+def _budget(p: Preset) -> str:
+    t = p.pretrain.get("max_tokens")
+    return f"{t:,} training tokens" if t else f"{p.pretrain.get('epochs')} epochs"
+
+
+def _e0(p: Preset, r: dict[str, Any]) -> list[str]:
+    rows = r.get("E0") or []
+    if not rows:
+        return []
+    L = [
+        "## E0 — gap vs pre-training budget (beyond the paper)",
+        "",
+        f"Snapshots of the first deep pre-training run (seed 0) at 0 tokens (the initial model) and "
+        f"budget/2^k tokens, and the finished run; each fine-tuned with seed 0 at lr {p.finetune.get('lr')} "
+        "(no lr sweep), gap against the scratch run with the same seed, lr and head.",
+        "",
+        "| tokens seen | held-out MLM − unigram (nats) | "
+        + " | ".join(f"{t} {pl} gap pp" for t, pl in dict.fromkeys((x["task"], x["pooling"]) for x in rows))
+        + " |",
+        "|---|---|" + "---|" * len(dict.fromkeys((x["task"], x["pooling"]) for x in rows)),
+    ]
+    for tokens in sorted({x["tokens"] for x in rows}):
+        at = [x for x in rows if x["tokens"] == tokens]
+        d = at[0]["mlm_loss"] - at[0]["unigram_loss"] if at[0]["mlm_loss"] is not None else None
+        L.append(
+            f"| {tokens:,} | {_fmt(d, '+.2f')} | " + " | ".join(f"{x['gap_pp']:+.2f}" for x in at) + " |"
+        )
+    return L + ["", "![E0](figures/e0_gap_vs_tokens.png)", ""]
 
 
 def _c2(r: dict[str, Any]) -> list[str]:
     e2 = r["E2"]
+    if "pooled_test" not in e2:
+        return ["## C2 — gap vs pre-training corpus size (E2)", "", f"Not run: {e2['decision']['test']}.", ""]
     L = [
         "## C2 — gap vs pre-training corpus size (E2)",
         "",
@@ -283,6 +335,8 @@ def _c3_controlled(c: dict[str, Any], verdict: str) -> list[str]:
 
 def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
     e3 = r["E3"]
+    if "gap_mean" not in (e3["rows"] or [{}])[0] and not e3.get("controlled"):
+        return ["## C3 — gap vs token overlap (E3)", "", f"Not run: {e3['decision']['test']}.", ""]
     L = [
         "## C3 — gap vs token overlap (E3)",
         "",
@@ -298,7 +352,8 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
             f"| {row['corpus']} | {row['task']} | {row['type_coverage']:.4f} | "
             f"{row['occurrence_coverage']:.4f} | "
             f"{row['coverage@5']:.4f} | {row['coverage@20']:.4f} | {row['js_similarity']:.4f} | "
-            f"{row['weighted_overlap']:.4f} | {100 * row['gap_mean']:+.2f} |"
+            f"{row['weighted_overlap']:.4f} | "
+            f"{_fmt(100 * row['gap_mean'] if 'gap_mean' in row else None, '+.2f')} |"
         )
     corr = e3["pearson_gap_vs_overlap"]
     L += [
@@ -312,8 +367,7 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
         L += _c3_controlled(e3["controlled"], r["verdicts"]["C3"])
     else:
         L += [
-            f"The controlled test's task ({p.controlled.task}) was not among the tasks run: verdict "
-            f"**{r['verdicts']['C3']}**.",
+            f"The controlled test ({e3['decision']['test']}) did not run: verdict **{r['verdicts']['C3']}**.",
             "",
         ]
     return L + ["![E3](figures/e3_gap_vs_overlap.png)", ""]
@@ -363,7 +417,7 @@ def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
 
 def render(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[str, int]) -> str:
     """The whole report.md."""
-    L = _header(p, r, timings, counts) + _c1(p, r) + _c2(r) + _c3(p, r) + _c4(p, r, timings)
+    L = _header(p, r, timings, counts) + _c1(p, r) + _e0(p, r) + _c2(r) + _c3(p, r) + _c4(p, r, timings)
     L += ["## Deviations from the paper", ""] + [f"- {d}" for d in deviations(p, r["tasks"], r["seeds"])]
     L += ["", "## Preset", "", "```yaml", yaml.safe_dump(p.as_dict(), sort_keys=False).strip(), "```", ""]
     return "\n".join(L)

@@ -8,6 +8,7 @@ OUT/report.md and OUT/figures/*.png.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -37,7 +38,7 @@ def prepare_corpora(p: Preset, data_dir: str | None, cache_dir: str, log: Log = 
     from tinylm.data.tokenize import load_tokenizer
 
     source = resolve_source(data_dir)
-    n = max(max(p.corpus_sizes), p.controlled.pool)
+    n = max(max(p.corpus_sizes), p.controlled.pool if p.controlled else 0)
     c = load_wiki_corpus(
         source, load_tokenizer(source), n, PAPER_CORPUS_SEED, p.max_length, p.eval_articles, cache_dir
     )
@@ -49,9 +50,8 @@ def dry_run_grid(p: Preset, jobs: list[Job]) -> tuple[Preset, list[Job]]:
     tokenizes only what they need."""
     pre = next(j for j in jobs if j.kind == "pretrain")
     ft = next(j for j in jobs if j.kind == "finetune" and j.deps == [pre.id])
-    small = dataclasses.replace(
-        p, corpus_sizes=[min(p.corpus_sizes)], controlled=dataclasses.replace(p.controlled, pool=0)
-    )
+    ctl = dataclasses.replace(p.controlled, pool=0) if p.controlled else None
+    small = dataclasses.replace(p, corpus_sizes=[min(p.corpus_sizes)], controlled=ctl)
     return small, [pre, ft]
 
 
@@ -159,5 +159,18 @@ def reproduce(
     if dry_run:
         log(f"dry run finished: {len(jobs)} runs of 2 steps each in {time.time() - t0:.0f} s")
         return outp
-    write_report(outp, p, jobs, tasks, seeds, time.time() - t0, seconds, log)
+    total = record_invocation(outp, time.time() - t0, n_jobs)
+    write_report(outp, p, jobs, tasks, seeds, total, seconds, log)
     return outp
+
+
+def record_invocation(out: Path, seconds: float, n_jobs: int) -> float:
+    """Append this invocation's wall time to OUT/invocations.json; returns the grid's total over every
+    invocation (a grid resumed across sessions reports its whole cost)."""
+    path = out / "invocations.json"
+    done = json.loads(path.read_text()) if path.is_file() else []
+    done.append(
+        {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1), "jobs": n_jobs}
+    )
+    write_json(path, done)
+    return float(sum(d["seconds"] for d in done))

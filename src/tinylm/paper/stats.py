@@ -109,3 +109,29 @@ def pearson(x: list[float], y: list[float]) -> float | None:
     sxx = sum((a - mx) ** 2 for a in x)
     syy = sum((b - my) ** 2 for b in y)
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+def fixed_effects_test(units: dict[str, list[float]]) -> dict[str, Any]:
+    """t-test of the mean over groups (e.g. tasks, fixed effects) of the group means of replicate values:
+    the error variance is pooled from the replicates' spread within each group (df = Σ (n_g − 1)), so that
+    differences between groups are not mistaken for replication. No p-value without replication."""
+    groups = [v for v in units.values() if v]
+    means = [sum(v) / len(v) for v in groups]
+    mean = sum(means) / len(means) if means else float("nan")
+    df = sum(len(v) - 1 for v in groups)
+    out: dict[str, Any] = {"n": sum(len(v) for v in groups), "groups": len(groups), "mean": mean, "df": df}
+    if df < 1:
+        return out | {"std": None, "t": None, "p_two_sided": None, "p_greater": None, "p_less": None}
+    ss = sum((x - m) ** 2 for v, m in zip(groups, means, strict=True) for x in v)
+    var = ss / df
+    se = math.sqrt(var * sum(1 / len(v) for v in groups)) / len(groups)
+    t = mean / se if se > 0 else (math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0))
+    p2 = 1.0 if t == 0.0 else t_two_sided_p(t, df)
+    p_greater = p2 / 2 if t > 0 else 1 - p2 / 2
+    return out | {
+        "std": math.sqrt(var),
+        "t": t,
+        "p_two_sided": p2,
+        "p_greater": p_greater,
+        "p_less": 1 - p_greater,
+    }
