@@ -254,3 +254,72 @@ def test_stacking_refuses_mixed_architectures_and_leaves_members_alone() -> None
     before = {k: v.clone() for k, v in m.state_dict().items()}
     stack_members([m, random_member(a, 1)])
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_copied_committee_predicts_without_data_dir_and_lines_align(
+    members: list[str], tmp_path: Path, data_dir: Path
+) -> None:
+    """A committee directory carries its tokenizer: copied elsewhere, it predicts with no data directory;
+    one output line per input line (blank lines included), JSON records and top-k like transformers."""
+    import os
+    import shutil
+
+    com = Committee.from_runs(members[:2]).save(tmp_path / "com")
+    moved = tmp_path / "elsewhere" / "committee"
+    shutil.copytree(com, moved)
+    shutil.rmtree(com)
+    env = {k: v for k, v in os.environ.items() if k != "TINYLM_DATA_DIR"}
+    texts = "the city news report\n\nstock market price\n   \nriver village\n"
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "tinylm.cli", "predict", "--model", str(moved), *extra]
+        return subprocess.run(cmd, input=texts, capture_output=True, text=True, env=env)
+
+    plain = run()
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.split("\n")[:-1]
+    assert (
+        len(lines) == 5
+        and lines[1] == lines[3] == ""
+        and all(len(lines[i].split("\t")) == 3 for i in (0, 2, 4))
+    )
+    recs = [json.loads(line) for line in run("--json").stdout.splitlines()]
+    assert recs[1] is None and recs[3] is None and set(recs[0]) == {"label", "score"}
+    assert (
+        recs[0]["label"] == lines[0].split("\t")[1]
+        and abs(recs[0]["score"] - float(lines[0].split("\t")[2])) < 1e-4
+    )
+    top = [json.loads(line) for line in run("--json", "--top_k", "all").stdout.splitlines()]
+    assert len(top[0]) == 4 and top[0][0] == recs[0] and abs(sum(r["score"] for r in top[0]) - 1) < 1e-4
+    assert [r["score"] for r in top[0]] == sorted((r["score"] for r in top[0]), reverse=True)
+    assert len(json.loads(run("--json", "--top_k", "2").stdout.splitlines()[2])) == 2
+    bad = run("--batch_size", "0")
+    assert (
+        bad.returncode == 2 and "batch_size: must be positive" in bad.stderr and "Traceback" not in bad.stderr
+    )
+
+
+def test_finetuned_run_loads_in_transformers_with_the_same_probabilities(
+    members: list[str], tmp_path: Path
+) -> None:
+    """A fine-tuned run directory is a transformers model directory as is (config.json with model_type and
+    id2label, tokenizer files for AutoTokenizer); its probabilities equal `tinylm predict`'s."""
+    transformers = pytest.importorskip("transformers")
+    run = Path(members[0])
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(run).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(run)
+    assert hf.config.id2label[0] == "World" and hf.config.model_type == "bert"
+    texts = ["the city news report", "stock market price rose"]
+    batch = tok(texts, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf(**batch).logits.softmax(-1).numpy()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinylm.cli", "predict", "--model", str(run), "--json", "--top_k", "all"],
+        input="\n".join(texts) + "\n",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for row, recs in zip(theirs, (json.loads(line) for line in proc.stdout.splitlines()), strict=True):
+        ours = {r["label"]: r["score"] for r in recs}
+        assert max(abs(ours[hf.config.id2label[j]] - float(p)) for j, p in enumerate(row)) <= 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,15 +250,57 @@ def add_committee(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_committee)
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _fallback_tokenizer(model_dir: Path) -> Any:
+    """A model directory written by an older tinylm carries no tokenizer: the data directory's."""
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+    from tinylm.errors import DataError
+
+    if not os.environ.get("TINYLM_DATA_DIR"):
+        raise DataError(
+            f"{model_dir}: carries no tokenizer files (written by an older tinylm); set TINYLM_DATA_DIR to a "
+            "data directory with tokenizer/bert-base-uncased, or re-export the model with this version"
+        )
+    return load_tokenizer(resolve_source(None))
+
+
+def _read_lines(where: str, path: str | None) -> list[str]:
+    """The input's lines (a final newline ends the last line, it does not start a new one)."""
     import sys
 
-    from tinylm.committee import Committee, combine, committee_logits, softmax
-    from tinylm.data.sources import resolve_source
-    from tinylm.data.tokenize import encode_texts, load_tokenizer, tokenizer_from_file
     from tinylm.errors import DataError
+
+    try:
+        raw = sys.stdin.buffer.read() if path in (None, "-") else Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{where}: cannot read ({e})") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{where}, line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); save it as UTF-8"
+        ) from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from tinylm.committee import Committee, combine, committee_logits, softmax
+    from tinylm.data.tokenize import encode_texts, tokenizer_from_file
+    from tinylm.errors import ConfigError, DataError
     from tinylm.predict import TokenData
 
+    problems = [f"batch_size: must be positive, got {args.batch_size}"] if args.batch_size < 1 else []
+    top_k = None if args.top_k is None else (0 if args.top_k == "all" else _int_or(args.top_k))
+    if top_k is not None and top_k < 0:
+        problems.append(f"top_k: expected a positive integer or 'all', got {args.top_k!r}")
+    if problems:
+        raise ConfigError(problems, "predict")
     model_dir = Path(args.model)
     committee = (
         Committee.load(model_dir)
@@ -265,29 +308,42 @@ def _predict(args: argparse.Namespace) -> int:
         else Committee.from_runs([model_dir])
     )
     where = "standard input" if args.input in (None, "-") else args.input
-    try:
-        raw = sys.stdin.buffer.read() if where == "standard input" else Path(args.input).read_bytes()
-    except OSError as e:
-        raise DataError(f"{where}: cannot read ({e})") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{where}: not valid UTF-8 (byte {e.start})") from e
-    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = _read_lines(where, args.input)
+    texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise DataError(f"{where}: no texts (expected one text per line)")
-    tok = (
-        tokenizer_from_file(committee.tokenizer)
-        if committee.tokenizer and Path(committee.tokenizer).is_file()
-        else load_tokenizer(resolve_source(None))
-    )
+    tok = tokenizer_from_file(committee.tokenizer) if committee.tokenizer else _fallback_tokenizer(model_dir)
     enc = encode_texts(tok, texts, committee.members[0].cfg.max_length)
     member_logits = committee_logits(committee, TokenData(enc.ids, enc.lengths), args.batch_size)
     pred = combine(member_logits, args.rule)
     probs = softmax(member_logits).mean(0)
-    for i, lab in enumerate(pred):
-        print(f"{lab}\t{committee.label_names[lab]}\t{probs[i, lab]:.4f}")
+    names = committee.label_names
+    k = len(names) if top_k == 0 else top_k
+    out, i = [], 0
+    for line in lines:  # one output line per input line: a blank input line gives a blank (or null) line
+        if not line.strip():
+            out.append("null" if args.json else "")
+            continue
+        if k is not None:
+            order = probs[i].argsort()[::-1][:k]
+            recs = [{"label": names[j], "score": round(float(probs[i, j]), 6)} for j in order]
+            out.append(
+                json.dumps(recs) if args.json else "\t".join(f"{r['label']}\t{r['score']:.4f}" for r in recs)
+            )
+        elif args.json:
+            out.append(json.dumps({"label": names[pred[i]], "score": round(float(probs[i, pred[i]]), 6)}))
+        else:
+            out.append(f"{pred[i]}\t{names[pred[i]]}\t{probs[i, pred[i]]:.4f}")
+        i += 1
+    print("\n".join(out))
     return 0
+
+
+def _int_or(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -296,8 +352,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="label texts with a fine-tuned model or a committee",
-        description="Read one text per line from a file or standard input and print "
-        "'label<TAB>label name<TAB>probability' per line (probability: the mean of the members' softmax).",
+        description="Read one text per line from a file or standard input and print one line per input "
+        "line: 'label<TAB>label name<TAB>probability' (probability: the mean of the members' softmax), or "
+        'with --json a {"label", "score"} record as transformers\' text-classification pipeline; a '
+        "blank input line gives a blank output line (null with --json).",
     )
     p.add_argument(
         "--model", required=True, help="a fine-tuned run / model directory, or a committee directory"
@@ -313,6 +371,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=64,
         help="batch size (default 64)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON records, one per line")
+    p.add_argument(
+        "--top-k",
+        "--top_k",
+        dest="top_k",
+        default=None,
+        help="print the k most probable labels (or 'all') with their scores, best first",
     )
     p.set_defaults(handler=_predict)
 
@@ -368,10 +434,11 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from tinylm.hf import export_model
-    from tinylm.weights import load_model
+    from tinylm.weights import load_model, model_tokenizer
 
     model, meta = load_model(Path(args.run))
-    tok = Path(meta["tokenizer"]).parent if meta.get("tokenizer") else None
+    tok_file = model_tokenizer(Path(args.run), meta)
+    tok = Path(tok_file).parent if tok_file else None
     out = export_model(model, Path(args.out), meta.get("label_names"), tok)
     print(
         f"wrote {out} (config.json + model.safetensors); load it with transformers.AutoModelFor"

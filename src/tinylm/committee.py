@@ -33,7 +33,7 @@ from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file
 from tinylm.model import TinyBertForSequenceClassification, stack_members
 from tinylm.predict import TokenData, evaluating, predict
-from tinylm.weights import load_model
+from tinylm.weights import MODEL_FILES, load_model, model_tokenizer
 
 RULES = ("mean_prob", "mean_logit", "vote")
 
@@ -59,7 +59,7 @@ class Committee:
         check_compatible(metas, sources)
         self.members, self.metas, self.sources = members, metas, sources
         self.label_names: list[str] = metas[0]["label_names"]
-        self.tokenizer: str | None = metas[0].get("tokenizer")
+        self.tokenizer: str | None = model_tokenizer(Path(sources[0]), metas[0])
         for m in members:
             m.eval()
         groups: dict[str, list[int]] = {}
@@ -136,13 +136,20 @@ class Committee:
             for i, src in enumerate(self.sources):
                 d = tmp / "members" / f"{i:02d}"
                 d.mkdir(parents=True)
-                for f in ("model.safetensors", "model.json"):
-                    shutil.copy(Path(src) / f, d / f)
+                for f in MODEL_FILES:
+                    if (Path(src) / f).is_file():
+                        shutil.copy(Path(src) / f, d / f)
+                if self.tokenizer and not (d / Path(self.tokenizer).name).is_file():  # an older member dir
+                    shutil.copy(self.tokenizer, d / Path(self.tokenizer).name)
+                    meta = json.loads((d / "model.json").read_text()) | {
+                        "tokenizer": Path(self.tokenizer).name
+                    }
+                    (d / "model.json").write_text(json.dumps(meta, indent=2))
             manifest = {
                 "kind": "committee",
                 "rule_default": "mean_prob",
                 "label_names": self.label_names,
-                "tokenizer": self.tokenizer,
+                "tokenizer": f"members/00/{Path(self.tokenizer).name}" if self.tokenizer else None,
                 "members": [
                     {
                         "dir": f"members/{i:02d}",
@@ -188,22 +195,25 @@ def load_member(path: Path) -> tuple[TinyBertForSequenceClassification, dict[str
     return model, meta
 
 
-def _tokenizer_id(meta: dict[str, Any]) -> str:
-    tok = meta.get("tokenizer")
-    if tok and Path(tok).is_file():
+def _tokenizer_id(meta: dict[str, Any], source: str) -> str:
+    tok = model_tokenizer(Path(source), meta)
+    if tok:
         return sha256_file(tok)
     return f"vocab_size={meta['model']['vocab_size']}"
 
 
 def check_compatible(metas: list[dict[str, Any]], sources: list[str]) -> None:
     """All members share the label set and tokenizer; the error names the member that breaks it."""
-    ref_labels, ref_tok = metas[0].get("label_names"), _tokenizer_id(metas[0])
+    ref_labels, ref_tok = metas[0].get("label_names"), _tokenizer_id(metas[0], sources[0])
     for meta, src in zip(metas[1:], sources[1:], strict=True):
         if meta.get("label_names") != ref_labels:
             raise TinylmError(
                 f"member {src} has labels {meta.get('label_names')} but member {sources[0]} has {ref_labels}"
             )
-        if meta["model"]["vocab_size"] != metas[0]["model"]["vocab_size"] or _tokenizer_id(meta) != ref_tok:
+        if (
+            meta["model"]["vocab_size"] != metas[0]["model"]["vocab_size"]
+            or _tokenizer_id(meta, src) != ref_tok
+        ):
             raise TinylmError(
                 f"member {src} uses a different tokenizer/vocabulary ({meta.get('tokenizer')}, vocab "
                 f"{meta['model']['vocab_size']}) than member {sources[0]} ({metas[0].get('tokenizer')}, "

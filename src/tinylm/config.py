@@ -127,7 +127,7 @@ class TrainConfig:
     log_every: int = opt(10, "write a metrics line every N steps")
     eval_every: int | None = opt(None, "evaluate every N steps (default: at the end of each epoch)")
     checkpoint_every: int | None = opt(None, "checkpoint every N steps (default: at the end of each epoch)")
-    keep_checkpoints: int = opt(1, "how many recent checkpoints to keep")
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep (resume falls back to an older one)")
     progress: bool = opt(True, "show a progress bar")
     snapshot_tokens: str | None = opt(
         None,

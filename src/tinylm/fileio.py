@@ -12,6 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tinylm.errors import TinylmError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the final file or directory what open()/mkdir() would."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
@@ -34,6 +48,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _default_mode(tmp_path, is_dir=False)
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     finally:
@@ -65,6 +80,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         if target.exists():  # someone else finished first; theirs is equivalent
             shutil.rmtree(tmp)
         else:
+            _default_mode(tmp, is_dir=True)
             os.replace(tmp, target)
         _fsync_dir(target.parent)
     finally:
@@ -90,3 +106,43 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Hash of a JSON-serialisable object, independent of dict order."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+class DirLock:
+    """An exclusive advisory lock on a directory (`DIR/.lock`, holding the owner's PID), released when the
+    process ends however it ends. A second process gets a clear error instead of sharing the directory."""
+
+    def __init__(self, directory: str | os.PathLike, what: str):
+        self.dir, self.what = Path(directory), what
+        self._fd: int | None = None
+
+    def __enter__(self) -> DirLock:
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise TinylmError(
+                f"{self.dir} is in use by PID {owner} (another tinylm {self.what}); wait for it to finish "
+                "or choose another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._fd is None:
+            return
+        if exc_type is not None and [p.name for p in self.dir.iterdir()] == [".lock"]:
+            # a start that failed before writing anything leaves no directory behind
+            (self.dir / ".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.dir.rmdir()
+        os.close(self._fd)  # closing releases the flock; the file otherwise stays (harmless, reused)
+        self._fd = None

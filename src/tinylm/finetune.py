@@ -22,7 +22,7 @@ from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
-from tinylm.fileio import write_json
+from tinylm.fileio import DirLock, write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.objectives import ClassificationObjective, classification_metrics
 from tinylm.predict import TokenData, class_probabilities
@@ -136,6 +136,13 @@ def finetune(
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
+    with DirLock(run.path, "fine-tuning run"):
+        _finetune(run, built | {"train": tcfg}, flat, log)
+    return run
+
+
+def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Callable[[str], None]) -> None:
+    mcfg, tcfg, tc, rcfg = built["model"], built["train"], built["task"], built["run"]
     task, tok = load_task_data(tc), load_tokenizer(resolve_source(tc.data_dir))
     if tok.vocab_size != mcfg.vocab_size:
         raise CheckpointError(
@@ -182,7 +189,6 @@ def finetune(
         results["test"] = selected | classification_metrics(probs.argmax(1), test.labels, task.num_labels)
     run.finish(results)
     log(done_message(results, run))
-    return run
 
 
 def done_message(results: dict[str, Any], run: RunDir) -> str:

@@ -20,36 +20,7 @@ from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir
 from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
-from tinylm.weights import load_state, read_weights, state_for_saving
-
-
-def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "architectures": ["BertForSequenceClassification" if kind == "classifier" else "BertForMaskedLM"],
-        "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.layers,
-        "num_attention_heads": cfg.heads,
-        "intermediate_size": cfg.ffn_size,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_length,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.init_std,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": 0,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-    }
-    if kind == "classifier":
-        # transformers' BertForSequenceClassification reads [CLS]; tinylm records its head's pooling here
-        out["tinylm_pooling"] = cfg.pooling
-    if label_names:
-        out["id2label"] = {str(i): n for i, n in enumerate(label_names)}
-        out["label2id"] = {n: i for i, n in enumerate(label_names)}
-    return out
+from tinylm.weights import hf_config, load_state, read_weights, state_for_saving, write_tokenizer_files
 
 
 def export_model(
@@ -79,6 +50,7 @@ def export_model(
             for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                 if (tokenizer_dir / name).is_file():
                     shutil.copy(tokenizer_dir / name, tmp / name)
+            write_tokenizer_files(tmp, model.cfg.max_length)
     return out
 
 

@@ -14,7 +14,7 @@ from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
 from tinylm.data.sources import DataSource, resolve_source
 from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
 from tinylm.errors import ConfigError
-from tinylm.fileio import atomic_dir, write_json
+from tinylm.fileio import DirLock, atomic_dir, write_json
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
 from tinylm.objectives import MLMObjective, unigram_log_probs
 from tinylm.predict import TokenData
@@ -99,17 +99,29 @@ def pretrain(
     on_step: Callable[[Progress], None] | None = None,
 ) -> RunDir:
     """Pre-train per the resolved config sections; returns the (finished) run directory."""
-    mcfg: ModelConfig = built["model"]
     tcfg: TrainConfig = resolve_precision(built["train"])  # the saved config keeps "auto"
-    ccfg: CorpusConfig = built["corpus"]
     rcfg: RunConfig = built["run"]
     flat = flat_dict(built)
     run = RunDir(Path(rcfg.out) / (rcfg.name or run_name("pretrain", flat)))
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
+    with DirLock(run.path, "pre-training run"):
+        _pretrain(run, built | {"train": tcfg}, flat, log, on_step)
+    return run
 
-    run.prepare(flat, rcfg.resume)
+
+def _pretrain(
+    run: RunDir,
+    built: dict[str, Any],
+    flat: dict[str, Any],
+    log: Callable[[str], None],
+    on_step: Callable[[Progress], None] | None,
+) -> None:
+    mcfg: ModelConfig = built["model"]
+    tcfg: TrainConfig = built["train"]
+    ccfg: CorpusConfig = built["corpus"]
+    rcfg: RunConfig = built["run"]
     source = resolve_source(ccfg.data_dir)
     tok = load_tokenizer(source)
     if tok.vocab_size != mcfg.vocab_size:
@@ -117,6 +129,7 @@ def pretrain(
             [f"vocab_size: the model has {mcfg.vocab_size} but the tokenizer {tok.path} has {tok.vocab_size}"]
         )
     corpus = load_corpus(ccfg, mcfg.max_length, source, tok)
+    run.prepare(flat, rcfg.resume)  # config.yaml only once the settings and the data are known to be good
     write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
     log(
         f"corpus: {ccfg.num_articles:,} articles ({ccfg.selection}, seed {ccfg.corpus_seed}), "
@@ -156,7 +169,6 @@ def pretrain(
         f"{ev.get('mlm_accuracy', float('nan')):.4f} (unigram {ev.get('unigram_accuracy', float('nan')):.4f})"
         f" -> {run.path}"
     )
-    return run
 
 
 def _both(first: Callable[[Progress], None], second: Callable[[Progress], None] | None) -> Callable:

@@ -80,20 +80,31 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume: drop metric lines written after the checkpoint (they will be written again)."""
-        if not self.metrics.is_file():
-            return
-        keep = [
-            line
-            for line in self.metrics.read_text().splitlines()
-            if line and json.loads(line).get("step", 0) <= step
-        ]
-        write_text(self.metrics, "".join(line + "\n" for line in keep))
+        """On resume: keep the records of steps up to the checkpoint's (the rest will be written again), and
+        drop a line torn by a kill mid-write. Step 0 (no checkpoint): an empty log."""
+        keep = [json.dumps(r) for r in self.read_metrics() if step and r.get("step", 0) <= step]
+        if self.metrics.is_file():
+            write_text(self.metrics, "".join(line + "\n" for line in keep))
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The metric records; a line cut short by a kill (not valid JSON) is skipped."""
         if not self.metrics.is_file():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+        out = []
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def remove_partial_files(self) -> None:
+        """Temporary files and directories left by a kill during an atomic write."""
+        for p in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -113,16 +124,14 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
         return target
 
+    def checkpoint_candidates(self) -> list[Path]:
+        """Complete checkpoint directories, newest first (a checkpoint is complete once renamed into place;
+        the `latest` pointer is only a hint)."""
+        return sorted((p for p in self.checkpoints.glob("step-*") if p.is_dir()), reverse=True)
+
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.checkpoints / "latest"
-        if not pointer.is_file():
-            return None
-        target = self.checkpoints / pointer.read_text().strip()
-        if not target.is_dir():
-            raise CheckpointError(
-                f"{pointer} names {target.name}, which does not exist; the run directory is damaged"
-            )
-        return target
+        found = self.checkpoint_candidates()
+        return found[0] if found else None
 
     def load_checkpoint(self, target: Path, model: torch.nn.Module) -> dict[str, Any]:
         """Verify and load a checkpoint into `model`; return the training state."""
@@ -136,10 +145,7 @@ class RunDir:
             if not path.is_file():
                 raise CheckpointError(f"{path}: checkpoint file missing")
             if sha256_file(path) != want:
-                raise CheckpointError(
-                    f"{path}: checkpoint file is truncated or corrupt (SHA-256 mismatch); "
-                    "delete the checkpoint directory to fall back to an earlier one"
-                )
+                raise CheckpointError(f"{path}: checkpoint file is truncated or corrupt (SHA-256 mismatch)")
         load_state(model, read_weights(target / "model.safetensors"), str(target))
         try:
             return torch.load(target / "state.pt", map_location="cpu", weights_only=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinylm.config import TrainConfig
-from tinylm.errors import TinylmError, TrainingDiverged
+from tinylm.errors import CheckpointError, TinylmError, TrainingDiverged
 from tinylm.objectives import Objective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import TokenData, autocast
@@ -159,6 +160,7 @@ class Trainer:
             self.optimizer, lr_lambda(cfg, self.total_steps, self.steps_per_epoch)
         )
         self.progress = Progress()
+        self.resumed_eval: dict[str, Any] | None = None
 
     def _total_steps(self) -> int:
         c = self.cfg
@@ -197,12 +199,28 @@ class Trainer:
         self.run.save_checkpoint(self.progress.step, self.model, self.state(), self.cfg.keep_checkpoints)
 
     def resume(self) -> bool:
-        target = self.run.latest_checkpoint()
-        if target is None:
-            return False
-        self.load(self.run.load_checkpoint(target, self.model))
-        self.run.truncate_metrics(self.progress.step)
-        return True
+        """Continue from the newest intact checkpoint (a corrupt one is reported and an older one used);
+        without one, start over with an empty metrics log. Partial files of a killed write are removed."""
+        self.run.remove_partial_files()
+        failed: list[str] = []
+        for target in self.run.checkpoint_candidates():
+            try:
+                self.load(self.run.load_checkpoint(target, self.model))
+            except CheckpointError as e:
+                failed.append(str(e))
+                warnings.warn(f"{e}; trying an older checkpoint", stacklevel=2)
+                continue
+            self.run.truncate_metrics(self.progress.step)
+            done = [r for r in self.run.read_metrics() if "eval" in r and r["step"] == self.progress.step]
+            self.resumed_eval = done[-1]["eval"] if done else None
+            return True
+        if failed:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.run.checkpoints} ({'; '.join(failed)}); delete that "
+                "directory to restart the run from step 0"
+            )
+        self.run.truncate_metrics(0)
+        return False
 
     # ------------------------------------------------------------ the loop
 
@@ -288,7 +306,9 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        win, last_eval, evaluated_at, t_start = StepStats(), {}, -1, time.perf_counter()
+        win, t_start = StepStats(), time.perf_counter()
+        # resumed at a step already evaluated (e.g. killed after the final checkpoint): not again
+        last_eval, evaluated_at = (self.resumed_eval, p.step) if self.resumed_eval is not None else ({}, -1)
         try:
             while p.step < self.total_steps and not self._token_budget_spent():
                 order = self.epoch_order(p.epoch)

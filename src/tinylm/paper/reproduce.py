@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import ConfigError
-from tinylm.fileio import write_json, write_text
+from tinylm.fileio import DirLock, write_json, write_text
 from tinylm.paper.analyse import analyse, latency_rows
 from tinylm.paper.executor import run_local
 from tinylm.paper.figures import write_figures
@@ -140,7 +140,21 @@ def reproduce(
     if dry_run:  # the paper preset on a CPU: one pre-training and one fine-tuning run, two steps each
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
+    with DirLock(outp, "reproduce"):  # a second reproduce on the same OUT stops here, changing nothing
+        return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log)
+
+
+def _run_grid(
+    outp: Path,
+    p: Preset,
+    jobs: list[Job],
+    tasks: list[str],
+    seeds: int,
+    n_jobs: int,
+    data_dir: str | None,
+    dry_run: bool,
+    log: Log,
+) -> Path:
     plan = [
         {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs
     ]

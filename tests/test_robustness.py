@@ -1,0 +1,184 @@
+"""Runs that survive kills and concurrency: locks, resume without duplicated records, torn metrics lines,
+partial checkpoints, corrupt checkpoints with automatic fallback, no directory left by a failed start, and
+file modes that follow the umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinylm.config import build_sections
+from tinylm.data.sources import resolve_source
+from tinylm.data.tokenize import load_tokenizer
+from tinylm.errors import TinylmError
+from tinylm.fileio import DirLock, write_text
+from tinylm.paper.reproduce import reproduce
+from tinylm.pretrain import SECTIONS, pretrain
+from tinylm.runs import RunDir
+
+QUIET = {"log": lambda *_: None}
+
+
+def tiny(data_dir: Path, out: Path, **kw) -> dict:
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    settings = dict(
+        layers=1,
+        hidden_size=16,
+        heads=2,
+        ffn_size=32,
+        max_length=24,
+        vocab_size=vocab,
+        num_articles=40,
+        eval_articles=8,
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        data_dir=str(data_dir),
+        cache_dir=str(out / "cache"),
+        out=str(out / "runs"),
+        name="r",
+        progress=False,
+        log_every=1,
+        eval_every=2,
+        checkpoint_every=3,
+        resume=True,
+    )
+    return build_sections(SECTIONS, settings | kw)
+
+
+def weights(run: RunDir) -> dict[str, torch.Tensor]:
+    return load_file(run.path / "model.safetensors")
+
+
+def same_weights(a: RunDir, b: RunDir) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def no_duplicates(run: RunDir) -> bool:
+    keys = [(("eval" in r), r["step"]) for r in run.read_metrics()]
+    return len(keys) == len(set(keys))
+
+
+def stop_at(step: int):
+    def hook(p):
+        if p.step == step:
+            raise KeyboardInterrupt
+
+    return hook
+
+
+@pytest.fixture
+def full(data_dir: Path, tmp_path: Path) -> RunDir:
+    return pretrain(tiny(data_dir, tmp_path / "full"), **QUIET)
+
+
+def test_killed_after_the_final_checkpoint_resumes_without_repeating_records(
+    data_dir: Path, tmp_path: Path, full: RunDir
+) -> None:
+    run = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    results = json.loads((run.path / "results.json").read_text())
+    (run.path / "results.json").unlink()  # as if killed between the final checkpoint and results.json
+    resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert json.loads((resumed.path / "results.json").read_text())["final_eval"] == results["final_eval"]
+    assert no_duplicates(resumed) and same_weights(full, resumed)
+
+
+def test_torn_metrics_line_and_partial_checkpoint_are_repaired_on_resume(
+    data_dir: Path, tmp_path: Path, full: RunDir
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path / "b"), **QUIET, on_step=stop_at(7))
+    run = RunDir(tmp_path / "b" / "runs" / "r")
+    with open(run.metrics, "a") as f:
+        f.write('{"step": 8, "loss": 7.1')  # a kill in the middle of a line
+    partial = run.checkpoints / ".step-00000009.abc.tmp"  # a kill in the middle of a checkpoint write
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\0" * 100)
+    resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert not partial.exists() and no_duplicates(resumed) and same_weights(full, resumed)
+    assert [r["step"] for r in resumed.read_metrics() if "loss" in r] == [
+        r["step"] for r in full.read_metrics() if "loss" in r
+    ]
+
+
+def test_restart_without_checkpoint_starts_a_clean_log(data_dir: Path, tmp_path: Path, full: RunDir) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path / "b"), **QUIET, on_step=stop_at(2))  # before the first checkpoint
+    run = RunDir(tmp_path / "b" / "runs" / "r")
+    assert run.read_metrics() and not run.checkpoint_candidates()
+    resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert no_duplicates(resumed) and len(resumed.read_metrics()) == len(full.read_metrics())
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(
+    data_dir: Path, tmp_path: Path, full: RunDir
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path / "b"), **QUIET, on_step=stop_at(7))
+    run = RunDir(tmp_path / "b" / "runs" / "r")
+    newest, older = run.checkpoint_candidates()  # two kept by default
+    (newest / "state.pt").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="SHA-256 mismatch.*trying an older checkpoint"):
+        resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert same_weights(full, resumed) and no_duplicates(resumed) and older.name == "step-00000003"
+    # every checkpoint damaged: a clear error, nothing restarted silently
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(data_dir, tmp_path / "c"), **QUIET, on_step=stop_at(7))
+    run = RunDir(tmp_path / "c" / "runs" / "r")
+    for c in run.checkpoint_candidates():
+        (c / "model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(TinylmError, match="no intact checkpoint.*restart the run"):
+        pretrain(tiny(data_dir, tmp_path / "c"), **QUIET)
+
+
+def test_failed_start_leaves_no_run_directory(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TinylmError):
+        pretrain(tiny(data_dir, tmp_path / "b", num_articles=10**7), **QUIET)  # more articles than exist
+    assert not (tmp_path / "b" / "runs" / "r").exists()
+    pretrain(tiny(data_dir, tmp_path / "b", epochs=1), **QUIET)  # a plain rerun is not blocked
+
+
+def test_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+HOLD = """
+import sys, time
+from tinylm.fileio import DirLock
+with DirLock(sys.argv[1], "test"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_process_on_the_same_out_is_refused(real_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+        before = sorted(p.name for p in out.iterdir())
+        with pytest.raises(TinylmError, match=f"{out} is in use by PID {child.pid}"):
+            reproduce("smoke", str(out), None, None, 1, str(real_data_dir), **QUIET)
+        assert sorted(p.name for p in out.iterdir()) == before  # nothing changed
+        with pytest.raises(TinylmError, match="in use by PID"), DirLock(out, "test"):
+            pass
+    finally:
+        child.kill()
+        child.wait()
+    time.sleep(0.1)
+    with DirLock(out, "test"):  # released when its owner died (even by SIGKILL)
+        pass
