@@ -216,3 +216,23 @@ def test_validation_split_picks_the_epoch_and_reads_test_once(data_dir: Path, tm
     assert float((preds["probs"].argmax(1) == preds["labels"]).mean()) == pytest.approx(chosen["accuracy"])
     with pytest.raises(DataError, match="validation_per_label=9: label 0"):
         load_task_data(ft(data_dir, tmp_path, validation_per_label=9)["task"])
+
+
+def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Path) -> None:
+    from tinylm.finetune import epochs_at_chance
+
+    chance = float(np.log(4))
+    logs = [{"epoch": 0, "loss": chance + d} for d in (0.01, -0.02)] + [{"epoch": 1, "loss": 0.9}]
+    assert epochs_at_chance(logs, 4) == [0] and epochs_at_chance(logs[2:], 4) == []
+    built = ft(data_dir, tmp_path, **model_settings(data_dir), lr=1e-7, epochs=1, name="stuck")
+    run = finetune(built, **QUIET)
+    warning = json.loads((run.path / "results.json").read_text())["training"]["warning"]
+    assert "ln(4) = 1.386 (chance)" in warning and "tiny-finetune" in warning
+    tiny = build_sections(FT, read_yaml_config("tiny-finetune") | {"task": "agnews"})
+    assert tiny["train"].lr == 1e-3 and tiny["task"].validation_per_label == 20
+
+
+def read_yaml_config(name: str) -> dict:
+    from tinylm.config import named_config, read_yaml
+
+    return read_yaml(str(named_config(name)))

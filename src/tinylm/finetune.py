@@ -180,6 +180,14 @@ def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Cal
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
     training = {k: v for k, v in result.items() if k != "final_eval"}
+    stuck = epochs_at_chance(run.read_metrics(), task.num_labels)
+    if stuck:
+        training["warning"] = (
+            f"training loss stayed at ln({task.num_labels}) = {np.log(task.num_labels):.3f} (chance) for "
+            f"all of epoch(s) {', '.join(map(str, stuck))}: the model did not learn; a tiny model needs a "
+            f"larger lr (e.g. --config tiny-finetune: lr 1e-3; this run: {tcfg.lr:g})"
+        )
+        log(f"warning: {training['warning']}")
     results = summarize(run, task) | {"training": training, "init": transfer["init"]}
     results["precision"] = tcfg.precision
     selected = best.restore() if best is not None else None  # the model of the best validation epoch
@@ -189,6 +197,19 @@ def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Cal
         results["test"] = selected | classification_metrics(probs.argmax(1), test.labels, task.num_labels)
     run.finish(results)
     log(done_message(results, run))
+
+
+def epochs_at_chance(metrics: list[dict[str, Any]], num_labels: int, tol: float = 0.03) -> list[int]:
+    """Epochs in which every logged training loss is within `tol` (relative) of ln(num_labels): the loss of
+    a uniform guess, i.e. nothing was learnt in that epoch."""
+    chance = float(np.log(num_labels))
+    by_epoch: dict[int, list[float]] = {}
+    for m in metrics:
+        if "loss" in m and "eval" not in m:
+            by_epoch.setdefault(int(m["epoch"]), []).append(float(m["loss"]))
+    return [
+        e for e, losses in sorted(by_epoch.items()) if all(abs(x - chance) <= tol * chance for x in losses)
+    ]
 
 
 def done_message(results: dict[str, Any], run: RunDir) -> str:
