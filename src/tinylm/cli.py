@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -113,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     except TinylmError as e:
         print(f"tinylm: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            print(
+                f"tinylm: error: no space left on the disk of {e.filename or 'the output'}", file=sys.stderr
+            )
+            return 2
+        raise
     except KeyboardInterrupt:
         print("tinylm: interrupted", file=sys.stderr)
         return 130

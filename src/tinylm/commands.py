@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ def _overlap(args: argparse.Namespace) -> int:
     from tinylm.fileio import write_json
     from tinylm.overlap import format_rows, load_selected_corpus, nested_overlap, task_token_counts
 
+    bad = [
+        spec
+        for spec in args.corpus
+        if not re.fullmatch(r"wiki:[0-9]+(,[0-9]+)*|(high|low):[a-z0-9_]+:[0-9]+", spec)
+    ]
+    if bad:
+        raise TinylmError(
+            f"--corpus {bad[0]!r}: expected wiki:N[,N...], high:TASK:N or low:TASK:N (N: articles)"
+        )
     source = resolve_source(args.data_dir)
     tok = load_tokenizer(source)
     thresholds = tuple(sorted(set(args.thresholds) | {1}))

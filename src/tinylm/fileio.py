@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -146,3 +147,25 @@ class DirLock:
                 self.dir.rmdir()
         os.close(self._fd)  # closing releases the flock; the file otherwise stays (harmless, reused)
         self._fd = None
+
+
+def _no_space(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    text = str(e)  # safetensors (Rust) and torch.save (C++) report ENOSPC in their own words
+    return "os error 28" in text or "No space left" in text or "inline_container" in text
+
+
+@contextlib.contextmanager
+def space_errors(directory: str | os.PathLike) -> Iterator[None]:
+    """A full disk during a write becomes one clear error; the write was atomic, so what was there before
+    (the last good checkpoint) is intact."""
+    try:
+        yield
+    except Exception as e:
+        if _no_space(e):
+            raise TinylmError(
+                f"no space left on the disk of {directory}; free space and rerun with --resume (the last "
+                "complete checkpoint is intact)"
+            ) from e
+        raise

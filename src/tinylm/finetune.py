@@ -61,9 +61,9 @@ def init_model_config(path: str) -> ModelConfig:
     kind, p = init_source(path)
     if kind == "tinylm":
         return ModelConfig(**read_model_meta(p)["model"])
-    from tinylm.hf import config_from_hf
+    from tinylm.hf import config_from_hf, read_hf_config
 
-    return config_from_hf(json.loads((p / "config.json").read_text()), str(p / "config.json"))
+    return config_from_hf(read_hf_config(p / "config.json"), str(p / "config.json"))
 
 
 def transferable(key: str, init_pooler: bool) -> bool:

@@ -54,6 +54,17 @@ def export_model(
     return out
 
 
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """config.json of a transformers directory (a clear error when it is not valid JSON)."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of model settings")
+    return cfg
+
+
 def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:
     if cfg.get("model_type") != "bert":
         raise CheckpointError(
@@ -106,11 +117,11 @@ def import_model(
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: no config.json (not a transformers model directory)")
-    cfg = config_from_hf(json.loads(path.read_text()), str(path))
+    cfg = config_from_hf(read_hf_config(path), str(path))
     state = read_hf_state(directory)
     if kind == "classifier":
         model: TinyBert = TinyBertForSequenceClassification(
-            cfg, num_labels or len(json.loads(path.read_text()).get("id2label", {})) or 2
+            cfg, num_labels or len(read_hf_config(path).get("id2label", {})) or 2
         )
     else:
         model = TinyBertForMaskedLM(cfg)

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from tinylm.errors import CheckpointError, TinylmError
-from tinylm.fileio import atomic_dir, sha256_file, stable_hash, write_json, write_text
+from tinylm.fileio import atomic_dir, sha256_file, space_errors, stable_hash, write_json, write_text
 from tinylm.weights import load_state, read_weights, state_for_saving
 
 #: Settings that do not define a run: where it is written and read from, how it is shown, where it
@@ -61,7 +61,15 @@ class RunDir:
                     f"run directory {self.path} already exists; pass --resume to continue it or choose "
                     f"another --name"
                 )
-            old = yaml.safe_load(cfg_path.read_text()) or {}
+            try:
+                old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise TinylmError(
+                    f"{cfg_path}: not a readable run configuration ({str(e).splitlines()[0]}); the run "
+                    "directory is damaged: delete it to start over"
+                ) from e
+            if not isinstance(old, dict):
+                raise TinylmError(f"{cfg_path}: expected a mapping of settings; the run directory is damaged")
             diff = sorted(
                 k
                 for k in set(old) | set(config)
@@ -112,7 +120,7 @@ class RunDir:
         name = f"step-{step:08d}"
         target = self.checkpoints / name
         if not target.exists():
-            with atomic_dir(target) as tmp:
+            with space_errors(self.path), atomic_dir(target) as tmp:
                 from safetensors.torch import save_file
 
                 save_file(state_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})

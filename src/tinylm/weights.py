@@ -15,7 +15,7 @@ from torch import nn
 
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError
-from tinylm.fileio import atomic_path, write_json
+from tinylm.fileio import atomic_path, space_errors, write_json
 from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 
 
@@ -26,7 +26,7 @@ def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with space_errors(path.parent), atomic_path(path) as tmp:
         save_file(state_for_saving(model), str(tmp), metadata={"format": "pt"})
 
 

@@ -10,6 +10,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ def split_validation(task: TaskData, per_label: int, seed: int) -> TaskData:
 # ---------------------------------------------------------------- file readers
 
 
+_DECIMAL = re.compile(r"[0-9]+")  # ASCII digits only ("²".isdigit() is True but int("²") fails)
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """Open a (possibly gzipped) UTF-8 text file."""
     if str(path).endswith(".gz"):
@@ -109,7 +113,7 @@ def read_label_csv(
     records: list[Record] = []
     try:
         with open_text(path) as f:
-            reader = csv.reader(f)
+            reader = csv.reader(f, strict=True)  # a stray quote is an error, not a silently merged field
             row_no = 0
             while True:
                 try:
@@ -124,7 +128,7 @@ def read_label_csv(
                         f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got {len(row)}"
                     )
                 raw = row[0].strip()
-                if not raw.isdigit() or not 1 <= int(raw) <= num_labels:
+                if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) <= num_labels:
                     raise DataError(
                         f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected "
                         f"1..{num_labels})"
@@ -223,6 +227,20 @@ def _fewrel_entity(path: Path, where: str, ent: Any, n_tokens: int) -> list[list
     return ent[2]
 
 
+def _fewrel_names(path: Path) -> dict[str, list[str]]:
+    """pid2name.json: {"P123": ["name", "description"], ...}; every problem names the entry."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(names, dict):
+        raise DataError(f"{path}: expected a JSON object {{relation_id: [name, description]}}")
+    for pid, entry in names.items():
+        if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
+            raise DataError(f"{path}: [{pid!r}]: expected [name, description], got {str(entry)[:60]}")
+    return names
+
+
 def load_fewrel(
     source: DataSource, marking: str = "punct", split_seed: int = 42, test_per_relation: int = 70
 ) -> TaskPool:
@@ -240,9 +258,7 @@ def load_fewrel(
         raise DataError(
             f"{path}: expected a JSON object {{relation_id: [instances]}}, got {type(data).__name__}"
         )
-    names = {}
-    if "names" in files:
-        names = json.loads(files["names"].read_text(encoding="utf-8"))
+    names = _fewrel_names(files["names"]) if "names" in files else {}
     label_names: list[str] = []
     train: list[Record] = []
     test: list[Record] = []
@@ -259,6 +275,11 @@ def load_fewrel(
             if not isinstance(inst, dict) or not isinstance(inst.get("tokens"), list) or not inst["tokens"]:
                 raise DataError(f"{path}: {where}: expected an object with a non-empty 'tokens' list")
             toks = inst["tokens"]
+            bad = next((j for j, t in enumerate(toks) if not isinstance(t, str) or not t), None)
+            if bad is not None:
+                raise DataError(
+                    f"{path}: {where}['tokens'][{bad}]: expected a non-empty string, got {toks[bad]!r}"
+                )
             head = _fewrel_entity(path, where + "['h']", inst.get("h"), len(toks))
             tail = _fewrel_entity(path, where + "['t']", inst.get("t"), len(toks))
             texts.append(mark_entities([str(t) for t in toks], head, tail, marking))
@@ -369,43 +390,72 @@ def sample_task(pool: TaskPool, seed: int, n_train: int | None, n_test: int | No
 # ---------------------------------------------------------------- a user's own file as a task
 
 
+def read_utf8(path: Path) -> str:
+    """A (possibly gzipped) text file; a byte that is not UTF-8 is reported with its line."""
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from e
+
+
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs of a CSV (with a header) or JSONL file."""
     if not path.is_file():
         raise DataError(f"task file not found: {path}")
     rows: list[tuple[int, dict[str, Any]]] = []
-    try:
-        with open_text(path) as f:
-            if ".jsonl" in path.name or ".json" in path.name:
-                for n, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{n}: not a JSON object ({e})") from e
-                    if not isinstance(obj, dict):
-                        raise DataError(
-                            f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}"
-                        )
-                    rows.append((n, obj))
-            else:
-                reader = csv.DictReader(f)
-                try:
-                    for row in reader:
-                        if None in row:
-                            raise DataError(
-                                f"{path}:{reader.line_num}: more fields than the header's "
-                                f"{len(reader.fieldnames or [])}"
-                            )
-                        rows.append((reader.line_num, row))
-                except csv.Error as e:
-                    raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e})") from e
+    text = read_utf8(path)
+    if ".jsonl" in path.name or ".json" in path.name:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not a JSON object ({e})") from e
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+            rows.append((n, obj))
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        try:
+            for row in reader:
+                if None in row:
+                    raise DataError(
+                        f"{path}:{reader.line_num}: more fields than the header's "
+                        f"{len(reader.fieldnames or [])}"
+                    )
+                rows.append((reader.line_num, row))
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
+
+
+def _checked_label(src: Path, n: int, row: dict[str, Any], text_column: str, label_column: str) -> str:
+    """A row's label as text, after checking both columns (the error names file, line and column)."""
+    for col in (text_column, label_column):
+        if col not in row:
+            raise DataError(f"{src}:{n}: no column {col!r} (columns: {', '.join(map(str, row))})")
+    if not isinstance(row[text_column], str) or not row[text_column].strip():
+        raise DataError(f"{src}:{n}: empty or non-text value in column {text_column!r}")
+    label = row[label_column]
+    if label is None or isinstance(label, bool | list | dict) or not str(label).strip():
+        raise DataError(
+            f"{src}:{n}: missing label in column {label_column!r} (expected a name or an integer)"
+        )
+    return str(label).strip()
 
 
 def load_file_pool(
@@ -423,17 +473,16 @@ def load_file_pool(
     splits = {"train": _read_rows(path)}
     if test_file:
         splits["test"] = _read_rows(Path(test_file))
-    raw_labels: set[Any] = set()
+    raw_labels: set[str] = set()
     for split, rows in splits.items():
         src = path if split == "train" else Path(test_file)  # type: ignore[arg-type]
-        for n, row in rows:
-            for col in (text_column, label_column):
-                if col not in row:
-                    raise DataError(f"{src}:{n}: no column {col!r} (columns: {', '.join(map(str, row))})")
-            if not str(row[text_column] or "").strip():
-                raise DataError(f"{src}:{n}: empty text in column {text_column!r}")
-            raw_labels.add(str(row[label_column]).strip())
-    ints = all(lbl.lstrip("-").isdigit() for lbl in raw_labels)
+        raw_labels |= {_checked_label(src, n, row, text_column, label_column) for n, row in rows}
+    if len(raw_labels) < 2:
+        raise DataError(
+            f"{path}: only one label ({', '.join(map(repr, raw_labels))}) in column {label_column!r}: "
+            "a classifier needs at least two"
+        )
+    ints = all(re.fullmatch(r"-?[0-9]+", lbl) for lbl in raw_labels)
     names = sorted(raw_labels, key=int) if ints else sorted(raw_labels)
     index = {n: i for i, n in enumerate(names)}
     records = {
