@@ -182,3 +182,30 @@ def test_second_process_on_the_same_out_is_refused(real_data_dir: Path, tmp_path
     time.sleep(0.1)
     with DirLock(out, "test"):  # released when its owner died (even by SIGKILL)
         pass
+
+
+def test_full_disk_is_a_clear_error_and_the_last_checkpoint_survives(
+    data_dir: Path, tmp_path: Path, full: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+    calls = []
+
+    def fill_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: the disk is full (safetensors' own wording)
+            raise RuntimeError(
+                'IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fill_up)
+    with pytest.raises(TinylmError, match="no space left on the disk of .*rerun with --resume"):
+        pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    run = RunDir(tmp_path / "b" / "runs" / "r")
+    assert [c.name for c in run.checkpoint_candidates()] == ["step-00000003"]
+    assert not list(run.checkpoints.glob(".*.tmp"))  # the half-written one is gone
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert same_weights(full, resumed) and no_duplicates(resumed)

@@ -18,8 +18,11 @@ class ConfigError(TinylmError):
 
     def __init__(self, problems: list[str], source: str = "config"):
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in {source}:\n{lines}")
+        if len(problems) == 1:  # one line
+            super().__init__(f"{source}: {problems[0]}")
+        else:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            super().__init__(f"{len(problems)} problems in {source}:\n{lines}")
 
 
 class CheckpointError(TinylmError):

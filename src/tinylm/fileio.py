@@ -120,8 +120,10 @@ class DirLock:
     def __enter__(self) -> DirLock:
         import fcntl
 
+        self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]  # deepest first
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / ".lock"
+        self.new_file = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,12 +142,13 @@ class DirLock:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if self._fd is None:
             return
-        if exc_type is not None and [p.name for p in self.dir.iterdir()] == [".lock"]:
-            # a start that failed before writing anything leaves no directory behind
+        if self.new_file:  # leave the directory as it was found (still holding the lock while unlinking)
             (self.dir / ".lock").unlink(missing_ok=True)
+        if exc_type is not None:  # a start that failed before writing anything leaves no directory behind
             with contextlib.suppress(OSError):
-                self.dir.rmdir()
-        os.close(self._fd)  # closing releases the flock; the file otherwise stays (harmless, reused)
+                for d in self.created:
+                    d.rmdir()
+        os.close(self._fd)  # closing releases the flock
         self._fd = None
 
 
