@@ -323,3 +323,59 @@ def test_finetuned_run_loads_in_transformers_with_the_same_probabilities(
     for row, recs in zip(theirs, (json.loads(line) for line in proc.stdout.splitlines()), strict=True):
         ours = {r["label"]: r["score"] for r in recs}
         assert max(abs(ours[hf.config.id2label[j]] - float(p)) for j, p in enumerate(row)) <= 1e-5
+
+
+def test_onnx_export_of_a_model_and_a_committee_matches_torch(
+    members: list[str], tmp_path: Path, data_dir: Path
+) -> None:
+    """`tinylm export --format onnx`: a fine-tuned model and a committee (two architectures, all members in
+    one graph) run in onnxruntime with logits within 1e-4 of torch, and `predict` on the export directory
+    gives torch's probabilities."""
+    import os
+
+    import onnxruntime as ort
+
+    from tinylm.cli import main
+
+    other = finetune(
+        ft(
+            data_dir,
+            tmp_path,
+            **model_settings(data_dir) | {"hidden_size": 24, "heads": 3},
+            epochs=1,
+            name="w",
+        ),
+        **QUIET,
+    )
+    com = Committee.from_runs([*members[:2], str(other.path)])
+    com_dir = com.save(tmp_path / "com")
+    assert main(["export", members[0], str(tmp_path / "one.onnx"), "--format", "onnx"]) == 0
+    assert main(["export", str(com_dir), str(tmp_path / "com.onnx"), "--format", "onnx"]) == 0
+    meta = json.loads((tmp_path / "com.onnx" / "onnx.json").read_text())
+    assert meta["kind"] == "committee" and meta["members"] == 3 and len(meta["architectures"]) == 2
+    assert meta["check"]["max_abs_logit_diff_vs_torch"] <= 1e-4
+    ids = torch.randint(104, 200, (4, 15))
+    att = torch.ones_like(ids)
+    att[2, 9:] = 0
+    session = ort.InferenceSession(str(tmp_path / "com.onnx" / "model.onnx"))
+    member_logits, probs = session.run(None, {"input_ids": ids.numpy(), "attention_mask": att.numpy()})
+    want = com.member_logits(ids, att, "sequential")
+    assert np.abs(member_logits - want.numpy()).max() <= 1e-4
+    assert np.abs(probs - want.softmax(-1).mean(0).numpy()).max() <= 1e-5
+    env = {k: v for k, v in os.environ.items() if k != "TINYLM_DATA_DIR"}
+    texts = "the city news report\nstock market price\n"
+    runs = {
+        name: subprocess.run(
+            [sys.executable, "-m", "tinylm.cli", "predict", "--model", str(path), "--json", "--top_k", "all"],
+            input=texts,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        for name, path in (("torch", com_dir), ("onnx", tmp_path / "com.onnx"))
+    }
+    assert all(r.returncode == 0 for r in runs.values()), {k: r.stderr for k, r in runs.items()}
+    a, b = ([json.loads(line) for line in runs[k].stdout.splitlines()] for k in ("torch", "onnx"))
+    for ra, rb in zip(a, b, strict=True):
+        sa, sb = ({r["label"]: r["score"] for r in recs} for recs in (ra, rb))
+        assert sa.keys() == sb.keys() and max(abs(sa[k] - sb[k]) for k in sa) <= 1e-5

@@ -467,6 +467,46 @@ def _time_case(case: Case, ids: torch.Tensor, precision: str, reps: int, cores: 
     }
 
 
+def onnx_rows(ks: list[int], batches: list[int], seq: int, reps1: int, reps32: int) -> list[dict[str, Any]]:
+    """The same models (seed 0 random weights) exported to ONNX and run by onnxruntime (fp32, CPU): what a
+    user would deploy. Empty when onnxruntime is not installed."""
+    try:
+        from tinylm.onnx_export import CommitteeGraph, time_onnx
+    except ImportError:
+        return []
+    no_dropout = {"dropout": 0.0, "attention_dropout": 0.0}
+    torch.manual_seed(0)
+    deep = TinyBertForSequenceClassification(ModelConfig(**NAMED_MODELS["bert6"] | no_dropout), 4).eval()
+    shallow_cfg = ModelConfig(**NAMED_MODELS["bert1-h12"] | no_dropout)
+    members = [TinyBertForSequenceClassification(shallow_cfg, 4).eval() for _ in range(max(ks))]
+    committee_outputs = ["member_logits", "probs"]
+    cases: list[tuple[str, int, nn.Module, list[str], str]] = [
+        ("BERT-6 768/12", 1, deep, ["logits"], "6 blocks"),
+        ("BERT-1 768/12", 1, members[0], ["logits"], "1 block"),
+    ]
+    for k in ks:
+        graph = CommitteeGraph(members[:k], [list(range(k))])
+        cases.append(("committee of BERT-1", k, graph, committee_outputs, "1 block (batched over members)"))
+    rows = []
+    for batch in batches:
+        ids = torch.randint(1000, BERT_VOCAB_SIZE, (batch, seq))
+        for model, k, module, outputs, depth in cases:
+            ms = time_onnx(module, ids, reps1 if batch == 1 else reps32, outputs)
+            rows.append(
+                {
+                    "model": model,
+                    "mode": "onnxruntime",
+                    "k": k,
+                    "batch": batch,
+                    "precision": "fp32",
+                    "ms_per_batch": round(ms, 2),
+                    "ms_per_input": round(ms / batch, 3),
+                    "critical_path": depth,
+                }
+            )
+    return rows
+
+
 def bench_latency(
     ks: list[int],
     batches: list[int],
@@ -476,9 +516,10 @@ def bench_latency(
     reps32: int = 3,
     log: Callable[[str], None] = print,
     device: str = "auto",
+    onnx: bool = True,
 ) -> dict[str, Any]:
     """ms per input of BERT-6, one BERT-1 member and committees of k BERT-1 members (sequential / stacked /
-    parallel)."""
+    parallel), and the same exported to ONNX under onnxruntime when it is installed."""
     dev = _device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -493,6 +534,8 @@ def bench_latency(
             for case in cases:
                 rows.append(_time_case(case, ids, precision, reps1 if batch == 1 else reps32, cores))
                 log("  " + json.dumps(rows[-1]))
+    if onnx and dev.type == "cpu" and "fp32" in precisions:
+        rows += onnx_rows(ks, batches, seq, reps1, reps32)
     return {
         "command": "tinylm bench latency " + " ".join(sys.argv[3:]),
         "seq": seq,

@@ -300,10 +300,7 @@ def _read_lines(where: str, path: str | None) -> list[str]:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
-    from tinylm.committee import Committee, combine, committee_logits, softmax
-    from tinylm.data.tokenize import encode_texts, tokenizer_from_file
     from tinylm.errors import ConfigError, DataError
-    from tinylm.predict import TokenData
 
     problems = [f"batch_size: must be positive, got {args.batch_size}"] if args.batch_size < 1 else []
     top_k = None if args.top_k is None else (0 if args.top_k == "all" else _int_or(args.top_k))
@@ -312,22 +309,12 @@ def _predict(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems, "predict")
     model_dir = Path(args.model)
-    committee = (
-        Committee.load(model_dir)
-        if (model_dir / "manifest.json").is_file()
-        else Committee.from_runs([model_dir])
-    )
     where = "standard input" if args.input in (None, "-") else args.input
     lines = _read_lines(where, args.input)
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise DataError(f"{where}: no texts (expected one text per line)")
-    tok = tokenizer_from_file(committee.tokenizer) if committee.tokenizer else _fallback_tokenizer(model_dir)
-    enc = encode_texts(tok, texts, committee.members[0].cfg.max_length)
-    member_logits = committee_logits(committee, TokenData(enc.ids, enc.lengths), args.batch_size)
-    pred = combine(member_logits, args.rule)
-    probs = softmax(member_logits).mean(0)
-    names = committee.label_names
+    names, probs, pred = _classify(model_dir, texts, args)
     k = len(names) if top_k == 0 else top_k
     out, i = [], 0
     for line in lines:  # one output line per input line: a blank input line gives a blank (or null) line
@@ -347,6 +334,43 @@ def _predict(args: argparse.Namespace) -> int:
         i += 1
     print("\n".join(out))
     return 0
+
+
+def _classify(model_dir: Path, texts: list[str], args: argparse.Namespace) -> tuple[list[str], Any, Any]:
+    """Label names, class probabilities (N, labels) and predicted labels, from torch weights or from an
+    ONNX export (onnxruntime)."""
+    import numpy as np
+    import torch
+
+    from tinylm.committee import Committee, combine, committee_logits, softmax
+    from tinylm.data.tokenize import encode_texts, tokenizer_from_file
+    from tinylm.errors import ConfigError
+    from tinylm.predict import TokenData
+
+    if (model_dir / "onnx.json").is_file():
+        from tinylm.onnx_export import OnnxClassifier
+
+        if args.rule != "mean_prob":
+            raise ConfigError([f"rule: an ONNX export computes mean_prob only, got {args.rule}"], "predict")
+        onnx = OnnxClassifier(model_dir)
+        tok = tokenizer_from_file(onnx.tokenizer) if onnx.tokenizer else _fallback_tokenizer(model_dir)
+        enc = encode_texts(tok, texts, onnx.max_length)
+        data = TokenData(enc.ids, enc.lengths)
+        chunks = []
+        for start in range(0, len(data), args.batch_size):
+            b = data.batch(np.arange(start, min(len(data), start + args.batch_size)), torch.device("cpu"))
+            chunks.append(onnx.probabilities(b["input_ids"].numpy(), b["attention"].numpy()))
+        probs = np.concatenate(chunks)
+        return onnx.label_names, probs, probs.argmax(-1)
+    committee = (
+        Committee.load(model_dir)
+        if (model_dir / "manifest.json").is_file()
+        else Committee.from_runs([model_dir])
+    )
+    tok = tokenizer_from_file(committee.tokenizer) if committee.tokenizer else _fallback_tokenizer(model_dir)
+    enc = encode_texts(tok, texts, committee.members[0].cfg.max_length)
+    member_logits = committee_logits(committee, TokenData(enc.ids, enc.lengths), args.batch_size)
+    return committee.label_names, softmax(member_logits).mean(0), combine(member_logits, args.rule)
 
 
 def _int_or(value: str) -> int:
@@ -442,7 +466,27 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_reproduce)
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from tinylm.errors import TinylmError
+
+    try:
+        from tinylm.onnx_export import export_onnx
+    except ImportError as e:  # pragma: no cover - the extra is part of the dev install
+        raise TinylmError(
+            f"--format onnx needs onnx and onnxruntime: pip install 'tinylm[onnx]' ({e})"
+        ) from e
+    meta = export_onnx(Path(args.run), Path(args.out))
+    diff = meta["check"]["max_abs_logit_diff_vs_torch"]
+    print(
+        f"wrote {args.out}/model.onnx ({meta['kind']}, {meta['members']} member(s); onnxruntime vs torch "
+        f"logits: max |diff| {diff:.1e}); run it with: tinylm predict --model {args.out}"
+    )
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        return _export_onnx(args)
     from tinylm.hf import export_model
     from tinylm.weights import load_model, model_tokenizer
 
@@ -483,8 +527,17 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "model.safetensors that transformers loads with AutoModelForMaskedLM / "
         "AutoModelForSequenceClassification. Conv front-end models cannot be exported.",
     )
-    p.add_argument("run", help="run directory holding model.safetensors + model.json")
+    p.add_argument(
+        "run", help="run directory holding model.safetensors + model.json, or a committee directory"
+    )
     p.add_argument("out", help="new output directory")
+    p.add_argument(
+        "--format",
+        default="transformers",
+        choices=["transformers", "onnx"],
+        help="transformers (config.json + model.safetensors) or onnx (model.onnx for onnxruntime: a "
+        "fine-tuned model, or a committee with all members in one graph; checked against torch logits)",
+    )
     p.set_defaults(handler=_export)
     q = sub.add_parser(
         "import",

@@ -301,8 +301,8 @@ class Pooler(nn.Module):
 
 def attention_mask(attention: Tensor | None) -> Tensor | None:
     """(B, T) 1/0 padding mask → (B, 1, 1, T) boolean SDPA mask; None when nothing is padded."""
-    if attention is None or bool(attention.all()):
-        return None
+    if attention is None or (not torch.compiler.is_exporting() and bool(attention.all())):
+        return None  # (a graph being exported keeps the mask: its inputs may be padded)
     return attention.bool()[:, None, None, :]
 
 
