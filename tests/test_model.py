@@ -206,3 +206,32 @@ def test_mean_pooling_head_round_trips_through_save_load_and_export(tmp_path: Pa
     back.eval()
     with torch.no_grad():
         assert back.cfg.pooling == "mean" and torch.allclose(back(ids, att), logits, atol=1e-6)
+
+
+def test_import_keeps_the_pooler_and_export_invents_nothing(tmp_path: Path) -> None:
+    """A transformers BertModel (pooler, no MLM head, e.g. a sentence encoder) imported and exported again:
+    the pooler survives, the export is a BertModel (no random MLM head), tokenizer files travel along."""
+    from tinylm.cli import main
+
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    hcfg = transformers.BertConfig(vocab_size=120, max_position_embeddings=16, **sizes)
+    torch.manual_seed(3)
+    hf = transformers.BertModel(hcfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(vocab + [f"w{i}" for i in range(16)]) + "\n")
+    assert main(["import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    meta = json.loads((tmp_path / "ours" / "model.json").read_text())
+    assert (
+        meta["pooler"] is True and meta["mlm_head"].startswith("random") and meta["tokenizer"] == "vocab.txt"
+    )
+    assert (tmp_path / "ours" / "vocab.txt").is_file()
+    assert main(["export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"] and (tmp_path / "back" / "vocab.txt").is_file()
+    back = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
+    ids = torch.randint(104, 120, (2, 10))
+    with torch.no_grad():
+        a, b = hf(input_ids=ids), back(input_ids=ids)
+    assert (a.last_hidden_state - b.last_hidden_state).abs().max() <= 1e-5
+    assert (a.pooler_output - b.pooler_output).abs().max() <= 1e-5  # the pooler was kept

@@ -493,16 +493,20 @@ def _export(args: argparse.Namespace) -> int:
     model, meta = load_model(Path(args.run))
     tok_file = model_tokenizer(Path(args.run), meta)
     tok = Path(tok_file).parent if tok_file else None
-    out = export_model(model, Path(args.out), meta.get("label_names"), tok)
+    encoder_only = str(meta.get("mlm_head", "")).startswith("random")
+    out = export_model(model, Path(args.out), meta.get("label_names"), tok, encoder_only=encoder_only)
+    auto = {"classifier": "ForSequenceClassification", "mlm": "ForMaskedLM"}[meta["kind"]]
+    auto = "" if encoder_only else auto
     print(
-        f"wrote {out} (config.json + model.safetensors); load it with transformers.AutoModelFor"
-        f"{'SequenceClassification' if meta['kind'] == 'classifier' else 'MaskedLM'}.from_pretrained('{out}')"
+        f"wrote {out} (config.json + model.safetensors{' + tokenizer files' if tok else ''}"
+        f"{'; an encoder without MLM head: its source had none' if encoder_only else ''}); load it with "
+        f"transformers.AutoModel{auto}.from_pretrained('{out}')"
     )
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    from tinylm.hf import import_model
+    from tinylm.hf import hf_tokenizer_file, import_model
     from tinylm.weights import save_model
 
     model, report = import_model(Path(args.hf_dir))
@@ -511,10 +515,17 @@ def _import(args: argparse.Namespace) -> int:
         from tinylm.errors import TinylmError
 
         raise TinylmError(f"{out} exists and is not empty; choose a new output directory")
-    save_model(model, out, imported_from=str(args.hf_dir))
+    save_model(
+        model,
+        out,
+        tokenizer=hf_tokenizer_file(Path(args.hf_dir)),
+        imported_from=str(args.hf_dir),
+        mlm_head=report["mlm_head"],
+    )
+    pooler = "kept" if model.bert.pooler is not None else "none in the source"
     print(
-        f"imported {args.hf_dir} -> {out}: {len(report['loaded'])} tensors loaded, "
-        f"{len(report['ignored'])} ignored ({', '.join(report['ignored'][:4])})"
+        f"imported {args.hf_dir} -> {out}: {len(report['loaded'])} tensors loaded (pooler {pooler}, MLM head "
+        f"{report['mlm_head']}), {len(report['ignored'])} ignored ({', '.join(report['ignored'][:4]) or '-'})"
     )
     return 0
 

@@ -24,9 +24,14 @@ from tinylm.weights import hf_config, load_state, read_weights, state_for_saving
 
 
 def export_model(
-    model: TinyBert, out: Path, label_names: list[str] | None = None, tokenizer_dir: Path | None = None
+    model: TinyBert,
+    out: Path,
+    label_names: list[str] | None = None,
+    tokenizer_dir: Path | None = None,
+    encoder_only: bool = False,
 ) -> Path:
-    """Write a transformers BERT directory for `model` (atomically: complete or absent)."""
+    """Write a transformers BERT directory for `model` (atomically: complete or absent). `encoder_only`
+    (an imported encoder whose MLM head was never trained) writes a `BertModel`: no invented head."""
     if model.cfg.conv_layers:
         raise TinylmError(
             "models with the conv front-end have no transformers BERT counterpart; export needs conv_layers=0"
@@ -36,6 +41,12 @@ def export_model(
     if out.exists():
         out.rmdir()
     kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
+    if tokenizer_dir is None:
+        warnings.warn(
+            f"{out}: the model carries no tokenizer files; the export has none (give transformers the "
+            "bert-base-uncased vocab.txt/tokenizer.json yourself)",
+            stacklevel=2,
+        )
     if kind == "classifier" and model.cfg.pooling != "cls":
         warnings.warn(
             f"{out}: the model's head mean-pools token states; transformers' BertForSequenceClassification "
@@ -44,8 +55,13 @@ def export_model(
             stacklevel=2,
         )
     with atomic_dir(out) as tmp:
-        (tmp / "config.json").write_text(json.dumps(hf_config(model.cfg, kind, label_names), indent=2))
-        save_file(state_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = hf_config(model.cfg, kind, label_names)
+        state = state_for_saving(model)
+        if encoder_only and kind == "mlm":
+            config["architectures"] = ["BertModel"]
+            state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_dir is not None:
             for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                 if (tokenizer_dir / name).is_file():
@@ -124,7 +140,7 @@ def import_model(
             cfg, num_labels or len(read_hf_config(path).get("id2label", {})) or 2
         )
     else:
-        model = TinyBertForMaskedLM(cfg)
+        model = TinyBertForMaskedLM(cfg, pooler=any(k.startswith("bert.pooler.") for k in state))
     own = {k for k in model.state_dict() if k not in TIED_KEYS}
     usable = {k: v for k, v in state.items() if k in own}
     skipped = sorted(set(state) - own)
@@ -134,7 +150,16 @@ def import_model(
             f"{directory}: no encoder weights found (expected keys like bert.encoder.layer.0...)"
         )
     load_state(model, usable, str(directory), strict=False)
-    return model, {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped}
+    head = "loaded" if any(k.startswith("cls.") for k in usable) else "random (the source has none)"
+    return model, {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped, "mlm_head": head}
+
+
+def hf_tokenizer_file(directory: Path) -> str | None:
+    """The tokenizer file of a transformers directory (tokenizer.json, else vocab.txt), if it has one."""
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (directory / name).is_file():
+            return str(directory / name)
+    return None
 
 
 __all__ = ["export_model", "hf_config", "import_model"]

@@ -364,12 +364,13 @@ class MaskedLMHead(nn.Module):
 
 class TinyBertForMaskedLM(nn.Module):
     """Backbone + MLM head. `forward(ids, attention, positions)` returns logits only at `positions`
-    (flat indices into B×T): the vocab projection at ~15% of tokens instead of all of them."""
+    (flat indices into B×T): the vocab projection at ~15% of tokens instead of all of them. `pooler` keeps
+    an imported checkpoint's pooler (unused by MLM; fine-tuning may start from it with `init_pooler`)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, pooler: bool = False):
         super().__init__()
         self.cfg = cfg
-        self.bert = Bert(cfg)
+        self.bert = Bert(cfg, pooler=pooler)
         self.cls = MaskedLMHead(cfg, self.bert.embeddings.word_embeddings)
         init_weights(self, cfg)
 

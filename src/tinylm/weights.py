@@ -44,6 +44,8 @@ def model_meta(model: TinyBert, **extra: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"kind": kind, "model": dataclasses.asdict(model.cfg)}
     if isinstance(model, TinyBertForSequenceClassification):
         meta["num_labels"] = model.num_labels
+    elif model.bert.pooler is not None:
+        meta["pooler"] = True
     return meta | extra
 
 
@@ -168,7 +170,7 @@ def build_model(meta: dict[str, Any]) -> TinyBert:
     cfg = ModelConfig(**meta["model"])
     if meta["kind"] == "classifier":
         return TinyBertForSequenceClassification(cfg, meta["num_labels"])
-    return TinyBertForMaskedLM(cfg)
+    return TinyBertForMaskedLM(cfg, pooler=bool(meta.get("pooler")))
 
 
 def load_model(directory: Path) -> tuple[TinyBert, dict[str, Any]]:
