@@ -75,6 +75,16 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_finetune)
 
 
+def _check_corpus_specs(specs: list[str]) -> None:
+    from tinylm.errors import TinylmError
+
+    bad = [s for s in specs if not re.fullmatch(r"wiki:[0-9]+(,[0-9]+)*|(high|low):[a-z0-9_]+:[0-9]+", s)]
+    if bad:
+        raise TinylmError(
+            f"--corpus {bad[0]!r}: expected wiki:N[,N...], high:TASK:N or low:TASK:N (N: articles)"
+        )
+
+
 def _overlap(args: argparse.Namespace) -> int:
     import json
 
@@ -85,15 +95,7 @@ def _overlap(args: argparse.Namespace) -> int:
     from tinylm.fileio import write_json
     from tinylm.overlap import format_rows, load_selected_corpus, nested_overlap, task_token_counts
 
-    bad = [
-        spec
-        for spec in args.corpus
-        if not re.fullmatch(r"wiki:[0-9]+(,[0-9]+)*|(high|low):[a-z0-9_]+:[0-9]+", spec)
-    ]
-    if bad:
-        raise TinylmError(
-            f"--corpus {bad[0]!r}: expected wiki:N[,N...], high:TASK:N or low:TASK:N (N: articles)"
-        )
+    _check_corpus_specs(args.corpus)
     source = resolve_source(args.data_dir)
     tok = load_tokenizer(source)
     thresholds = tuple(sorted(set(args.thresholds) | {1}))
