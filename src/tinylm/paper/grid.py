@@ -264,6 +264,8 @@ def _measurements(g: GridBuilder, tasks: list[str]) -> None:
         "reps": p.latency.reps,
         "max_length": p.max_length,
     }
+    if not p.latency.onnx:
+        latency["onnx"] = False
     g.add(make_job("latency", latency, {}, exclusive=True))
 
 

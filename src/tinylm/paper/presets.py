@@ -47,6 +47,7 @@ class Latency:
     batch: list[int]
     precision: list[str]
     reps: int
+    onnx: bool = True  #: also time the ONNX exports under onnxruntime (when installed)
 
 
 @dataclass(frozen=True)
@@ -104,17 +105,7 @@ def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
     if type(None) in args:  # X | None
         return [] if value is None else _type_problems(value, args[0], where)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            return [
-                f"{where}: expected a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
-            ]
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        out = [f"{where}.{k}: unknown key" for k in value if k not in names]
-        out += [f"{where}.{n}: missing" for n in sorted(names - set(value))]
-        return out + [
-            p for k, v in value.items() if k in names for p in _type_problems(v, hints[k], f"{where}.{k}")
-        ]
+        return _mapping_problems(value, tp, where)
     if origin is list:
         if not isinstance(value, list) or not value:
             return [f"{where}: expected a non-empty list, got {value!r}"]
@@ -123,13 +114,38 @@ def _type_problems(value: Any, tp: Any, where: str) -> list[str]:
         if not isinstance(value, dict):
             return [f"{where}: expected a mapping, got {value!r}"]
         return [p for k, v in value.items() for p in _type_problems(v, args[1], f"{where}.{k}")]
+    return _scalar_problems(value, tp, where)
+
+
+def _scalar_problems(value: Any, tp: Any, where: str) -> list[str]:
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
         return [f"{where}: expected an integer, got {value!r}"]
     if tp is str and not isinstance(value, str):
         return [f"{where}: expected a string, got {value!r}"]
+    if tp is bool and not isinstance(value, bool):
+        return [f"{where}: expected true or false, got {value!r}"]
     if tp is float and (isinstance(value, bool) or not isinstance(value, int | float)):
         return [f"{where}: expected a number, got {value!r}"]
     return []
+
+
+def _mapping_problems(value: Any, tp: Any, where: str) -> list[str]:
+    """A nested dataclass given as a mapping: unknown keys, missing required keys, each value's type."""
+    fields = dataclasses.fields(tp)
+    if not isinstance(value, dict):
+        return [f"{where}: expected a mapping with keys {', '.join(f.name for f in fields)}"]
+    hints = typing.get_type_hints(tp)
+    names = {f.name for f in fields}
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    out = [f"{where}.{k}: unknown key" for k in value if k not in names]
+    out += [f"{where}.{n}: missing" for n in sorted(required - set(value))]
+    return out + [
+        p for k, v in value.items() if k in names for p in _type_problems(v, hints[k], f"{where}.{k}")
+    ]
 
 
 def _task_problems(raw: dict[str, Any]) -> list[str]:

@@ -155,6 +155,7 @@ def run_latency(job: Job, ctx: Context) -> None:
         s["reps"],
         max(1, s["reps"] // 5),
         log=lambda *_: None,
+        onnx=s.get("onnx", True),
     )
     write_json(ctx.result_path(job.id), result)
 
