@@ -209,3 +209,59 @@ def test_full_disk_is_a_clear_error_and_the_last_checkpoint_survives(
     monkeypatch.setattr(safetensors.torch, "save_file", real)
     resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
     assert same_weights(full, resumed) and no_duplicates(resumed)
+
+
+KILLER = """
+import json, os, signal, sys
+from pathlib import Path
+import tinylm.runs as runs
+from tinylm.config import build_sections
+from tinylm.pretrain import SECTIONS, pretrain
+
+window, settings = sys.argv[1], json.loads(sys.argv[2])
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if window == "checkpoint":  # inside the atomic write of the second checkpoint
+    real = runs.atomic_dir
+    def atomic_dir(target):
+        if Path(target).name == "step-00000006":
+            tmp = Path(target).parent / ".step-00000006.x.tmp"
+            tmp.mkdir()
+            (tmp / "model.safetensors").write_bytes(b"half")
+            die()
+        return real(target)
+    runs.atomic_dir = atomic_dir
+elif window == "results":  # after the final checkpoint, before results.json
+    runs.RunDir.finish = lambda self, results: die()
+elif window == "metrics":  # in the middle of a metrics line
+    real_log = runs.RunDir.log
+    def log(self, record):
+        if record.get("step") == 8 and "loss" in record:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record)[:20])
+                f.flush()
+            die()
+        real_log(self, record)
+    runs.RunDir.log = log
+pretrain(build_sections(SECTIONS, settings), log=lambda *_: None)
+"""
+
+
+@pytest.mark.parametrize("window", ["checkpoint", "results", "metrics"])
+def test_sigkill_at_each_write_window_then_resume(
+    window: str, data_dir: Path, tmp_path: Path, full: RunDir
+) -> None:
+    """A real kill -9 of a child process in each write window; the resumed run gives the uninterrupted
+    run's weights and results, with no duplicated records and no partial files."""
+    settings = {k: v for sec in tiny(data_dir, tmp_path / "b").values() for k, v in vars(sec).items()}
+    proc = subprocess.run([sys.executable, "-c", KILLER, window, json.dumps(settings)], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    run = RunDir(tmp_path / "b" / "runs" / "r")
+    assert not run.is_finished()
+    resumed = pretrain(tiny(data_dir, tmp_path / "b"), **QUIET)
+    assert same_weights(full, resumed) and no_duplicates(resumed)
+    assert not list(run.checkpoints.glob(".*.tmp")) and not list(run.path.glob(".*.tmp"))
+    a = json.loads((full.path / "results.json").read_text())
+    b = json.loads((resumed.path / "results.json").read_text())
+    assert a["steps"] == b["steps"] and a["tokens"] == b["tokens"]
+    # same weights; the held-out loss agrees up to float summation order (oneDNN may block differently)
+    assert b["final_eval"] == pytest.approx(a["final_eval"], rel=1e-5)
