@@ -216,12 +216,12 @@ def test_recipe_sweep_records_curves_against_tokens_and_time(
     small = {k: v for k, v in model_settings(data_dir).items() if k != "data_dir"} | {"batch_size": 4}
     monkeypatch.setattr(bench_sweep, "BASE", bench_sweep.BASE | small | {"model": None})
     monkeypatch.setenv("TINYLM_CACHE_DIR", str(tmp_path / "cache"))
-    r = bench_sweep.bench_sweep(["base", "no packing"], 20, 1500, 3, str(data_dir), eval_articles=5)
-    assert [x["name"] for x in r["rows"]] == ["base", "no packing"]
+    r = bench_sweep.bench_sweep(["base", "packing"], 20, 1500, 3, str(data_dir), eval_articles=5)
+    assert [x["name"] for x in r["rows"]] == ["base", "packing"]
     for x in r["rows"]:
         assert x["tokens"] >= 1500 and x["curve"] and x["unigram_loss"] > 0 and x["tokens_per_s"] > 0
         assert [p["tokens"] for p in x["curve"]] == sorted(p["tokens"] for p in x["curve"])
-    assert r["rows"][0]["settings"]["packing"] and not r["rows"][1]["settings"]["packing"]
+    assert not r["rows"][0]["settings"]["packing"] and r["rows"][1]["settings"]["packing"]
     table = bench_sweep.format_sweep(r)
     assert table.count("\n| ") == 2 and "below unigram" in table
     bench_sweep.plot_sweep(r, tmp_path / "sweep.png")

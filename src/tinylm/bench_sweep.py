@@ -14,32 +14,35 @@ from pathlib import Path
 from typing import Any
 
 #: The base recipe (settings of `tinylm pretrain`) and the variations the sweep tries, one factor each.
-BASE: dict[str, Any] = {
+BASE: dict[str, Any] = {  # the tiny-pretrain recipe (src/tinylm/configs/tiny-pretrain.yaml)
     "model": "tiny-2x128",
-    "batch_size": 64,
+    "batch_size": 32,
     "lr": 1e-3,
     "warmup_share": 0.05,
     "grad_clip": 1.0,
     "dropout": 0.1,
     "attention_dropout": 0.1,
     "precision": "auto",
-    "packing": True,
+    "packing": False,
 }
 VARIATIONS: dict[str, dict[str, Any]] = {
     "base": {},
-    "batch 32": {"batch_size": 32},
+    "batch 16": {"batch_size": 16},
+    "batch 64": {"batch_size": 64},
     "batch 128": {"batch_size": 128},
     "lr 5e-4": {"lr": 5e-4},
     "lr 2e-3": {"lr": 2e-3},
+    "lr 3e-3": {"lr": 3e-3},
     "warm-up 1%": {"warmup_share": 0.01},
     "warm-up 10%": {"warmup_share": 0.10},
     "no clipping": {"grad_clip": None},
     "no dropout": {"dropout": 0.0, "attention_dropout": 0.0},
     "fp32": {"precision": "fp32"},
-    "no packing": {"packing": False},
-    "1 layer x 256": {"model": "tiny-1x256"},
+    "packing": {"packing": True},
     "1 layer x 128": {"layers": 1},
-    "1 layer x 128, batch 32": {"layers": 1, "batch_size": 32},
+    "1 layer x 256": {"model": "tiny-1x256"},
+    "lr 2e-3, no dropout": {"lr": 2e-3, "dropout": 0.0, "attention_dropout": 0.0},
+    "batch 16, no dropout": {"batch_size": 16, "dropout": 0.0, "attention_dropout": 0.0},
 }
 
 
@@ -52,6 +55,7 @@ def run_config(
     data_dir: str | None,
     out: Path,
     eval_articles: int = 500,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Pre-train one variation for `tokens` training tokens; its held-out curve against tokens and seconds."""
     import torch
@@ -77,6 +81,7 @@ def run_config(
         "name": name.replace(" ", "_"),
         "progress": False,
         "data_dir": data_dir,
+        "threads": threads,
     }
     t0 = time.time()
     run = pretrain(build_sections(SECTIONS, settings), log=lambda *_: None)
@@ -104,7 +109,13 @@ def run_config(
 
 
 def bench_sweep(
-    names: list[str], articles: int, tokens: int, evals: int, data_dir: str | None, eval_articles: int = 500
+    names: list[str],
+    articles: int,
+    tokens: int,
+    evals: int,
+    data_dir: str | None,
+    eval_articles: int = 500,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     from tinylm.machine import cpu_name
 
@@ -113,7 +124,15 @@ def bench_sweep(
         for name in names:
             rows.append(
                 run_config(
-                    name, VARIATIONS[name], articles, tokens, evals, data_dir, Path(tmp), eval_articles
+                    name,
+                    VARIATIONS[name],
+                    articles,
+                    tokens,
+                    evals,
+                    data_dir,
+                    Path(tmp),
+                    eval_articles,
+                    threads,
                 )
             )
             print(
@@ -173,7 +192,7 @@ def plot_sweep(r: dict[str, Any], path: Path) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from tinylm.machine import write_benchmark
 
-    res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None)
+    res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None, threads=args.threads)
     code = write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))  # the numbers first
     plot_sweep(res, Path(args.out) / "pretrain_sweep.png")
     return code
@@ -193,4 +212,5 @@ def add_sweep_parser(bsub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--tokens", type=int, default=8_000_000, help="training tokens per variation (default 8M)")
     q.add_argument("--evals", type=int, default=10, help="held-out evaluations per run (default 10)")
     q.add_argument("--out", default="benchmarks", help="where to write pretrain_sweep.{json,md,png}")
+    q.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     q.set_defaults(handler=_cmd_sweep)
