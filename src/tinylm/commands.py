@@ -430,6 +430,9 @@ def _reproduce(args: argparse.Namespace) -> int:
         args.jobs,
         args.data_dir,
         dry_run=args.dry_run,
+        estimate_only=args.estimate,
+        gpus=args.gpus,
+        gpu_tflops=args.gpu_tflops,
     )
     return 0
 
@@ -464,6 +467,22 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validate the whole grid, then run one pre-training and one "
         "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)",
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the grid's cost (tokens, steps, FLOPs, projected time here and on N GPUs) and stop; "
+        "every reproduce prints it before starting",
+    )
+    p.add_argument("--gpus", nargs="+", type=int, default=[1, 8], help="GPU counts to project (default 1 8)")
+    p.add_argument(
+        "--gpu-tflops",
+        "--gpu_tflops",
+        dest="gpu_tflops",
+        type=float,
+        default=100.0,
+        help="assumed sustained TFLOP/s per GPU for the projection (default 100: an H100 in bf16 at ~10-25%% "
+        "of peak for these small models)",
     )
     p.set_defaults(handler=_reproduce)
 

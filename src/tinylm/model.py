@@ -495,11 +495,16 @@ def parameter_counts(cfg: ModelConfig, num_labels: int | None = None) -> dict[st
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float | None = None) -> float:
-    """Approximate training FLOPs per token: 6 × matmul params touched + attention scores (fwd+bwd),
-    plus the vocab projection only at the `mlm_fraction` of positions where logits are computed."""
+    """Approximate training FLOPs per token: 6 × matmul params touched + attention scores (fwd+bwd), the
+    conv front-end's convolutions, and the vocab projection only at the `mlm_fraction` of positions where
+    logits are computed."""
     H, L = cfg.hidden_size, cfg.layers
     block = 4 * H * H + 2 * H * cfg.ffn_size
     flops: float = 6 * L * block + 6 * L * 2 * seq_len * H  # QK^T and AV: 2·T·H MACs per token
+    if cfg.conv_layers:  # every (token, hidden unit) pixel: k·k MACs per input×output channel pair
+        kh, kw = cfg.kernel()
+        d = cfg.conv_channels
+        flops += 6 * H * (kh * kw * (d + (cfg.conv_layers - 1) * d * d) + d)
     if mlm_fraction is not None:
         flops += 6 * H * H + 6 * mlm_fraction * H * cfg.vocab_size
     return float(flops)

@@ -123,8 +123,12 @@ def reproduce(
     data_dir: str | None,
     dry_run: bool = False,
     log: Log = print,
+    estimate_only: bool = False,
+    gpus: list[int] | None = None,
+    gpu_tflops: float = 100.0,
 ) -> Path:
-    """Run the grid of a preset and write the report; rerun with the same OUT to resume."""
+    """Run the grid of a preset and write the report; rerun with the same OUT to resume. The grid's cost
+    estimate is printed first (`estimate_only`: printed, nothing run)."""
     p = load_preset(preset)
     tasks = tasks or p.tasks
     seeds = p.seeds if seeds is None else seeds
@@ -140,6 +144,13 @@ def reproduce(
     if dry_run:  # the paper preset on a CPU: one pre-training and one fine-tuning run, two steps each
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
+    if estimate_only or not dry_run:
+        from tinylm.paper.estimate import estimate, format_estimate
+
+        cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], gpu_tflops)
+        log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
+        if estimate_only:
+            return outp
     with DirLock(outp, "reproduce"):  # a second reproduce on the same OUT stops here, changing nothing
         return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log)
 

@@ -1,0 +1,184 @@
+"""What a preset's grid costs before it runs (`tinylm reproduce --estimate`, and printed at the start of
+every `reproduce`): per training job the tokens, optimizer steps and training FLOPs, the projected wall
+time on this device from a few timed steps of each architecture, and the same grid on N GPUs.
+
+Token counts use measured mean lengths (WordPieces per sample, capped at max_length) of 500 Wikipedia
+leads and 200 examples of each task; the GPU projection assumes a sustained throughput per GPU
+(`--gpu-tflops`, a stated assumption, not a measurement) and perfect parallelism across independent jobs,
+bounded below by the grid's critical path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinylm.config import ModelConfig, build_sections
+from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
+from tinylm.paper.grid import SECTIONS, Job
+
+MASK_SHARE = 0.15
+
+
+def mean_lengths(data_dir: str | None, tasks: list[str], max_length: int) -> dict[str, float]:
+    """Mean tokens per sample ([CLS]/[SEP] included, truncated at max_length): 'wiki' and each task (and
+    'TASK:labels', its number of labels)."""
+    from tinylm.data.corpus import iter_articles, wiki_shards
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tasks import load_pool
+    from tinylm.data.tokenize import encode_texts, load_tokenizer
+
+    source = resolve_source(data_dir)
+    tok = load_tokenizer(source)
+    texts = [text for _, _, text in itertools.islice(iter_articles(wiki_shards(source)), 500)]
+    out = {"wiki": float(encode_texts(tok, texts, max_length).lengths.mean())}
+    for t in tasks:
+        pool = load_pool(t, source)
+        out[t] = float(encode_texts(tok, [r.text for r in pool.train[:200]], max_length).lengths.mean())
+        out[f"{t}:labels"] = float(len(pool.label_names))
+    return out
+
+
+def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> dict[str, Any]:
+    """Tokens, steps and FLOPs of one training job (its settings built as its command would); a
+    fine-tuning job has the architecture of its `init` pre-training job."""
+    scratch = {"init": "scratch"} if job.kind == "finetune" else {}  # an init job id is no path yet
+    built = build_sections(SECTIONS[job.kind], job.settings | scratch)
+    mcfg: ModelConfig = built["model"]
+    if init is not None:
+        mcfg = build_sections(SECTIONS["pretrain"], init.settings)["model"]
+    tc = built["train"]
+    if job.kind == "pretrain":
+        seq = lengths["wiki"]
+        tokens = tc.max_tokens or tc.epochs * built["corpus"].num_articles * seq
+        mlm: float | None = MASK_SHARE
+    else:
+        task = built["task"]
+        seq = lengths[task.task]
+        labels = int(lengths[f"{task.task}:labels"])
+        n = (task.samples_per_label_train - (task.validation_per_label or 0)) * labels
+        tokens, mlm = tc.epochs * n * seq, None
+    flops = train_flops_per_token(mcfg, int(round(seq)), mlm) * tokens
+    steps = int(np.ceil(tokens / (seq * tc.batch_size)))
+    return {
+        "tokens": float(tokens),
+        "steps": steps,
+        "flops": flops,
+        "seq": seq,
+        "batch": tc.batch_size,
+        "model": mcfg,
+    }
+
+
+def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budget_s: float = 3.0) -> float:
+    """Training tokens/s of one architecture on this device: random ids, at most 8 rows per step (a large
+    model on a CPU), timed steps after one warm-up until `budget_s` seconds have passed (at least one)."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = TinyBertForMaskedLM(cfg) if kind == "pretrain" else TinyBertForSequenceClassification(cfg, 4)
+    model = model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rows, T = min(batch, 8) if dev.type == "cpu" else batch, max(4, int(round(seq)))
+    ids = torch.randint(1000, cfg.vocab_size, (rows, T), device=dev)
+    n_mask = max(1, int(MASK_SHARE * rows * T))
+
+    def step() -> None:
+        if kind == "pretrain":
+            pos = torch.randperm(rows * T, device=dev)[:n_mask]
+            loss = model(ids, None, pos).float().logsumexp(-1).mean()
+        else:
+            loss = model(ids).float().logsumexp(-1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    n, t0 = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - t0 < budget_s and n < 20:
+        step()
+        n += 1
+    return rows * T * n / (time.perf_counter() - t0)
+
+
+def estimate(
+    jobs: list[Job],
+    data_dir: str | None,
+    tasks: list[str],
+    max_length: int,
+    gpus: list[int],
+    gpu_tflops: float,
+) -> dict[str, Any]:
+    """Per-job and total cost of the grid, projected on this device and on N GPUs."""
+    lengths = mean_lengths(data_dir, tasks, max_length)
+    rows, speed = [], {}
+    by_job = {j.id: j for j in jobs}
+    for j in jobs:
+        if j.kind not in SECTIONS:
+            continue
+        c = job_cost(j, lengths, by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None)
+        key = (j.kind, str(c["model"]), c["batch"])
+        if key not in speed:
+            speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"])
+        c["minutes_here"] = c["tokens"] / speed[key] / 60
+        c["minutes_gpu"] = c["flops"] / (gpu_tflops * 1e12) / 60
+        rows.append({"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps} | c)
+    total_here = sum(r["minutes_here"] for r in rows)
+    by_id = {r["id"]: r for r in rows}
+
+    def chain(r: dict[str, Any]) -> float:  # longest dependency path ending at r, in GPU minutes
+        return float(r["minutes_gpu"]) + max((chain(by_id[d]) for d in r["deps"] if d in by_id), default=0.0)
+
+    critical = max((chain(r) for r in rows), default=0.0)
+    total_gpu = sum(r["minutes_gpu"] for r in rows)
+    return {
+        "rows": rows,
+        "mean_lengths": lengths,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "total": {
+            "tokens": sum(r["tokens"] for r in rows),
+            "steps": sum(r["steps"] for r in rows),
+            "flops": sum(r["flops"] for r in rows),
+            "minutes_here": total_here,
+        },
+        "gpu_tflops_assumed": gpu_tflops,
+        "on_gpus": {n: max(critical, total_gpu / n) for n in gpus},
+        "critical_path_gpu_minutes": critical,
+    }
+
+
+def _h(minutes: float) -> str:
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def format_estimate(e: dict[str, Any]) -> str:
+    """The estimate as a table: one line per kind of job and architecture, then the totals."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in e["rows"]:
+        m = r["model"]
+        shape = f"{m.layers}/{m.hidden_size}/{m.heads}" + (f"+conv{m.conv_layers}" if m.conv_layers else "")
+        groups.setdefault((r["kind"], shape), []).append(r)
+    lines = [f"{'jobs':>5} {'kind':9} {'model':14} {'tokens':>10} {'steps':>9} {'PFLOP':>9} {'here':>10}"]
+    for (kind, shape), rs in groups.items():
+        lines.append(
+            f"{len(rs):5d} {kind:9} {shape:14} {sum(r['tokens'] for r in rs) / 1e6:9.1f}M "
+            f"{sum(r['steps'] for r in rs):9,d} {sum(r['flops'] for r in rs) / 1e15:9.3f} "
+            f"{_h(sum(r['minutes_here'] for r in rs)):>10}"
+        )
+    t = e["total"]
+    lines.append(
+        f"total: {t['tokens'] / 1e6:,.1f}M training tokens, {t['steps']:,} optimizer steps, "
+        f"{t['flops'] / 1e15:,.2f} PFLOP; on this {e['device']} ({torch.get_num_threads()} threads): "
+        f"{_h(t['minutes_here'])} one job at a time (training steps only)"
+    )
+    gpus = ", ".join(f"{n} GPU(s): {_h(m)}" for n, m in e["on_gpus"].items())
+    lines.append(
+        f"on GPUs at an assumed {e['gpu_tflops_assumed']:g} TFLOP/s sustained each: {gpus} (critical path "
+        f"{_h(e['critical_path_gpu_minutes'])})"
+    )
+    return "\n".join(lines)
