@@ -45,13 +45,15 @@ def shape_config(shape: str, **overrides: Any) -> ModelConfig:
     return ModelConfig(**NAMED_MODELS[SHAPES.get(shape, shape)] | overrides)
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    _sync()
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    _sync()
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
@@ -80,12 +82,20 @@ def sample_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> torch.Tenso
 class Runner:
     """One training step function per implementation, sharing batch, masking and optimizer settings."""
 
-    def __init__(self, impl: str, cfg: ModelConfig, ids: torch.Tensor, precision: str, seed: int = 0):
+    def __init__(
+        self,
+        impl: str,
+        cfg: ModelConfig,
+        ids: torch.Tensor,
+        precision: str,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
         torch.manual_seed(seed)
-        self.impl, self.precision, self.ids = impl, precision, ids
+        self.impl, self.precision, self.ids, self.device = impl, precision, ids, torch.device(device)
         self.masker = MLMObjective(cfg.vocab_size, seed=seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.attention = torch.ones_like(ids)
+        self.attention = torch.ones_like(ids, device=self.device)
         self.model: nn.Module
         if impl == "tinylm":
             self.model = TinyBertForMaskedLM(cfg)
@@ -103,23 +113,26 @@ class Runner:
                 attention_probs_dropout_prob=cfg.attention_dropout,
             )
             self.model = BertForMaskedLM(hcfg)
+        self.model = self.model.to(self.device)  # type: ignore[arg-type]
         self.model.train()
         from tinylm.config import TrainConfig
 
         tcfg = TrainConfig(lr=5e-5, weight_decay=0.01)
         if impl == "tinylm":
-            self.opt = make_optimizer(self.model, tcfg, torch.device("cpu"))
+            self.opt = make_optimizer(self.model, tcfg, self.device)
         else:  # the reference: torch AdamW with its defaults, as the paper's code
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
 
     def step(self) -> None:
         inputs, positions, targets = self.masker.mask(self.ids, self.gen)
-        with autocast(torch.device("cpu"), self.precision):
+        dev = self.device
+        inputs, positions, targets = inputs.to(dev), positions.to(dev), targets.to(dev)
+        with autocast(dev, self.precision):
             if self.impl == "tinylm":
                 logits = self.model(inputs, None, positions)
                 loss = cross_entropy(logits.float(), targets)
             else:
-                labels = torch.full(self.ids.shape, -100, dtype=torch.long)
+                labels = torch.full(self.ids.shape, -100, dtype=torch.long, device=dev)
                 labels.view(-1)[positions] = targets
                 loss = self.model(input_ids=inputs, attention_mask=self.attention, labels=labels).loss
         loss.backward()
@@ -134,8 +147,10 @@ def time_steps(runners: dict[str, Runner], steps: int, warmup: int) -> dict[str,
             r.step()
     for _ in range(steps):  # alternate so drifts in machine speed hit every implementation alike
         for k, r in runners.items():
+            _sync()
             t = time.perf_counter()
             r.step()
+            _sync()
             times[k].append(time.perf_counter() - t)
     return times
 
@@ -156,13 +171,20 @@ def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: i
 
 
 def _time_shape(
-    shape: str, precision: str, ids: torch.Tensor, steps: int, warmup: int, peak: float, reference: bool
+    shape: str,
+    precision: str,
+    ids: torch.Tensor,
+    steps: int,
+    warmup: int,
+    peak: float,
+    reference: bool,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """One row of `bench pretrain`: median step times of tinylm (and transformers) on one shape."""
     cfg = shape_config(shape)
-    runners = {"tinylm": Runner("tinylm", cfg, ids, precision)}
+    runners = {"tinylm": Runner("tinylm", cfg, ids, precision, device=device)}
     if reference:
-        runners["transformers"] = Runner("transformers", cfg, ids, precision)
+        runners["transformers"] = Runner("transformers", cfg, ids, precision, device=device)
     times = time_steps(runners, steps, warmup)
     tokens = ids.numel()
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -192,11 +214,12 @@ def bench_pretrain(
     reference: bool = True,
     memory: bool = True,
     log=print,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    allocator = tune_cpu_allocator()  # as tinylm training does; applies to both implementations alike
-    peak = {"fp32": matmul_flops(torch.float32)}
-    if bf16_supported(torch.device("cpu")):
-        peak["bf16"] = matmul_flops(torch.bfloat16)
+    allocator = tune_cpu_allocator() if device == "cpu" else False  # as tinylm training does, for both alike
+    peak = {"fp32": matmul_flops(torch.float32, device=device)}
+    if bf16_supported(torch.device(device)):
+        peak["bf16"] = matmul_flops(torch.bfloat16, device=device)
     ids = sample_batch(batch, seq, BERT_VOCAB_SIZE)
     rows = []
     for shape in shapes:
@@ -204,10 +227,10 @@ def bench_pretrain(
             if precision == "bf16" and "bf16" not in peak:
                 continue
             log(f"timing {shape} {precision}: {steps} steps after {warmup} warm-up (alternating)")
-            rows.append(_time_shape(shape, precision, ids, steps, warmup, peak[precision], reference))
+            rows.append(_time_shape(shape, precision, ids, steps, warmup, peak[precision], reference, device))
             log("  " + json.dumps(rows[-1]))
     mem = {}
-    if memory:
+    if memory and device == "cpu":
         for precision in precisions:
             if precision in peak:
                 mem[f"bert6_{precision}_peak_rss_gib"] = round(
@@ -217,6 +240,7 @@ def bench_pretrain(
         "command": "tinylm bench pretrain " + " ".join(sys.argv[3:]),
         "machine": {
             "cpu": cpu_name(),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "matmul_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
@@ -273,6 +297,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         args.seq,
         reference=not args.no_reference,
         memory=not args.no_memory,
+        device=str(_device(args.device)),
     )
     return write_benchmark(Path(args.out), "pretrain", res, format_table(res))
 
@@ -311,7 +336,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     q.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
     q.add_argument("--no-reference", action="store_true", help="skip transformers (tinylm only)")
-    q.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    q.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process (CPU)")
+    q.add_argument(
+        "--device",
+        default="cpu",
+        choices=["auto", "cpu", "cuda"],
+        help="device (default cpu; auto: CUDA if present)",
+    )
     q.add_argument(
         "--out", default="benchmarks", help="where to write pretrain.json / pretrain.md (default benchmarks/)"
     )
