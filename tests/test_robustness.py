@@ -265,3 +265,24 @@ def test_sigkill_at_each_write_window_then_resume(
     assert a["steps"] == b["steps"] and a["tokens"] == b["tokens"]
     # same weights; the held-out loss agrees up to float summation order (oneDNN may block differently)
     assert b["final_eval"] == pytest.approx(a["final_eval"], rel=1e-5)
+
+
+def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tinylm.finetune import SECTIONS as FT
+    from tinylm.finetune import finetune
+
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    model = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab)
+    task = dict(task="agnews", samples_per_label_train=6, samples_per_label_test=4, validation_per_label=2)
+    run_settings = dict(out=str(tmp_path / "runs"), name="ft", progress=False, resume=True)
+    settings = model | task | run_settings | dict(init="scratch", epochs=3, batch_size=4, lr=1e-3)
+    settings["data_dir"] = str(data_dir)
+    run = finetune(build_sections(FT, settings), set(settings), **QUIET)
+    before = json.loads((run.path / "results.json").read_text())
+    (run.path / "results.json").unlink()  # killed after the final checkpoint, before results.json
+    again = finetune(build_sections(FT, settings), set(settings), **QUIET)
+    after = json.loads((again.path / "results.json").read_text())
+    assert [e["epoch"] for e in after["per_epoch"]] == [1, 2, 3] and after["per_epoch"] == before["per_epoch"]
+    assert after["test"] == before["test"]

@@ -111,37 +111,30 @@ def read_label_csv(
 ) -> list[Record]:
     """Read a header-less `label,field,...` CSV with labels 1..num_labels into 0-based Records."""
     records: list[Record] = []
-    try:
-        with open_text(path) as f:
-            reader = csv.reader(f, strict=True)  # a stray quote is an error, not a silently merged field
-            row_no = 0
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as e:
-                    raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
-                line = reader.line_num
-                if len(row) != len(fields):
-                    raise DataError(
-                        f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got {len(row)}"
-                    )
-                raw = row[0].strip()
-                if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) <= num_labels:
-                    raise DataError(
-                        f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected "
-                        f"1..{num_labels})"
-                    )
-                text = make_text(row).strip()
-                if not text:
-                    raise DataError(f"{path}:{line}: empty text (fields {', '.join(fields[1:])} are blank)")
-                records.append(Record(text=text, label=int(raw) - 1, id=f"{split}:{row_no}"))
-                row_no += 1
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e})") from e
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), strict=True)  # a stray quote is an error
+    row_no = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
+        line = reader.line_num
+        if len(row) != len(fields):
+            raise DataError(
+                f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got {len(row)}"
+            )
+        raw = row[0].strip()
+        if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) <= num_labels:
+            raise DataError(
+                f"{path}:{line}: unknown label {raw!r} in field '{fields[0]}' (expected 1..{num_labels})"
+            )
+        text = make_text(row).strip()
+        if not text:
+            raise DataError(f"{path}:{line}: empty text (fields {', '.join(fields[1:])} are blank)")
+        records.append(Record(text=text, label=int(raw) - 1, id=f"{split}:{row_no}"))
+        row_no += 1
     if not records:
         raise DataError(f"{path}: no rows (expected {', '.join(fields)} rows)")
     return records
