@@ -85,19 +85,29 @@ def run_config(
     }
     t0 = time.time()
     run = pretrain(build_sections(SECTIONS, settings), log=lambda *_: None)
-    lines = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    return row_of_run(run.path, name, settings) | {"minutes": round((time.time() - t0) / 60, 2)}
+
+
+def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A sweep row from a finished pre-training run directory: its held-out curve against tokens seen,
+    final loss next to the unigram baseline, throughput (a `reproduce` run can be compared this way)."""
+    import yaml
+
+    lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_s = {m["step"]: m["tokens"] for m in lines if "tokens" in m}
     curve = []
     for m in lines:
         if "eval" in m:
             seen = max((t for s_, t in train_s.items() if s_ <= m["step"]), default=0)
             curve.append({"step": m["step"], "tokens": seen, **m["eval"]})
-    result = json.loads((run.path / "results.json").read_text())
+    result = json.loads((path / "results.json").read_text())
     ev = result["final_eval"]
+    if settings is None:
+        settings = yaml.safe_load((path / "config.yaml").read_text())
     return {
         "name": name,
         "settings": settings,
-        "minutes": round((time.time() - t0) / 60, 2),
+        "minutes": round(result["train_seconds"] / 60, 2),
         "train_seconds": result["train_seconds"],
         "tokens": result["tokens"],
         "tokens_per_s": round(result["tokens"] / result["train_seconds"], 1),
@@ -190,9 +200,18 @@ def plot_sweep(r: dict[str, Any], path: Path) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from tinylm.machine import write_benchmark
+    from tinylm.machine import cpu_name, write_benchmark
 
-    res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None, threads=args.threads)
+    if args.from_runs:
+        rows = [row_of_run(Path(p), Path(p).name) for p in args.from_runs]
+        res = {
+            "command": "tinylm bench sweep --from-runs ...",
+            "machine": {"cpu": cpu_name()},
+            "base": BASE,
+            "rows": rows,
+        }
+    else:
+        res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None, threads=args.threads)
     code = write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))  # the numbers first
     plot_sweep(res, Path(args.out) / "pretrain_sweep.png")
     return code
@@ -213,4 +232,11 @@ def add_sweep_parser(bsub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--evals", type=int, default=10, help="held-out evaluations per run (default 10)")
     q.add_argument("--out", default="benchmarks", help="where to write pretrain_sweep.{json,md,png}")
     q.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    q.add_argument(
+        "--from-runs",
+        "--from_runs",
+        dest="from_runs",
+        nargs="+",
+        help="tabulate and plot finished pre-training run directories instead of training",
+    )
     q.set_defaults(handler=_cmd_sweep)
