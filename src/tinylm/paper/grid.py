@@ -272,7 +272,7 @@ def _measurements(g: GridBuilder, tasks: list[str]) -> None:
 def validate_jobs(jobs: list[Job]) -> None:
     """Build every training job's settings as its command would, so that a typo in a preset's pretrain or
     finetune section is reported (all of them at once) before the first job runs."""
-    problems: list[str] = []
+    found: dict[tuple[str, str], int] = {}
     for j in jobs:
         if j.kind not in SECTIONS:
             continue
@@ -282,9 +282,12 @@ def validate_jobs(jobs: list[Job]) -> None:
             )  # init: a job id here
             build_sections(SECTIONS[j.kind], settings, source=j.id)
         except ConfigError as e:
-            problems += [f"{j.kind} job {j.role}: {p}" for p in e.problems]
-    if problems:
-        raise ConfigError(sorted(set(problems)), "the preset's grid")
+            for p in e.problems:
+                found[(j.kind, p)] = found.get((j.kind, p), 0) + 1
+    if found:  # one line per problem, with how many jobs share it (a preset section typo hits them all)
+        raise ConfigError(
+            [f"{k} section ({n} job(s)): {p}" for (k, p), n in sorted(found.items())], "the preset"
+        )
 
 
 def by_role(jobs: list[Job], kind: str, **role: Any) -> list[Job]:
