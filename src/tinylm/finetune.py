@@ -7,6 +7,7 @@ unless `init_pooler` is set and the source has one. The run records what was loa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinylm import distributed
 from tinylm.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, flat_dict
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
+from tinylm.distributed import Dist
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import DirLock, write_json
 from tinylm.model import TinyBertForSequenceClassification, describe
@@ -132,16 +135,20 @@ def finetune(
     built = built | {"model": mcfg}
     flat = flat_dict(built)
     name = rcfg.name or run_name(f"finetune-{tc.task.replace('file:', 'file-').replace('/', '_')}", flat)
-    run = RunDir(Path(rcfg.out) / name)
+    d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
+    run = RunDir(Path(rcfg.out) / name, writer=d.main)
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
-    with DirLock(run.path, "fine-tuning run"):
-        _finetune(run, built | {"train": tcfg}, flat, log)
+    with DirLock(run.path, "fine-tuning run") if d.main else contextlib.nullcontext():
+        _finetune(run, built | {"train": tcfg}, flat, log if d.main else (lambda *_: None), d)
+    distributed.barrier(d)
     return run
 
 
-def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Callable[[str], None]) -> None:
+def _finetune(
+    run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Callable[[str], None], d: Dist
+) -> None:
     mcfg, tcfg, tc, rcfg = built["model"], built["train"], built["task"], built["run"]
     task, tok = load_task_data(tc), load_tokenizer(resolve_source(tc.data_dir))
     if tok.vocab_size != mcfg.vocab_size:
@@ -153,19 +160,20 @@ def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Cal
     data, hit = encode_task(task, tok, mcfg.max_length, tc.cache_dir)
     train, test = data["train"], data["test"]
     model, transfer = build_classifier(mcfg, task.num_labels, tc, tcfg.seed)
-    write_json(
-        run.path / "data.json",
-        task.description | {"label_names": task.label_names, "tokenizer": tok.path, "cache_hit": hit},
-    )
-    write_json(run.path / "init.json", transfer)
+    if d.main:
+        write_json(
+            run.path / "data.json",
+            task.description | {"label_names": task.label_names, "tokenizer": tok.path, "cache_hit": hit},
+        )
+        write_json(run.path / "init.json", transfer)
     log(
         f"task {tc.task}: {len(task.train):,} train / {len(task.test):,} test, {task.num_labels} labels; "
         f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)"
     )
     log(describe(mcfg))
-    objective, device = ClassificationObjective(task.num_labels), pick_device(tcfg.device)
-    trainer = Trainer(model, objective, train, tcfg, run)
-    best = BestOnValidation(run, model) if task.validation else None
+    objective, device = ClassificationObjective(task.num_labels), d.device(pick_device(tcfg.device))
+    trainer = Trainer(model, objective, train, tcfg, run, dist=d)
+    best = BestOnValidation(run, model) if task.validation and d.main else None
 
     def evaluate(m: nn.Module) -> dict[str, Any]:
         metrics = objective.evaluate(
@@ -179,6 +187,25 @@ def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Cal
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
+    if d.main:
+        _finish(run, model, task, test, tc, tcfg, tok.path, device, result, best, transfer, log)
+
+
+def _finish(
+    run: RunDir,
+    model: TinyBertForSequenceClassification,
+    task: TaskData,
+    test: TokenData,
+    tc: TaskConfig,
+    tcfg: TrainConfig,
+    tokenizer: str,
+    device: torch.device,
+    result: dict[str, Any],
+    best: BestOnValidation | None,
+    transfer: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """After training (rank 0): the chance-level warning, the selected model's test predictions, results."""
     training = {k: v for k, v in result.items() if k != "final_eval"}
     stuck = epochs_at_chance(run.read_metrics(), task.num_labels)
     if stuck:
@@ -191,7 +218,7 @@ def _finetune(run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Cal
     results = summarize(run, task) | {"training": training, "init": transfer["init"]}
     results["precision"] = tcfg.precision
     selected = best.restore() if best is not None else None  # the model of the best validation epoch
-    probs = save_outputs(run, model, task, test, tc, tcfg.precision, tok.path, device)
+    probs = save_outputs(run, model, task, test, tc, tcfg.precision, tokenizer, device)
     if selected is not None:  # the test split, read once (the probabilities just saved)
         assert test.labels is not None
         results["test"] = selected | classification_metrics(probs.argmax(1), test.labels, task.num_labels)

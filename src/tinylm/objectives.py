@@ -96,6 +96,10 @@ class MLMObjective(Objective):
         self.generator = torch.Generator().manual_seed(seed)
         self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
+    def reseed(self, seed: int) -> None:
+        """Masks of the next batch from this seed (the trainer seeds every micro-batch)."""
+        self.generator.manual_seed(seed)
+
     def mask(self, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (masked inputs, flat selected positions, their original ids). Works on CPU tensors."""
         maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import torch
 
+from tinylm import distributed
 from tinylm.config import CorpusConfig, ModelConfig, RunConfig, TrainConfig, flat_dict
 from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
 from tinylm.data.sources import DataSource, resolve_source
 from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
+from tinylm.distributed import Dist
 from tinylm.errors import ConfigError
 from tinylm.fileio import DirLock, atomic_dir, write_json
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
@@ -102,12 +105,14 @@ def pretrain(
     tcfg: TrainConfig = resolve_precision(built["train"])  # the saved config keeps "auto"
     rcfg: RunConfig = built["run"]
     flat = flat_dict(built)
-    run = RunDir(Path(rcfg.out) / (rcfg.name or run_name("pretrain", flat)))
+    d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
+    run = RunDir(Path(rcfg.out) / (rcfg.name or run_name("pretrain", flat)), writer=d.main)
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
-    with DirLock(run.path, "pre-training run"):
-        _pretrain(run, built | {"train": tcfg}, flat, log, on_step)
+    with DirLock(run.path, "pre-training run") if d.main else contextlib.nullcontext():
+        _pretrain(run, built | {"train": tcfg}, flat, log if d.main else _quiet, on_step, d)
+    distributed.barrier(d)
     return run
 
 
@@ -117,6 +122,7 @@ def _pretrain(
     flat: dict[str, Any],
     log: Callable[[str], None],
     on_step: Callable[[Progress], None] | None,
+    d: Dist,
 ) -> None:
     mcfg: ModelConfig = built["model"]
     tcfg: TrainConfig = built["train"]
@@ -130,7 +136,8 @@ def _pretrain(
         )
     corpus = load_corpus(ccfg, mcfg.max_length, source, tok)
     run.prepare(flat, rcfg.resume)  # config.yaml only once the settings and the data are known to be good
-    write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
+    if d.main:
+        write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
     log(
         f"corpus: {ccfg.num_articles:,} articles ({ccfg.selection}, seed {ccfg.corpus_seed}), "
         f"{corpus.description['tokens']:,} tokens; held out {ccfg.eval_articles:,}"
@@ -143,17 +150,19 @@ def _pretrain(
         mcfg.vocab_size, ccfg.mask_prob, ccfg.mask_replace, ccfg.mask_random, seed=tcfg.seed, unigram=unigram
     )
     eval_data, train = (TokenData(s.ids, s.lengths) for s in (corpus.eval, corpus.train))
-    device = pick_device(tcfg.device)
+    device = d.device(pick_device(tcfg.device))
     evaluate = lambda m: objective.evaluate(m, eval_data, 64, device, tcfg.precision)  # noqa: E731
-    snapshots = Snapshots(run, model, tcfg.snapshot_counts(), evaluate, tok.path)
+    snapshots = Snapshots(run, model, tcfg.snapshot_counts() if d.main else [], evaluate, tok.path)
     trainer = Trainer(
-        model, objective, train, tcfg, run, evaluate=evaluate, on_step=_both(snapshots, on_step)
+        model, objective, train, tcfg, run, evaluate=evaluate, on_step=_both(snapshots, on_step), dist=d
     )
     if rcfg.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     log(f"device {trainer.device}, {tcfg.precision}, {trainer.total_steps:,} steps of {tcfg.batch_size}")
     snapshots(trainer.progress)  # tokens-0: the initial model
     result = trainer.fit()
+    if not d.main:
+        return
     save_model(model, run.path, tokenizer=tok.path)
     extra = {"snapshots": snapshots.summary()} if tcfg.snapshot_tokens else {}
     run.finish(
@@ -162,13 +171,21 @@ def _pretrain(
         | {"precision": tcfg.precision}
         | extra
     )
+    log(done_line(result, run))
+
+
+def done_line(result: dict[str, Any], run: RunDir) -> str:
     ev = result["final_eval"]
-    log(
+    return (
         f"done: {result['steps']} steps, held-out MLM loss {ev.get('mlm_loss', float('nan')):.4f} "
         f"(unigram baseline {ev.get('unigram_loss', float('nan')):.4f}), accuracy "
         f"{ev.get('mlm_accuracy', float('nan')):.4f} (unigram {ev.get('unigram_accuracy', float('nan')):.4f})"
         f" -> {run.path}"
     )
+
+
+def _quiet(*_: Any) -> None:
+    return None
 
 
 def _both(first: Callable[[Progress], None], second: Callable[[Progress], None] | None) -> Callable:

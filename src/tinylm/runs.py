@@ -38,8 +38,12 @@ def run_name(prefix: str, flat: dict[str, Any]) -> str:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    """A run's directory. In a data-parallel job only rank 0 is its `writer`: the other ranks read it (to
+    resume) and every write is a no-op for them."""
+
+    def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
 
     @property
     def checkpoints(self) -> Path:
@@ -54,6 +58,8 @@ class RunDir:
 
     def prepare(self, config: dict[str, Any], resume: bool) -> None:
         """Create the run dir, or check that resuming continues the same configuration."""
+        if not self.writer:
+            return
         cfg_path = self.path / "config.yaml"
         if cfg_path.is_file():
             if not resume:
@@ -84,12 +90,16 @@ class RunDir:
         write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with open(self.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
         """On resume: keep the records of steps up to the checkpoint's (the rest will be written again), and
         drop a line torn by a kill mid-write. Step 0 (no checkpoint): an empty log."""
+        if not self.writer:
+            return
         keep = [json.dumps(r) for r in self.read_metrics() if step and r.get("step", 0) <= step]
         if self.metrics.is_file():
             write_text(self.metrics, "".join(line + "\n" for line in keep))
@@ -108,6 +118,8 @@ class RunDir:
 
     def remove_partial_files(self) -> None:
         """Temporary files and directories left by a kill during an atomic write."""
+        if not self.writer:
+            return
         for p in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
@@ -117,6 +129,8 @@ class RunDir:
     # ------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int) -> Path:
+        if not self.writer:
+            return self.checkpoints / f"step-{step:08d}"
         name = f"step-{step:08d}"
         target = self.checkpoints / name
         if not target.exists():
@@ -161,4 +175,6 @@ class RunDir:
             raise CheckpointError(f"{target / 'state.pt'}: unreadable training state ({e})") from e
 
     def finish(self, results: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         write_json(self.path / "results.json", results)

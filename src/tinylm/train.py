@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tinylm import distributed
 from tinylm.config import TrainConfig
-from tinylm.errors import CheckpointError, TinylmError, TrainingDiverged
+from tinylm.distributed import Dist
+from tinylm.errors import CheckpointError, ConfigError, TinylmError, TrainingDiverged
 from tinylm.objectives import Objective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import TokenData, autocast
@@ -140,9 +142,14 @@ class Trainer:
         run: RunDir,
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         on_step: Callable[[Progress], None] | None = None,
+        dist: Dist | None = None,
     ):
-        self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.cfg, self.dist = cfg, dist or Dist()
+        parts = self.dist.world * cfg.grad_accum
+        if cfg.batch_size % parts:
+            msg = f"{cfg.batch_size} (the global batch) is not divisible by {self.dist.world} ranks"
+            raise ConfigError([f"batch_size: {msg} × grad_accum {cfg.grad_accum}"])
+        self.device = self.dist.device(pick_device(cfg.device))
         if cfg.precision == "bf16" and not bf16_supported(self.device):
             raise TinylmError(f"precision: bf16 is not supported on this {self.device.type} device; use fp32")
         if cfg.threads:
@@ -238,21 +245,41 @@ class Trainer:
         self.run.log(rec)
         return out
 
+    def _micro_batches(self, idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """This rank's micro-batches of a global batch, with their global index: the batch is split into
+        ranks × grad_accum parts, rank r takes parts r·G … r·G+G−1 (one process: all of them)."""
+        g, d = self.cfg.grad_accum, self.dist
+        parts = np.array_split(idx, g * d.world)
+        return [(i, parts[i]) for i in range(d.rank * g, (d.rank + 1) * g) if len(parts[i])]
+
     def _optimizer_step(self, idx: np.ndarray) -> StepStats:
-        """Forward and backward over `idx` (in grad_accum micro-batches), clip, one optimizer step."""
+        """Forward and backward over this rank's micro-batches of `idx`, gradients summed over ranks, clip,
+        one optimizer step. Each micro-batch's randomness (dropout, masking) is seeded by (seed, step, part),
+        so that a run does not depend on how many ranks or accumulation steps computed it."""
         c, p = self.cfg, self.progress
-        st = StepStats()
-        for chunk in np.array_split(idx, max(1, min(c.grad_accum, len(idx)))):
+        local = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, correct, count, tokens
+        for part, chunk in self._micro_batches(idx):
+            seed = (c.seed * 1_000_003 + p.step * 4099 + part) % 2**62
+            torch.manual_seed(seed)
+            if hasattr(self.objective, "reseed"):
+                self.objective.reseed(seed)
             batch = self.data.batch(chunk, self.device)
             with autocast(self.device, c.precision):
                 loss, stats = self.objective.loss(self.forward_model, batch)
             (loss * (len(chunk) / len(idx))).backward()
-            st.add(
-                loss.item() * len(chunk) / len(idx),
-                int(stats["correct"]),
-                int(stats["count"]),
-                int(batch["attention"].sum()),
-            )
+            weighted = loss.item() * len(chunk) / len(idx)
+            tokens = int(batch["attention"].sum())
+            counts = [weighted, int(stats["correct"]), int(stats["count"]), tokens]
+            local += torch.tensor(counts, dtype=torch.float64, device=self.device)
+        if self.dist.world > 1:  # every rank sums the same list of gradients (a rank may have had no rows)
+            for q in self.model.parameters():
+                if q.requires_grad and q.grad is None:
+                    q.grad = torch.zeros_like(q)
+        grads = [q.grad for q in self.model.parameters() if q.grad is not None]
+        distributed.sum_(grads, self.dist)
+        distributed.sum_([local], self.dist)
+        st = StepStats()
+        st.add(float(local[0]), int(local[1]), int(local[2]), int(local[3]))
         if not math.isfinite(st.loss):
             raise TrainingDiverged(
                 f"loss became {st.loss} at step {p.step + 1} (epoch {p.epoch}, batch {p.batch_in_epoch}); "
@@ -301,7 +328,7 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=p.step,
-            disable=not c.progress,
+            disable=not c.progress or not self.dist.main,
             unit="step",
             dynamic_ncols=True,
             leave=False,

@@ -1,0 +1,98 @@
+"""Data-parallel training under torchrun (gloo, 2 CPU processes): the same weights as one process with the
+same global batch, resume after kill -9 of the whole job, only rank 0 writes; pre-training and fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tinylm.config import build_sections
+from tinylm.data.sources import resolve_source
+from tinylm.data.tokenize import load_tokenizer
+from tinylm.finetune import SECTIONS as FT
+from tinylm.finetune import finetune
+from tinylm.pretrain import SECTIONS as PT
+from tinylm.pretrain import pretrain
+
+QUIET = {"log": lambda *_: None}
+
+
+def settings(data_dir: Path, out: Path, **kw) -> dict:
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    return dict(
+        layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab, num_articles=48,
+        eval_articles=8, epochs=3, batch_size=8, lr=1e-3, data_dir=str(data_dir), out=str(out), name="r",
+        progress=False, log_every=1, checkpoint_every=4, cache_dir=str(out.parent / "cache"),
+    ) | kw  # fmt: skip
+
+
+def torchrun(command: str, config: dict, cwd: Path, **popen) -> subprocess.Popen:
+    path = cwd / f"{command}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tinylm", command, "--config", str(path)]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def finished(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def max_diff(a: Path, b: Path) -> float:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+def test_two_processes_equal_one_and_resume_after_kill(data_dir: Path, tmp_path: Path) -> None:
+    single = pretrain(build_sections(PT, settings(data_dir, tmp_path / "one", grad_accum=2)), **QUIET)
+    finished(torchrun("pretrain", settings(data_dir, tmp_path / "two"), tmp_path))
+    two = tmp_path / "two" / "r"
+    assert max_diff(single.path, two) <= 1e-5  # the global batch is what batch_size means
+    a = json.loads((single.path / "results.json").read_text())
+    b = json.loads((two / "results.json").read_text())
+    assert a["steps"] == b["steps"] and a["tokens"] == b["tokens"]  # tokens summed over ranks
+    lines = (two / "metrics.jsonl").read_text().splitlines()  # one writer: no line twice
+    assert len(lines) == len(set(lines)) == len((single.path / "metrics.jsonl").read_text().splitlines())
+    # kill -9 of the whole job once a checkpoint exists, then resume under torchrun
+    job = torchrun("pretrain", settings(data_dir, tmp_path / "killed"), tmp_path, start_new_session=True)
+    ckpt = tmp_path / "killed" / "r" / "checkpoints"
+    deadline = time.time() + 300
+    while not any(ckpt.glob("step-*")) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (tmp_path / "killed" / "r" / "results.json").exists()  # killed mid-run, not after
+    resumed = settings(data_dir, tmp_path / "killed", resume=True)
+    finished(torchrun("pretrain", resumed, tmp_path))
+    assert max_diff(two, tmp_path / "killed" / "r") <= 1e-6
+
+
+def test_two_process_finetuning_equals_one(data_dir: Path, tmp_path: Path) -> None:
+    base = dict(
+        task="agnews", init="scratch", layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24,
+        vocab_size=load_tokenizer(resolve_source(data_dir)).vocab_size, samples_per_label_train=8,
+        samples_per_label_test=4, epochs=1, batch_size=8, lr=1e-3, data_dir=str(data_dir), name="ft",
+        progress=False, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    one = finetune(
+        build_sections(FT, base | {"out": str(tmp_path / "one"), "grad_accum": 2}), set(base), **QUIET
+    )
+    finished(torchrun("finetune", base | {"out": str(tmp_path / "two")}, tmp_path))
+    assert max_diff(one.path, tmp_path / "two" / "ft") <= 1e-5
+    r1 = json.loads((one.path / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "ft" / "results.json").read_text())
+    assert r1["final_epoch"]["accuracy"] == pytest.approx(r2["final_epoch"]["accuracy"])
+    assert torch.distributed.is_available()
