@@ -433,6 +433,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         estimate_only=args.estimate,
         gpus=args.gpus,
         gpu_tflops=args.gpu_tflops,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     return 0
 
@@ -475,6 +477,21 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         "every reproduce prints it before starting",
     )
     p.add_argument("--gpus", nargs="+", type=int, default=[1, 8], help="GPU counts to project (default 1 8)")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="local (default: this machine, --jobs worker processes) or ray (each job a Ray task; needs "
+        "pip install 'tinylm[ray]'; --out must be on a filesystem every node sees)",
+    )
+    p.add_argument(
+        "--ray-address",
+        "--ray_address",
+        dest="ray_address",
+        default=None,
+        help="join this Ray cluster (e.g. auto, or HOST:6379 after `ray start --head`); default: a local Ray "
+        "with --jobs CPUs",
+    )
     p.add_argument(
         "--gpu-tflops",
         "--gpu_tflops",

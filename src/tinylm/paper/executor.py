@@ -1,14 +1,15 @@
 """Executors: run a grid's jobs in dependency order, skipping the finished ones.
 
 `run_local` runs them in this process (`jobs=1`) or in N spawned worker processes with the cores
-split between them; an `exclusive` job (latency timing) runs with nothing else running. Another
-executor (a cluster) only has to honour the same contract: `run_job(job, ctx)` for every unfinished
-job after its dependencies.
+split between them; an `exclusive` job (latency timing) runs with nothing else running. `run_ray` runs
+them as Ray tasks (a local Ray, or a cluster), dependencies as object refs. Any executor honours the same
+contract: `run_job(job, ctx)` for every unfinished job after its dependencies.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable
@@ -93,3 +94,66 @@ def _run_pool(
                 done.add(j.id)
                 bar.update(1)
                 bar.set_postfix_str(f"{j.id} {res['seconds']:.0f}s")
+
+
+def _ray_task(job: Job, ctx: Context, threads: int, *deps: Any) -> dict[str, Any]:
+    """One job on a Ray worker (the dependencies' results arrive as resolved object refs, unused)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return steps.run_job(job, ctx)
+
+
+def run_ray(
+    jobs: list[Job],
+    ctx: Context,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+    cpus_per_job: int = 1,
+    num_cpus: int | None = None,
+) -> dict[str, float]:
+    """Run every unfinished job as a Ray task: dependencies are the object refs of the jobs they wait for
+    (no polling); a job asks for `cpus_per_job` CPUs (and a GPU when this machine has one); the exclusive
+    latency job asks for every CPU of the cluster, so it runs alone. `address` joins an existing cluster
+    (`ray start --head`); without it Ray starts locally. OUT must be on a filesystem every node sees.
+    Keys, resume and results are the local executor's: a grid may be finished by either."""
+    import ray
+    import torch
+
+    todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
+    seconds = {j.id: 0.0 for j in jobs}
+    n_done = len(jobs) - len(todo)
+    log(f"grid on Ray: {len(jobs)} jobs, {n_done} already finished (reused), {len(todo)} to run")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    try:
+        total_cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+        gpus = 1 if torch.cuda.is_available() else 0
+        task = ray.remote(_ray_task)
+        quiet = Context(ctx.out, ctx.data_dir, progress=False, dry_run=ctx.dry_run)
+        refs: dict[str, Any] = {}
+        for j in todo:  # dependency order: a job's dependencies were submitted before it
+            cpus = total_cpus if j.exclusive else min(cpus_per_job, total_cpus)
+            deps = [refs[d] for d in j.deps if d in refs]
+            exclusive_after = list(refs.values()) if j.exclusive else []  # timings: after everything else
+            opts = {"num_cpus": cpus, "num_gpus": gpus if j.kind in ("pretrain", "finetune") else 0}
+            refs[j.id] = task.options(**opts).remote(j, quiet, cpus, *deps, *exclusive_after)
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="job", desc="jobs (ray)")
+        waiting = list(refs.values())
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            res = ray.get(ready[0])  # re-raises a task's error
+            seconds[res["id"]] = res["seconds"]
+            bar.update(1)
+        bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+    return seconds

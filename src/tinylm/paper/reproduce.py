@@ -20,7 +20,7 @@ from typing import Any
 from tinylm.errors import ConfigError
 from tinylm.fileio import DirLock, write_json, write_text
 from tinylm.paper.analyse import analyse, latency_rows
-from tinylm.paper.executor import run_local
+from tinylm.paper.executor import run_local, run_ray
 from tinylm.paper.figures import write_figures
 from tinylm.paper.grid import Job, build_grid, validate_jobs
 from tinylm.paper.presets import Preset, load_preset
@@ -126,6 +126,8 @@ def reproduce(
     estimate_only: bool = False,
     gpus: list[int] | None = None,
     gpu_tflops: float = 100.0,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Path:
     """Run the grid of a preset and write the report; rerun with the same OUT to resume. The grid's cost
     estimate is printed first (`estimate_only`: printed, nothing run)."""
@@ -137,6 +139,9 @@ def reproduce(
     ]
     problems += [f"seeds: must be at least 1, got {seeds}"] if seeds < 1 else []
     problems += [f"jobs: must be at least 1, got {n_jobs}"] if n_jobs < 1 else []
+    problems += (
+        [f"executor: expected local or ray, got {executor!r}"] if executor not in ("local", "ray") else []
+    )
     if problems:
         raise ConfigError(problems, "reproduce")
     jobs = build_grid(p, tasks, seeds)
@@ -152,7 +157,7 @@ def reproduce(
         if estimate_only:
             return outp
     with DirLock(outp, "reproduce"):  # a second reproduce on the same OUT stops here, changing nothing
-        return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log)
+        return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address)
 
 
 def _run_grid(
@@ -165,6 +170,8 @@ def _run_grid(
     data_dir: str | None,
     dry_run: bool,
     log: Log,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Path:
     plan = [
         {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs
@@ -174,13 +181,22 @@ def _run_grid(
         {
             "preset": p.as_dict() | {"name": p.name},
             "jobs": plan,
-            "args": {"seeds": seeds, "tasks": tasks, "jobs": n_jobs, "dry_run": dry_run},
+            "args": {
+                "seeds": seeds,
+                "tasks": tasks,
+                "jobs": n_jobs,
+                "dry_run": dry_run,
+                "executor": executor,
+            },
         },
     )
     t0 = time.time()
     ctx = Context(outp, data_dir, progress=True, dry_run=dry_run)
     prepare_corpora(p, data_dir, str(ctx.cache_dir), log)
-    seconds = run_local(jobs, ctx, n_jobs, log)
+    if executor == "ray":
+        seconds = run_ray(jobs, ctx, ray_address, log, num_cpus=n_jobs if n_jobs > 1 else None)
+    else:
+        seconds = run_local(jobs, ctx, n_jobs, log)
     if dry_run:
         log(f"dry run finished: {len(jobs)} runs of 2 steps each in {time.time() - t0:.0f} s")
         return outp
