@@ -43,6 +43,11 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     "1 layer x 256": {"model": "tiny-1x256"},
     "lr 2e-3, no dropout": {"lr": 2e-3, "dropout": 0.0, "attention_dropout": 0.0},
     "batch 16, no dropout": {"batch_size": 16, "dropout": 0.0, "attention_dropout": 0.0},
+    # more articles at the same token budget: fewer repetitions of each article
+    "100K articles": {"num_articles": 100_000},
+    "300K articles": {"num_articles": 300_000},
+    "100K articles, lr 2e-3": {"num_articles": 100_000, "lr": 2e-3},
+    "packing, 100K articles": {"packing": True, "num_articles": 100_000},
 }
 
 
@@ -71,7 +76,7 @@ def run_config(
     approx_steps = max(10, tokens // (s["batch_size"] * 120))
     settings = {k: v for k, v in s.items() if k not in ("warmup_share", "precision")} | {
         "precision": precision,
-        "num_articles": articles,
+        "num_articles": s.get("num_articles", articles),
         "eval_articles": eval_articles,
         "max_tokens": tokens,
         "warmup_steps": int(s["warmup_share"] * approx_steps),
