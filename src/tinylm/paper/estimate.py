@@ -153,6 +153,8 @@ def estimate(
 
 
 def _h(minutes: float) -> str:
+    if minutes < 1:
+        return f"{minutes * 60:.1f} s"
     return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
