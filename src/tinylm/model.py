@@ -155,7 +155,7 @@ class SelfAttention(nn.Module):
         changes."""
         mods = [getattr(self, n) for n in names]
         out_dim = -2 if mods[0].weight.dim() == 2 else -1  # stacked weights are M×in×out
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return torch.cat([m.weight for m in mods], out_dim), torch.cat([m.bias for m in mods], -1)
         key = tuple((t.data_ptr(), t._version) for m in mods for t in (m.weight, m.bias))
         hit = self._fused.get(names)
