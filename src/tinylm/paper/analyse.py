@@ -409,7 +409,11 @@ def analyse(
     e3 = analyse_e3(r, p, tasks, e2)
     e4 = analyse_e4(r, p, tasks)
     results = {
-        "accuracy_used": "final epoch (best epoch reported alongside)",
+        "accuracy_used": (
+            "test accuracy of the epoch (and learning rate) chosen on the validation split"
+            if p.finetune.get("validation_per_label")
+            else "final epoch (best epoch reported alongside)"
+        ),
         "E0": analyse_e0(r, p),
         "E1": e1,
         "E2": e2,
