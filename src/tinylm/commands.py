@@ -439,37 +439,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from tinylm.paper import grid
-
-    p = sub.add_parser(
-        "reproduce",
-        help="the paper's experiments E1-E4 end to end, with a report",
-        description=grid.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--preset",
-        default="quick",
-        help="smoke, quick (default), cpu, paper, or a YAML file of the same keys",
-    )
-    p.add_argument(
-        "--out", help="output directory (default: reproduce-PRESET); rerun with the same --out to resume"
-    )
-    p.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
-    p.add_argument("--tasks", nargs="+", choices=list(TASK_NAMES), help="tasks (default: the preset's)")
-    p.add_argument(
-        "--jobs", type=int, default=1, help="worker processes; cores are split between them (default 1)"
-    )
-    p.add_argument(
-        "--data-dir", "--data_dir", dest="data_dir", help="local data directory (default: $TINYLM_DATA_DIR)"
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate the whole grid, then run one pre-training and one "
-        "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)",
-    )
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    """reproduce's cost estimate and executor flags."""
     p.add_argument(
         "--estimate",
         action="store_true",
@@ -501,6 +472,40 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="assumed sustained TFLOP/s per GPU for the projection (default 100: an H100 in bf16 at ~10-25%% "
         "of peak for these small models)",
     )
+
+
+def add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from tinylm.paper import grid
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's experiments E1-E4 end to end, with a report",
+        description=grid.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="smoke, quick (default), cpu, paper, or a YAML file of the same keys",
+    )
+    p.add_argument(
+        "--out", help="output directory (default: reproduce-PRESET); rerun with the same --out to resume"
+    )
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASK_NAMES), help="tasks (default: the preset's)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes; cores are split between them (default 1)"
+    )
+    p.add_argument(
+        "--data-dir", "--data_dir", dest="data_dir", help="local data directory (default: $TINYLM_DATA_DIR)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the whole grid, then run one pre-training and one "
+        "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)",
+    )
+    _add_scale_args(p)
     p.set_defaults(handler=_reproduce)
 
 
