@@ -167,7 +167,7 @@ def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None
         )
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,a\n,b\n")
-    with pytest.raises(DataError, match=r"bad.csv:3: empty text in column 'text'"):
+    with pytest.raises(DataError, match=r"bad.csv:3: empty or non-text value in column 'text'"):
         load_task_data(ft(data_dir, tmp_path, task=f"file:{bad}")["task"])
     nolab = tmp_path / "nolab.csv"
     nolab.write_text("text,cls\nhello,a\n")

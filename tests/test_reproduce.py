@@ -271,7 +271,14 @@ def test_grid_in_two_worker_processes(real_data_dir: Path, tmp_path: Path) -> No
 
 def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_path: Path) -> None:
     finetune = {"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "validation_per_label": 2}
-    variant = smoke_variant(tmp_path, finetune=finetune, finetune_lrs=[1.0e-3, 3.0e-3])
+    variant = smoke_variant(
+        tmp_path,
+        finetune=finetune,
+        finetune_lrs=[1.0e-3, 3.0e-3],
+        poolings=["cls"],
+        pretrain_seeds=1,
+        e0=None,
+    )
     out = reproduce(str(variant), str(tmp_path / "sweep"), 1, ["agnews"], 1, str(real_data_dir), **QUIET)
     plan = json.loads((out / "plan.json").read_text())
     ft = [j for j in plan["jobs"] if j["kind"] == "finetune"]

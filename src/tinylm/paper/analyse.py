@@ -212,7 +212,7 @@ def _e0_job(r: Results, lr: float | None, **role: Any) -> Job:
     return next(j for j in by_role(r.jobs, "finetune", seed=0, **role) if j.settings.get("lr") == lr)
 
 
-def analyse_e0(r: Results, p: Preset) -> list[dict[str, Any]]:
+def analyse_e0(r: Results, p: Preset, tasks: list[str]) -> list[dict[str, Any]]:
     """E0 rows: per task, head and snapshot, the tokens seen, held-out MLM loss (and the unigram baseline)
     and the gap to scratch (same seed 0, same lr, same head)."""
     if p.e0 is None:
@@ -223,7 +223,7 @@ def analyse_e0(r: Results, p: Preset) -> list[dict[str, Any]]:
     final = {"tokens": res["tokens"]} | res["final_eval"]
     lr0 = p.finetune.get("lr")
     rows = []
-    for task in p.e0.tasks:
+    for task in [t for t in p.e0.tasks if t in tasks]:
         for pl in p.poolings:
             scratch = r.accuracy(_e0_job(r, lr0, task=task, pooling=pl, init="scratch"))
             points = [
@@ -414,7 +414,7 @@ def analyse(
             if p.finetune.get("validation_per_label")
             else "final epoch (best epoch reported alongside)"
         ),
-        "E0": analyse_e0(r, p),
+        "E0": analyse_e0(r, p, tasks),
         "E1": e1,
         "E2": e2,
         "E3": e3,
