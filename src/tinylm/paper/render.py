@@ -185,9 +185,9 @@ def _gate(r: dict[str, Any]) -> list[str]:
         L += [
             "",
             "Models below the gate have not left the unigram stage far enough for a verdict on what "
-            "pre-training buys: give them more tokens of distinct text (more articles rather than more "
-            "epochs: a tiny model's held-out loss stops improving after a few epochs over the same "
-            "articles; benchmarks/README.md) and rerun.",
+            "pre-training buys: give them a longer pre-training (more training tokens; at a fixed budget, "
+            "more epochs over the same articles and more distinct articles ended at the same held-out "
+            "loss here: benchmarks/README.md) and rerun.",
         ]
     return L + [""]
 
