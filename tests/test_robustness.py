@@ -15,43 +15,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_train import tiny as train_tiny
 from tinylm.config import build_sections
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import TinylmError
 from tinylm.fileio import DirLock, write_text
 from tinylm.paper.reproduce import reproduce
-from tinylm.pretrain import SECTIONS, pretrain
+from tinylm.pretrain import pretrain
 from tinylm.runs import RunDir
 
 QUIET = {"log": lambda *_: None}
 
 
 def tiny(data_dir: Path, out: Path, **kw) -> dict:
-    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
-    settings = dict(
-        layers=1,
-        hidden_size=16,
-        heads=2,
-        ffn_size=32,
-        max_length=24,
-        vocab_size=vocab,
-        num_articles=40,
-        eval_articles=8,
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        data_dir=str(data_dir),
-        cache_dir=str(out / "cache"),
-        out=str(out / "runs"),
-        name="r",
-        progress=False,
-        log_every=1,
-        eval_every=2,
-        checkpoint_every=3,
-        resume=True,
-    )
-    return build_sections(SECTIONS, settings | kw)
+    """test_train's tiny pre-training, evaluated every 2 steps, always resumable."""
+    return train_tiny(data_dir, out, **({"eval_every": 2, "resume": True} | kw))
 
 
 def weights(run: RunDir) -> dict[str, torch.Tensor]:

@@ -57,6 +57,17 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def read_json_object(path: Path, expected: str, error: type[TinylmError] = TinylmError) -> dict[str, Any]:
+    """A JSON file that must hold a non-empty object; `error` names the file and what was expected."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict) or not obj:
+        raise error(f"{path}: expected a JSON object {expected}, got {type(obj).__name__}")
+    return obj
+
+
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

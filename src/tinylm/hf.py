@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
-from tinylm.fileio import atomic_dir
+from tinylm.fileio import atomic_dir, read_json_object
 from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 from tinylm.weights import hf_config, load_state, read_weights, state_for_saving, write_tokenizer_files
 
@@ -72,13 +72,7 @@ def export_model(
 
 def read_hf_config(path: Path) -> dict[str, Any]:
     """config.json of a transformers directory (a clear error when it is not valid JSON)."""
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path}: expected a JSON object of model settings")
-    return cfg
+    return read_json_object(path, "of model settings", CheckpointError)
 
 
 def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:

@@ -252,12 +252,23 @@ class Trainer:
         parts = np.array_split(idx, g * d.world)
         return [(i, parts[i]) for i in range(d.rank * g, (d.rank + 1) * g) if len(parts[i])]
 
+    def _sum_over_ranks(self, local: list[float]) -> list[float]:
+        """Gradients and step statistics summed over the ranks (every rank sums the same gradient list:
+        a rank that had no rows this step contributes zeros)."""
+        for q in self.model.parameters():
+            if q.requires_grad and q.grad is None:
+                q.grad = torch.zeros_like(q)
+        distributed.sum_([q.grad for q in self.model.parameters() if q.grad is not None], self.dist)
+        totals = torch.tensor(local, dtype=torch.float64, device=self.device)
+        distributed.sum_([totals], self.dist)
+        return totals.tolist()
+
     def _optimizer_step(self, idx: np.ndarray) -> StepStats:
         """Forward and backward over this rank's micro-batches of `idx`, gradients summed over ranks, clip,
         one optimizer step. Each micro-batch's randomness (dropout, masking) is seeded by (seed, step, part),
         so that a run does not depend on how many ranks or accumulation steps computed it."""
         c, p = self.cfg, self.progress
-        local = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, correct, count, tokens
+        local = [0.0, 0, 0, 0]  # loss, correct, count, tokens of this rank's micro-batches
         for part, chunk in self._micro_batches(idx):
             seed = (c.seed * 1_000_003 + p.step * 4099 + part) % 2**62
             torch.manual_seed(seed)
@@ -267,17 +278,12 @@ class Trainer:
             with autocast(self.device, c.precision):
                 loss, stats = self.objective.loss(self.forward_model, batch)
             (loss * (len(chunk) / len(idx))).backward()
-            weighted = loss.item() * len(chunk) / len(idx)
-            tokens = int(batch["attention"].sum())
-            counts = [weighted, int(stats["correct"]), int(stats["count"]), tokens]
-            local += torch.tensor(counts, dtype=torch.float64, device=self.device)
-        if self.dist.world > 1:  # every rank sums the same list of gradients (a rank may have had no rows)
-            for q in self.model.parameters():
-                if q.requires_grad and q.grad is None:
-                    q.grad = torch.zeros_like(q)
-        grads = [q.grad for q in self.model.parameters() if q.grad is not None]
-        distributed.sum_(grads, self.dist)
-        distributed.sum_([local], self.dist)
+            local[0] += loss.item() * len(chunk) / len(idx)
+            local[1] += int(stats["correct"])
+            local[2] += int(stats["count"])
+            local[3] += int(batch["attention"].sum())
+        if self.dist.world > 1:
+            local = self._sum_over_ranks(local)
         st = StepStats()
         st.add(float(local[0]), int(local[1]), int(local[2]), int(local[3]))
         if not math.isfinite(st.loss):

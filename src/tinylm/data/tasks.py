@@ -21,7 +21,7 @@ import numpy as np
 from tinylm.config import TaskConfig
 from tinylm.data.sources import DataSource, load_hub_dataset, resolve_source
 from tinylm.errors import DataError
-from tinylm.fileio import file_fingerprint, stable_hash
+from tinylm.fileio import file_fingerprint, read_json_object, stable_hash
 from tinylm.registry import TASKS, TaskSpec, resolve_per_label
 
 FEWREL_MARKINGS = ("punct", "none")
@@ -222,12 +222,7 @@ def _fewrel_entity(path: Path, where: str, ent: Any, n_tokens: int) -> list[list
 
 def _fewrel_names(path: Path) -> dict[str, list[str]]:
     """pid2name.json: {"P123": ["name", "description"], ...}; every problem names the entry."""
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(names, dict):
-        raise DataError(f"{path}: expected a JSON object {{relation_id: [name, description]}}")
+    names = read_json_object(path, "{relation_id: [name, description]}", DataError)
     for pid, entry in names.items():
         if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
             raise DataError(f"{path}: [{pid!r}]: expected [name, description], got {str(entry)[:60]}")
@@ -243,14 +238,7 @@ def load_fewrel(
         raise DataError(f"fewrel_marking: expected one of {FEWREL_MARKINGS}, got {marking!r}")
     files = source.require_local("fewrel", optional=("names",))
     path = files["train"]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict) or not data:
-        raise DataError(
-            f"{path}: expected a JSON object {{relation_id: [instances]}}, got {type(data).__name__}"
-        )
+    data = read_json_object(path, "{relation_id: [instances]}", DataError)
     names = _fewrel_names(files["names"]) if "names" in files else {}
     label_names: list[str] = []
     train: list[Record] = []
