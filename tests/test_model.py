@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -84,6 +85,32 @@ def test_conv_front_end_shapes_and_rectangular_kernel() -> None:
     ids2[:, 9] = 7
     b = m(ids2, att)
     assert not torch.allclose(a.view(3, 10, -1)[:, 0], b.view(3, 10, -1)[:, 0])
+
+
+def test_evaluation_after_fused_adamw_steps_sees_the_new_weights() -> None:
+    """Fused AdamW updates weights without bumping `_version`; the eval-mode Q/K/V cache must not serve
+    the weights of an earlier evaluation (it once did: held-out losses plateaued that were not real)."""
+    from tinylm.config import TrainConfig
+    from tinylm.train import make_optimizer
+
+    torch.manual_seed(0)
+    model = TinyBertForMaskedLM(model_cfg(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=100))
+    ids, attention = torch.randint(5, 100, (4, 12)), torch.ones(4, 12, dtype=torch.bool)
+    opt = make_optimizer(model, TrainConfig(lr=1e-2), torch.device("cpu"))
+    assert opt.defaults.get("fused"), "the case that matters: the optimizer the trainer uses on CPU"
+    for _ in range(2):  # evaluate, train, evaluate again, with and without a train()/eval() switch between
+        with torch.no_grad():
+            model.eval()
+            model(ids, attention)  # fills the cache
+        for _ in range(3):
+            model(ids, attention).float().logsumexp(-1).mean().backward()
+            opt.step()
+            opt.zero_grad()
+        with torch.no_grad():
+            got = model(ids, attention)
+            want = copy.deepcopy(model).eval()(ids, attention)  # a copy has no cache
+        assert torch.allclose(got, want, atol=1e-5)
+        model.train()
 
 
 def test_masked_positions_equal_full_logits() -> None:

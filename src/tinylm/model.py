@@ -151,18 +151,32 @@ class SelfAttention(nn.Module):
 
     def fused(self, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
         """The named projections' weights and biases concatenated (one matmul instead of several; the
-        parameters stay separate, as in BERT). Without gradients the result is cached until a weight
-        changes."""
+        parameters stay separate, as in BERT). In eval mode without gradients the result is cached.
+
+        The cache must never outlive a weight update. `_version` alone does not see one: fused AdamW
+        updates parameters without bumping it (a stale cache froze Q/K/V at the first evaluation of a
+        run). So any forward with gradients (every update needs one) and any train()/eval() switch
+        empties it; `_version` and `data_ptr` still catch in-place edits and loads made in eval mode."""
         mods = [getattr(self, n) for n in names]
         out_dim = -2 if mods[0].weight.dim() == 2 else -1  # stacked weights are M×in×out
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+
+        def concat() -> tuple[Tensor, Tensor]:
             return torch.cat([m.weight for m in mods], out_dim), torch.cat([m.bias for m in mods], -1)
+
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return concat()
+        if self.training or torch.is_grad_enabled():
+            self._fused.clear()
+            return concat()
         key = tuple((t.data_ptr(), t._version) for m in mods for t in (m.weight, m.bias))
         hit = self._fused.get(names)
         if hit is None or hit[0] != key:
-            w, b = torch.cat([m.weight for m in mods], out_dim), torch.cat([m.bias for m in mods], -1)
-            self._fused[names] = hit = (key, w, b)
+            self._fused[names] = hit = (key, *concat())
         return hit[1], hit[2]
+
+    def train(self, mode: bool = True) -> SelfAttention:
+        self._fused.clear()
+        return super().train(mode)
 
     def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
         """Self-attention over x (..., T, H); leading dims (batch, or members × batch) are folded into one.
