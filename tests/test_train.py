@@ -238,6 +238,18 @@ def test_recipe_sweep_records_curves_against_tokens_and_time(
     assert table.count("\n| ") == 2 and "below unigram" in table
     bench_sweep.plot_sweep(r, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # two lanes run side by side merge into one table; other CPUs or other files are refused by name
+    lanes = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, row in zip(lanes, r["rows"], strict=True):
+        path.write_text(json.dumps(r | {"rows": [row]}))
+    merged = bench_sweep.merge_sweeps(lanes)
+    assert [x["name"] for x in merged["rows"]] == ["base", "packing"] and merged["machine"] == r["machine"]
+    lanes[1].write_text(json.dumps(r | {"machine": {"cpu": "another CPU"}}))
+    with pytest.raises(TinylmError, match="different CPUs"):
+        bench_sweep.merge_sweeps(lanes)
+    lanes[1].write_text("[1, 2]")
+    with pytest.raises(TinylmError, match=r"b\.json: expected a JSON object"):
+        bench_sweep.merge_sweeps(lanes)
 
 
 def test_snapshots_at_token_counts_survive_resume(data_dir: Path, tmp_path: Path) -> None:

@@ -163,6 +163,27 @@ def bench_sweep(
     }
 
 
+def merge_sweeps(paths: list[Path]) -> dict[str, Any]:
+    """One table of several sweep results (e.g. two 1-thread lanes run side by side on 2 cores)."""
+    from tinylm.errors import DataError
+    from tinylm.fileio import read_json_object
+
+    parts = [read_json_object(p, "(a `tinylm bench sweep` result)", DataError) for p in paths]
+    for p, part in zip(paths, parts, strict=True):
+        if not isinstance(part.get("rows"), list) or "machine" not in part:
+            raise DataError(f"{p}: not a `tinylm bench sweep` result (expected 'rows' and 'machine')")
+    cpus = sorted({part["machine"]["cpu"] for part in parts})
+    if len(cpus) > 1:
+        raise DataError(f"{', '.join(map(str, paths))}: measured on different CPUs ({cpus}); not comparable")
+    return {
+        "command": " + ".join(part["command"] for part in parts),
+        "machine": parts[0]["machine"],
+        "base": parts[0]["base"],
+        "rows": [row for part in parts for row in part["rows"]],
+        "merged_from": [str(p) for p in paths],
+    }
+
+
 def format_sweep(r: dict[str, Any]) -> str:
     lines = [
         "| variation | held-out MLM loss | unigram baseline | below unigram (nats) | tokens | tokens/s | "
@@ -215,6 +236,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             "base": BASE,
             "rows": rows,
         }
+    elif args.merge:
+        res = merge_sweeps([Path(p) for p in args.merge])
     else:
         res = bench_sweep(args.configs, args.articles, args.tokens, args.evals, None, threads=args.threads)
     code = write_benchmark(Path(args.out), "pretrain_sweep", res, format_sweep(res))  # the numbers first
@@ -243,5 +266,11 @@ def add_sweep_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         dest="from_runs",
         nargs="+",
         help="tabulate and plot finished pre-training run directories instead of training",
+    )
+    q.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="combine pretrain_sweep.json files of sweeps run side by side into one table and figure",
     )
     q.set_defaults(handler=_cmd_sweep)
