@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tinylm.errors import ConfigError
 from tinylm.paper import steps
@@ -52,6 +53,17 @@ def test_smoke_artifacts(smoke: Path) -> None:
     tokens = [r["tokens"] for r in e0 if r["pooling"] == "cls"]
     assert tokens == sorted(tokens) and e0[0]["mlm_loss"] > e0[3]["mlm_loss"]
     assert all(m["unigram_loss"] > 0 and m["mlm_loss"] > 0 and m["tokens"] > 0 for m in gate["models"])
+    # pre-trained without dropout (the recipe), fine-tuned with BERT's 0.1 in both arms alike
+    configs = {
+        d.name: yaml.safe_load((d / "config.yaml").read_text())
+        for d in (smoke / "runs").iterdir()
+        if d.name.startswith(("pretrain-", "finetune-"))
+    }
+    pre = [c for n, c in configs.items() if n.startswith("pretrain-")]
+    ft = [c for n, c in configs.items() if n.startswith("finetune-")]
+    assert pre and all(c["dropout"] == 0.0 and c["attention_dropout"] == 0.0 for c in pre)
+    assert any(c["init"] == "scratch" for c in ft) and any(c["init"] != "scratch" for c in ft)
+    assert all(c["dropout"] == 0.1 and c["attention_dropout"] == 0.1 for c in ft)
     summary = json.loads((smoke / "summary.json").read_text())
     assert summary["preset"] == "smoke" and summary["wall_minutes"] > 0
     assert set(summary["verdicts"]["C1"]) == {"verdict", "test", "p", "effect_pp"}

@@ -69,6 +69,10 @@ def make_job(
     return job
 
 
+#: BERT's (and the paper's) fine-tuning dropout, unless a preset's `finetune` sets it.
+FINETUNE_DROPOUT = {"dropout": 0.1, "attention_dropout": 0.1}
+
+
 class GridBuilder:
     """Builds the jobs of a preset in dependency order; a job built twice (same id) is kept once."""
 
@@ -81,7 +85,9 @@ class GridBuilder:
             "eval_articles": p.eval_articles,
             "precision": p.precision,
         }
-        self.ft_common = p.finetune | {"precision": p.precision}
+        # fine-tuning dropout is explicit in every job: a model pre-trained without dropout must not carry
+        # that into its arm while the scratch arm gets BERT's 0.1
+        self.ft_common = FINETUNE_DROPOUT | p.finetune | {"precision": p.precision}
 
     def add(self, job: Job) -> Job:
         if job.id in self.by_id:
@@ -169,7 +175,10 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
             )
             for d in ("high", "low")
         }
-    members = [g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}) for i in range(p.members)]
+    members = [
+        g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}, **p.member_pretrain)
+        for i in range(p.members)
+    ]
     for task in tasks:
         _task_finetunes(g, task, seeds, main, sizes, ctl_pre, members, snaps)
     _committees(g, tasks)

@@ -85,6 +85,9 @@ class Preset:
     poolings: list[str] = field(default_factory=lambda: ["cls"])
     #: E0, gap vs pre-training budget; none: not run
     e0: E0 | None = None
+    #: the committee members' pre-training settings over `pretrain` (e.g. more tokens: a 1-layer model is
+    #: faster per token and needs more of them to pass the gate)
+    member_pretrain: dict[str, Any] = field(default_factory=dict)
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""

@@ -37,6 +37,7 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
             f"Every pre-training run sees the same {p.pretrain['max_tokens']:,} training tokens instead "
             "of 50 epochs of its corpus: nested corpus sizes differ in diversity (how often an article "
             "repeats), not in tokens seen (in the paper a larger subset also means more tokens)."
+            + _member_budget(p)
         )
     elif p.pretrain.get("epochs") != 50:
         out.append(f"{p.pretrain.get('epochs')} pre-training epochs instead of 50.")
@@ -373,6 +374,14 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
             "",
         ]
     return L + ["![E3](figures/e3_gap_vs_overlap.png)", ""]
+
+
+def _member_budget(p: Preset) -> str:
+    if not p.member_pretrain:
+        return ""
+    items = p.member_pretrain.items()
+    changes = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in items)
+    return f" The committee members are pre-trained with {changes} (training FLOPs in C4's table)."
 
 
 def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:

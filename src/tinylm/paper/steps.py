@@ -76,8 +76,10 @@ def run_finetune(job: Job, ctx: Context) -> None:
         settings["init"] = str(ctx.runs_dir / settings["init"])
     if ctx.dry_run:
         settings |= {"samples_per_label_train": 2, "samples_per_label_test": 2}
-    # from a pre-trained model: its architecture, with the head's pooling set by the job
-    explicit = set(settings) if settings["init"] == "scratch" else set(settings) & {"pooling"}
+    # from a pre-trained model: its architecture, with the head's pooling and the fine-tuning dropout set
+    # by the job (the same in both arms, whatever dropout the pre-training used)
+    free = {"pooling", "dropout", "attention_dropout"}
+    explicit = set(settings) if settings["init"] == "scratch" else set(settings) & free
     finetune(build_sections(SECTIONS["finetune"], settings), explicit, log=_log(ctx))
 
 
