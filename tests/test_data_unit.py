@@ -216,6 +216,21 @@ def test_no_source_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
         load_task("fewrel", resolve_source(None))
 
 
+def test_unreachable_hub_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No local data and the hub tried but unreachable: a DataNotFoundError saying how to work offline,
+    not a network traceback."""
+    from tokenizers import Tokenizer
+
+    from tinylm.data.sources import DataSource
+
+    def offline(*_a, **_k):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(Tokenizer, "from_pretrained", offline)
+    with pytest.raises(DataNotFoundError, match=r"bert-base-uncased.*hub.*ConnectionError.*TINYLM_DATA_DIR"):
+        load_tokenizer(DataSource(local_dir=None, hub=True))
+
+
 def test_unknown_task(data_dir: Path) -> None:
     with pytest.raises(DataError, match="unknown task 'imdb'"):
         load_task("imdb", resolve_source(data_dir))

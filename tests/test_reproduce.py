@@ -72,6 +72,13 @@ def test_smoke_artifacts(smoke: Path) -> None:
         paired = results["E4"]["tasks"][task]["paired"]
         lo, hi = paired["ci95_pp"]
         assert lo <= 100 * results["E4"]["tasks"][task]["difference"] <= hi and 0 <= paired["mcnemar_p"] <= 1
+        # C4's cost: both sides' training and forward FLOPs and these models' measured latency
+        cost = results["E4"]["tasks"][task]["cost"]
+        lat = json.loads((smoke / "timings.json").read_text())["committee_latency"][task]
+        deep_tokens = cost["reference"]["pretrain_tokens"]
+        assert cost["committee"]["pretrain_tokens"] == pytest.approx(2 * deep_tokens, rel=0.1)  # 2 members
+        assert all(v > 0 for side in cost.values() for v in side.values())
+        assert lat["batch"] == 1 and lat["committee_ms"] > 0 and lat["reference_ms"] > 0
     for task in ("agnews", "dbpedia", "fewrel"):
         e1 = results["E1"]["tasks"][task]
         assert (
@@ -113,6 +120,7 @@ def test_smoke_artifacts(smoke: Path) -> None:
         "## C4",
         "## Deviations from the paper",
         "## Preset",
+        "Cost of each side",
     ):
         assert section in report
     tables = [line for line in report.splitlines() if line.startswith("|")]

@@ -32,7 +32,7 @@ from tinylm.model import (
     train_flops_per_token,
 )
 from tinylm.objectives import MLMObjective, cross_entropy
-from tinylm.perf import tune_cpu_allocator
+from tinylm.perf import median_seconds, tune_cpu_allocator
 from tinylm.predict import autocast
 from tinylm.registry import BERT_VOCAB_SIZE, CLS_ID, NAMED_MODELS, PAPER_CORPUS_SEED, SEP_ID
 from tinylm.train import bf16_supported, make_optimizer
@@ -159,7 +159,7 @@ def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: i
     """Peak RSS (GiB) of a fresh process doing tinylm training steps on `shape`."""
     code = (
         "import resource,torch;from tinylm.bench import Runner,shape_config,sample_batch;"
-        "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
+        "from tinylm.perf import median_seconds, tune_cpu_allocator;tune_cpu_allocator();"
         f"r=Runner('tinylm',shape_config('{shape}'),sample_batch({batch},{seq},{BERT_VOCAB_SIZE}),'{precision}');"
         f"[r.step() for _ in range({steps})];"
         "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
@@ -394,16 +394,7 @@ def _sync() -> None:
 
 
 def _time_call(fn, reps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        _sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return median_seconds(fn, reps, warmup)
 
 
 def _latency_ms(fn, ids: torch.Tensor, precision: str, reps: int) -> float:

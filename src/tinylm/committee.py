@@ -32,6 +32,7 @@ from tinylm.data.tokenize import encode_records_cached, load_tokenizer
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file
 from tinylm.model import TinyBertForSequenceClassification, stack_members
+from tinylm.perf import median_seconds
 from tinylm.predict import TokenData, evaluating, predict
 from tinylm.weights import MODEL_FILES, load_model, model_tokenizer
 
@@ -389,7 +390,30 @@ def evaluate_committee(
             "accuracy": acc,
             "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
         }
+        out["latency"] = measured_latency(committee, ref_model, test.ids.shape[1], mode)
     return out, committee
+
+
+def measured_latency(
+    committee: Committee, reference: torch.nn.Module, seq: int, mode: str = "auto", reps: int = 20
+) -> dict[str, Any]:
+    """ms per input at batch 1 (one full-length input, fp32, median of `reps` calls) of these very models:
+    the committee as it runs (`mode`) and the reference, timed alternately in one process."""
+    ids = torch.randint(
+        0, committee.members[0].cfg.vocab_size, (1, seq), generator=torch.Generator().manual_seed(0)
+    )
+    attention = torch.ones(1, seq, dtype=torch.bool)
+    with evaluating(*committee.members, reference), torch.no_grad():
+        com = median_seconds(lambda: committee.member_logits(ids, attention, mode), reps)
+        ref = median_seconds(lambda: reference(ids, attention), reps)
+    return {
+        "batch": 1,
+        "seq": seq,
+        "threads": torch.get_num_threads(),
+        "committee_ms": round(1000 * com, 3),
+        "reference_ms": round(1000 * ref, 3),
+        "committee_plan": committee.execution_plan(1, mode),
+    }
 
 
 def plot_curve(result: dict[str, Any], path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import statistics
 import sys
+import time
+from collections.abc import Callable
 
 _TUNED = False
 
@@ -32,3 +35,23 @@ def tune_cpu_allocator() -> bool:
         return False
     _TUNED = ok
     return ok
+
+
+def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
+    """Median wall time of `fn()` over `reps` calls after `warmup` untimed ones (CUDA synchronised)."""
+    import torch
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

@@ -135,4 +135,16 @@ def load_hub_dataset(
     hub = hub_id(dataset)
     if hub is None:
         raise DataNotFoundError(f"dataset '{dataset}' has no Hugging Face hub copy")
-    return datasets.load_dataset(hub[0], hub[1], split=split, streaming=streaming)
+    try:
+        return datasets.load_dataset(hub[0], hub[1], split=split, streaming=streaming)
+    except Exception as e:
+        raise hub_failed(f"dataset '{dataset}'", hub[0], e) from e
+
+
+def hub_failed(what: str, hub_name: str, error: BaseException) -> DataNotFoundError:
+    """The error for a hub download that failed (no network, unknown id, ...), with the offline fix."""
+    return DataNotFoundError(
+        f"{what}: no local copy was given and the Hugging Face hub ({hub_name}) failed: "
+        f"{type(error).__name__}: {str(error)[:200]}. Offline, point --data-dir or TINYLM_DATA_DIR at a "
+        "directory laid out like shared/data (see its MANIFEST.md); HF_HUB_OFFLINE=1 skips the hub."
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tinylm.data.sources import DataSource
+from tinylm.data.sources import DataSource, hub_failed
 from tinylm.errors import DataError
 from tinylm.fileio import atomic_dir, sha256_file, stable_hash
 from tinylm.registry import SPECIAL_IDS
@@ -84,8 +84,11 @@ def load_tokenizer(source: DataSource) -> TokenizerInfo:
     files = source.local_files("tokenizer")
     if files is not None:
         return tokenizer_from_file(files["tokenizer"])
-    if source.hub:  # pragma: no cover - needs network
-        tok = Tokenizer.from_pretrained("bert-base-uncased")
+    if source.hub:
+        try:
+            tok = Tokenizer.from_pretrained("bert-base-uncased")
+        except Exception as e:  # offline, or the hub refused: say how to work without it
+            raise hub_failed("the bert-base-uncased tokenizer", "bert-base-uncased", e) from e
         check_special_tokens(tok, "hf://bert-base-uncased")
         return TokenizerInfo(tok, "hf://bert-base-uncased", stable_hash(tok.to_str()))
     raise source.not_found("tokenizer")

@@ -366,12 +366,35 @@ def paired_comparison(counts: dict[str, int]) -> dict[str, Any]:
     return {"n": n, "mcnemar_p": mcnemar_exact(a, b), "ci95_pp": [100 * lo, 100 * hi]}
 
 
+def _cost(r: Results, finetune_runs: list[str], seq: int) -> dict[str, float]:
+    """Training FLOPs (pre-training + fine-tuning) and forward FLOPs per `seq`-token input of the models of
+    these fine-tuning runs ("runs/<job id>"), summed: a committee costs all of its members."""
+    from tinylm.config import ModelConfig, build_sections
+    from tinylm.model import train_flops_per_token
+
+    jobs = {j.id: j for j in r.jobs}
+    total = {"pretrain_flops": 0.0, "finetune_flops": 0.0, "inference_flops": 0.0, "pretrain_tokens": 0}
+    for run in finetune_runs:
+        ft = jobs[Path(run).name]
+        pre = jobs[ft.deps[0]]
+        model_keys = {k: v for k, v in pre.settings.items() if k in ModelConfig.__dataclass_fields__}
+        cfg: ModelConfig = build_sections({"model": ModelConfig}, model_keys)["model"]
+        for job, key, mlm in ((pre, "pretrain", 0.15), (ft, "finetune", None)):
+            res = r.by_id[job.id]
+            res = res.get("training", res)  # fine-tuning results keep their counts under "training"
+            mean_len = res["tokens"] / max(1, res["examples"])
+            total[f"{key}_flops"] += train_flops_per_token(cfg, round(mean_len), mlm) * res["tokens"]
+        total["pretrain_tokens"] += r.by_id[pre.id]["tokens"]
+        total["inference_flops"] += train_flops_per_token(cfg, seq) / 3 * seq  # forward ≈ ⅓ of training
+    return total
+
+
 def analyse_e4(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any]:
     """C4 as non-inferiority with a named margin M: holds if on every task the paired 95% CI of committee −
     deep lies above −M; does not hold if on some task it lies below −M; otherwise inconclusive."""
     e4: dict[str, Any] = {"members": p.members, "margin_pp": p.c4_margin_pp, "tasks": {}}
     for task in tasks:
-        res = r.of(r.one("committee", task=task))
+        res = {k: v for k, v in r.of(r.one("committee", task=task)).items() if k != "latency"}  # timings.json
         n, c, ref = res["num_test"], res["committee_accuracy"], res["reference"]["accuracy"]
         se = math.sqrt(c * (1 - c) / n + ref * (1 - ref) / n)
         res |= {
@@ -379,6 +402,10 @@ def analyse_e4(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any]:
             "difference_se": se,
             "member_architectures": [p.member_model(i) for i in range(p.members)],
             "paired": paired_comparison(res["paired_counts"]),
+            "cost": {
+                "committee": _cost(r, [m["run"] for m in res["members"]], p.max_length),
+                "reference": _cost(r, [res["reference"]["run"]], p.max_length),
+            },
         }
         e4["tasks"][task] = res
     cis = [t["paired"]["ci95_pp"] for t in e4["tasks"].values()]
@@ -441,3 +468,10 @@ def latency_rows(out: Path, jobs: list[Job]) -> dict[str, Any]:
     return Results(out, [j for j in jobs if j.kind == "latency"]).of(
         next(j for j in jobs if j.kind == "latency")
     )
+
+
+def committee_latency(out: Path, jobs: list[Job]) -> dict[str, Any]:
+    """Per task, the committee job's measured latency of its own models (wall-clock: timings.json only)."""
+    committees = [j for j in jobs if j.kind == "committee"]
+    r = Results(out, committees)
+    return {j.role["task"]: r.of(j)["latency"] for j in committees if "latency" in r.of(j)}

@@ -384,6 +384,32 @@ def _member_budget(p: Preset) -> str:
     return f" The committee members are pre-trained with {changes} (training FLOPs in C4's table)."
 
 
+def _c4_cost(e4: dict[str, Any], latency: dict[str, Any]) -> list[str]:
+    """What each side of C4 costs: training FLOPs of its models (all members for the committee) and, for
+    these very models on this machine, the forward FLOPs and measured latency of one input."""
+    rows = [(t, d) for t, d in e4["tasks"].items() if "cost" in d]
+    if not rows:
+        return []
+    L = [
+        "Cost of each side (training: pre-training + fine-tuning, all members summed; latency: these models, "
+        "batch 1, full-length input, fp32, median of 20 calls on this machine):",
+        "",
+        "| task | side | pre-training tokens | training PFLOP | forward MFLOP per input | ms per input |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, d in rows:
+        lat = latency.get(t, {})
+        for side, key in (("committee", "committee_ms"), ("deep model", "reference_ms")):
+            c = d["cost"]["committee" if side == "committee" else "reference"]
+            pf = (c["pretrain_flops"] + c["finetune_flops"]) / 1e15
+            ms = f"{lat[key]:.2f}" if key in lat else "–"
+            L.append(
+                f"| {t} | {side} | {c['pretrain_tokens'] / 1e6:.1f} M | {pf:.3f} | "
+                f"{c['inference_flops'] / 1e6:,.0f} | {ms} |"
+            )
+    return L + [""]
+
+
 def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
     e4 = r["E4"]
     L = [
@@ -408,9 +434,9 @@ def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
             f"{hi:+.2f}] | "
             f"{_p(d['paired']['mcnemar_p'])} |"
         )
-    L += ["", f"Non-inferiority margin {e4['margin_pp']} pp. Verdict: **{r['verdicts']['C4']}**.", ""] + [
-        f"![E4 {t}](figures/e4_committee_{t}.png)" for t in e4["tasks"]
-    ]
+    L += ["", f"Non-inferiority margin {e4['margin_pp']} pp. Verdict: **{r['verdicts']['C4']}**.", ""]
+    L += _c4_cost(e4, timings.get("committee_latency", {}))
+    L += [f"![E4 {t}](figures/e4_committee_{t}.png)" for t in e4["tasks"]]
     L += [
         "",
         "Latency on this machine (sequence 128; committee members = BERT-1 768/12; random weights):",

@@ -19,7 +19,7 @@ from typing import Any
 
 from tinylm.errors import ConfigError
 from tinylm.fileio import DirLock, write_json, write_text
-from tinylm.paper.analyse import analyse, latency_rows
+from tinylm.paper.analyse import analyse, committee_latency, latency_rows
 from tinylm.paper.executor import run_local, run_ray
 from tinylm.paper.figures import write_figures
 from tinylm.paper.grid import Job, build_grid, validate_jobs
@@ -104,6 +104,7 @@ def write_report(
         "wall_seconds": round(wall_seconds, 1),
         "run_seconds": run_seconds,
         "latency": latency_rows(out, jobs),
+        "committee_latency": committee_latency(out, jobs),
         "machine": machine(),
     }
     write_figures(results, curves, timings["latency"], tasks, out / "figures")
