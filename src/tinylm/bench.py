@@ -159,7 +159,7 @@ def peak_memory_child(shape: str, batch: int, seq: int, precision: str, steps: i
     """Peak RSS (GiB) of a fresh process doing tinylm training steps on `shape`."""
     code = (
         "import resource,torch;from tinylm.bench import Runner,shape_config,sample_batch;"
-        "from tinylm.perf import median_seconds, tune_cpu_allocator;tune_cpu_allocator();"
+        "from tinylm.perf import tune_cpu_allocator;tune_cpu_allocator();"
         f"r=Runner('tinylm',shape_config('{shape}'),sample_batch({batch},{seq},{BERT_VOCAB_SIZE}),'{precision}');"
         f"[r.step() for _ in range({steps})];"
         "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
@@ -393,10 +393,6 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _time_call(fn, reps: int, warmup: int = 2) -> float:
-    return median_seconds(fn, reps, warmup)
-
-
 def _latency_ms(fn, ids: torch.Tensor, precision: str, reps: int) -> float:
     def call() -> None:
         with (
@@ -405,7 +401,7 @@ def _latency_ms(fn, ids: torch.Tensor, precision: str, reps: int) -> float:
         ):
             fn(ids)
 
-    return _time_call(call, reps) * 1000
+    return median_seconds(call, reps) * 1000
 
 
 def _in_threads(parts: list, ids: torch.Tensor) -> None:

@@ -390,7 +390,6 @@ def evaluate_committee(
             "accuracy": acc,
             "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
         }
-        out["latency"] = measured_latency(committee, ref_model, test.ids.shape[1], mode)
     return out, committee
 
 

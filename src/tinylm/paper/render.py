@@ -399,8 +399,8 @@ def _c4_cost(e4: dict[str, Any], latency: dict[str, Any]) -> list[str]:
     ]
     for t, d in rows:
         lat = latency.get(t, {})
-        for side, key in (("committee", "committee_ms"), ("deep model", "reference_ms")):
-            c = d["cost"]["committee" if side == "committee" else "reference"]
+        for side, who in (("committee", "committee"), ("deep model", "reference")):
+            c, key = d["cost"][who], f"{who}_ms"
             pf = (c["pretrain_flops"] + c["finetune_flops"]) / 1e15
             ms = f"{lat[key]:.2f}" if key in lat else "–"
             L.append(

@@ -115,7 +115,7 @@ def run_overlap(job: Job, ctx: Context) -> None:
 def run_committee(job: Job, ctx: Context) -> None:
     """The members' soft committee on their task's test split, next to the reference (the last dependency).
     Run paths are stored relative to OUT, so results do not depend on where OUT is."""
-    from tinylm.committee import evaluate_committee
+    from tinylm.committee import evaluate_committee, load_member, measured_latency
 
     s = job.settings
     groups, start = [], 0
@@ -123,7 +123,7 @@ def run_committee(job: Job, ctx: Context) -> None:
         groups.append(job.deps[start : start + size])
         start += size
     *members, ref = [_best_of(group, ctx) for group in groups]
-    result, _ = evaluate_committee(
+    result, committee = evaluate_committee(
         [str(ctx.runs_dir / m) for m in members],
         s["task"],
         str(ctx.runs_dir / ref),
@@ -134,6 +134,8 @@ def run_committee(job: Job, ctx: Context) -> None:
     for m, job_id in zip(result["members"], members, strict=True):
         m["run"] = f"runs/{job_id}"
     result["reference"]["run"] = f"runs/{ref}"
+    reference, _ = load_member(ctx.runs_dir / ref)  # timed here, not in every committee evaluation
+    result["latency"] = measured_latency(committee, reference, reference.cfg.max_length)
     write_json(ctx.result_path(job.id), result)
 
 
