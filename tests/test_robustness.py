@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -265,3 +266,43 @@ def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
     after = json.loads((again.path / "results.json").read_text())
     assert [e["epoch"] for e in after["per_epoch"]] == [1, 2, 3] and after["per_epoch"] == before["per_epoch"]
     assert after["test"] == before["test"]
+
+
+def test_grid_workers_stop_when_the_grid_process_is_killed(tmp_path: Path) -> None:
+    """`kill PID` of a reproduce (SIGTERM to the parent only) must not leave its workers training on."""
+    script = tmp_path / "grid.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
+        "from tinylm.paper.executor import _worker_init\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = mp.get_context('spawn')\n"
+        "    with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,\n"
+        "                                initargs=(1, os.getpid())) as pool:\n"
+        "        print(pool.submit(os.getpid).result(), flush=True)\n"
+        "        pool.submit(time.sleep, 120)\n"
+        "        time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.terminate()
+        parent.wait(timeout=30)
+        deadline = time.time() + 30
+        while time.time() < deadline and _alive(worker):
+            time.sleep(0.2)
+        if not _alive(worker):
+            return
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"worker {worker} outlived its killed grid process")
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by whoever adopted it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

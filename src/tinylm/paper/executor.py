@@ -9,9 +9,13 @@ contract: `run_job(job, ctx)` for every unfinished job after its dependencies.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +27,17 @@ from tinylm.paper.grid import Job
 from tinylm.paper.steps import Context
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int | None = None) -> None:
+    """A worker's setup: its torch threads, and (Linux) a SIGTERM when the grid's process dies, so that a
+    killed `reproduce` leaves no workers training on (Ctrl-C reaches them anyway; `kill PID` did not)."""
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None and sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request was made
+            os._exit(1)
 
 
 def _ready(pending: list[Job], done: set[str], running: int) -> list[Job]:
@@ -73,7 +84,7 @@ def _run_pool(
     running: dict[cf.Future[dict[str, Any]], Job] = {}
     quiet = Context(ctx.out, ctx.data_dir, progress=False, dry_run=ctx.dry_run)
     with cf.ProcessPoolExecutor(
-        n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+        n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads, os.getpid())
     ) as pool:
         while pending or running:
             for j in _ready(pending, done, len(running))[: max(0, n_jobs - len(running))]:
