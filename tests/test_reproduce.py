@@ -40,7 +40,7 @@ def test_smoke_artifacts(smoke: Path) -> None:
     gate = results["gate"]
     assert (
         gate["threshold_nats"] == 1.5
-        and len(gate["models"]) == 8  # 2 deep replicates + 2 more sizes + 2 controlled + 2 members
+        and len(gate["models"]) == 10  # 2 deep replicates + 2 more sizes + 2×2 controlled + 2 members
         and not any(m["passed"] for m in gate["models"])
     )
     # C1's replication unit is the pre-training run: 2 replicates × 3 tasks, tasks as fixed effects
@@ -93,6 +93,11 @@ def test_smoke_artifacts(smoke: Path) -> None:
         results["E3"]["controlled"]["selection"]["high"]["mean_score"]
         > results["E3"]["controlled"]["selection"]["low"]["mean_score"]
     )
+    # C3's replication unit: each controlled corpus pre-trained twice, paired high/low per replicate
+    ctl = results["E3"]["controlled"]
+    assert ctl["test"]["n"] == 2 and len(ctl["high"]) == len(ctl["low"]) == 2
+    assert ctl["pretraining_seeds"] == 2
+    assert "pre-training replicates" in results["decisions"]["C3"]["test"]
     assert "latency" not in json.dumps(results)  # wall-clock numbers live in timings.json
     figures = sorted(p.name for p in (smoke / "figures").glob("*.png"))
     assert figures == sorted(

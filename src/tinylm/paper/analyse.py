@@ -303,9 +303,15 @@ def _not_run(why: str) -> dict[str, Any]:
 def _controlled(r: Results, p: Preset) -> dict[str, Any]:
     ctl = p.controlled
     assert ctl is not None
-    hi = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(ctl.task, init="controlled", selection="high")}
-    lo = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(ctl.task, init="controlled", selection="low")}
-    diffs = [hi[s] - lo[s] for s in sorted(hi)]
+    acc = {
+        d: {
+            (j.role.get("pseed", 0), j.role["seed"]): r.accuracy(j)
+            for j in r.finetunes(ctl.task, init="controlled", selection=d)
+        }
+        for d in ("high", "low")
+    }
+    hi, lo = acc["high"], acc["low"]
+    diffs = [hi[k] - lo[k] for k in sorted(hi)]  # pairs: (pre-training seed, fine-tuning seed)
     selection = {}
     for d in ("high", "low"):
         sel = r.of(r.one("pretrain", selection=d))["data"]["selection"]
@@ -316,8 +322,9 @@ def _controlled(r: Results, p: Preset) -> dict[str, Any]:
         "task": ctl.task,
         "num_articles": ctl.num_articles,
         "pool": ctl.pool,
-        "high": [hi[s] for s in sorted(hi)],
-        "low": [lo[s] for s in sorted(lo)],
+        "high": [hi[k] for k in sorted(hi)],
+        "low": [lo[k] for k in sorted(lo)],
+        "pretraining_seeds": ctl.seeds,
         "diffs": diffs,
         "test": paired_test(diffs),
         "selection": selection,
@@ -342,7 +349,11 @@ def analyse_e3(r: Results, p: Preset, tasks: list[str], e2: dict[str, Any]) -> d
     elif p.controlled.task in tasks:
         e3["controlled"] = _controlled(r, p)
         test = e3["controlled"]["test"]
-        e3["decision"] = decision(test, [test["mean"]], "paired t-test over seeds of acc(high) − acc(low)")
+        e3["decision"] = decision(
+            test,
+            [test["mean"]],
+            "paired t-test of acc(high) − acc(low) over pre-training replicates × fine-tuning seeds",
+        )
     else:
         e3["decision"] = {
             "verdict": "inconclusive",

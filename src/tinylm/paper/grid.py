@@ -164,15 +164,16 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     ctl_pre = {}
     if ctl is not None:
         ctl_pre = {
-            d: g.pretrain(
+            (d, r): g.pretrain(
                 p.deep,
                 ctl.num_articles,
-                0,
-                {"deep": True, "selection": d, "size": ctl.num_articles},
+                r,
+                {"deep": True, "selection": d, "size": ctl.num_articles, "pseed": r},
                 selection=d,
                 selection_task=ctl.task,
                 selection_pool=ctl.pool,
             )
+            for r in range(ctl.seeds)
             for d in ("high", "low")
         }
     members = [
@@ -192,7 +193,7 @@ def _task_finetunes(
     seeds: int,
     main: list[Job],
     sizes: dict[int, Job],
-    ctl_pre: dict[str, Job],
+    ctl_pre: dict[tuple[str, int], Job],
     members: list[Job],
     snaps: list[int],
 ) -> None:
@@ -209,8 +210,8 @@ def _task_finetunes(
         for n, j in sizes.items():
             g.finetune(j, task, seed, {"init": "pretrained", "size": n, "pseed": 0}, pl0)
         if p.controlled is not None and task == p.controlled.task:
-            for d, j in ctl_pre.items():
-                g.finetune(j, task, seed, {"init": "controlled", "selection": d}, pl0)
+            for (d, r), j in ctl_pre.items():
+                g.finetune(j, task, seed, {"init": "controlled", "selection": d, "pseed": r}, pl0)
     for i, j in enumerate(members):
         g.finetune(j, task, 0, {"init": "member", "member": i}, pl0)
     if p.e0 is not None and task in p.e0.tasks:

@@ -23,11 +23,13 @@ SHIPPED = ("smoke", "quick", "cpu", "paper")
 
 @dataclass(frozen=True)
 class Controlled:
-    """E3's controlled test: two equal-size corpora chosen for high / low overlap with `task`."""
+    """E3's controlled test: two equal-size corpora chosen for high / low overlap with `task`, each
+    pre-trained `seeds` times (the test's replication unit)."""
 
     task: str
     num_articles: int
     pool: int
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ def _controlled_problems(ctl: dict[str, Any] | None) -> list[str]:
         out.append(f"controlled.task: {ctl['task']!r} is not a registered task")
     if ctl["num_articles"] > ctl["pool"]:
         out.append("controlled.num_articles: larger than controlled.pool")
+    if ctl.get("seeds", 1) < 1:
+        out.append(f"controlled.seeds: must be positive, got {ctl['seeds']}")
     return out
 
 

@@ -98,7 +98,8 @@ def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
         f"Precision {p.precision} on CPU (the paper: CUDA fp16 AMP); dropout masks from 16-bit random "
         "integers (p quantised to 1/65536).",
         f"C1: {p.pretrain_seeds} pre-training run(s) of the deep model on the main corpus, each with "
-        f"{seeds} fine-tuning seed(s) per arm; the other corpus sizes, the controlled corpora and the "
+        f"{seeds} fine-tuning seed(s) per arm; the controlled corpora (C3) are pre-trained "
+        f"{p.controlled.seeds if p.controlled else 0} time(s) each; the other corpus sizes (C2) and the "
         "committee reference use pre-training seed 0 only (one pre-training per corpus: their tests "
         "replicate fine-tuning, not pre-training).",
     ]
@@ -330,7 +331,8 @@ def _c3_controlled(c: dict[str, Any], verdict: str) -> list[str]:
     tt = c["test"]
     return L + [
         "",
-        f"Difference high − low: {100 * tt['mean']:+.2f} pp (n = {tt['n']} seeds, one-sided p = "
+        f"Difference high − low: {100 * tt['mean']:+.2f} pp (n = {tt['n']}: {c.get('pretraining_seeds', 1)} "
+        f"pre-training replicate(s) of each corpus × fine-tuning seeds; one-sided p = "
         f"{_p(tt['p_greater'])}). Verdict: **{verdict}**.",
         "",
     ]
