@@ -91,6 +91,8 @@ def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
         "split "
         "is also what is evaluated every epoch, as in the paper's code (no separate validation split)."
     )
+    ctl = p.controlled
+    controlled = f"the controlled corpora (C3) are pre-trained {ctl.seeds} time(s) each; " if ctl else ""
     return [
         accuracy,
         f"The committee members are {p.members} independently pre-trained models cycling over {p.shallow}; "
@@ -98,10 +100,9 @@ def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
         f"Precision {p.precision} on CPU (the paper: CUDA fp16 AMP); dropout masks from 16-bit random "
         "integers (p quantised to 1/65536).",
         f"C1: {p.pretrain_seeds} pre-training run(s) of the deep model on the main corpus, each with "
-        f"{seeds} fine-tuning seed(s) per arm; the controlled corpora (C3) are pre-trained "
-        f"{p.controlled.seeds if p.controlled else 0} time(s) each; the other corpus sizes (C2) and the "
-        "committee reference use pre-training seed 0 only (one pre-training per corpus: their tests "
-        "replicate fine-tuning, not pre-training).",
+        f"{seeds} fine-tuning seed(s) per arm; {controlled}"
+        "the other corpus sizes (C2) and the committee reference use pre-training seed 0 only (one "
+        "pre-training per corpus: their tests replicate fine-tuning, not pre-training).",
     ]
 
 
