@@ -307,7 +307,8 @@ def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_pa
     out = reproduce(str(variant), str(tmp_path / "sweep"), 1, ["agnews"], 1, str(real_data_dir), **QUIET)
     plan = json.loads((out / "plan.json").read_text())
     ft = [j for j in plan["jobs"] if j["kind"] == "finetune"]
-    assert len(ft) == 2 * (1 + 3 + 2 + 2)  # scratch, 3 sizes, high/low, 2 members: each at 2 rates
+    # scratch, 3 sizes, high/low × 2 pre-training replicates, 2 members: each at 2 rates
+    assert len(ft) == 2 * (1 + 3 + 2 * 2 + 2)
     runs = {j["id"]: json.loads((out / "runs" / j["id"] / "results.json").read_text()) for j in ft}
     scratch = [runs[j["id"]] for j in ft if j["role"]["init"] == "scratch"]
     assert [r["training"]["steps"] > 0 and r["evaluated_each_epoch_on"] == "validation" for r in scratch] == [
