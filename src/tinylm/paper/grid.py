@@ -4,7 +4,7 @@ Job kinds:
 
 * `pretrain`: the deep model on every nested corpus size; the shallow committee members (independent
   seeds, cycling over the preset's architectures) on the main size; the deep model on the high- and
-  low-overlap corpora of the controlled task;
+  low-overlap corpora of the controlled task (`controlled.seeds` pre-training replicates of each);
 * `finetune`: every pre-trained deep model and the scratch control, per task and seed; the members per
   task (seed 0); the controlled corpora on their task, per seed;
 * `overlap`: token overlap of every nested corpus size with every task's training samples (E3);
