@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -322,3 +323,16 @@ def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_pa
         pair = [j["id"] for j in ft if j["role"]["init"] == "member" and j["role"]["member"] == i]
         scores = [runs[p]["test"]["validation_accuracy"] for p in pair]
         assert m["run"] == f"runs/{pair[scores.index(max(scores))]}"
+
+
+def test_estimate_warns_when_timed_on_a_busy_machine(
+    real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device column times a few steps: under other load it overstates, and the estimate says so."""
+    from tinylm.paper import estimate as est
+
+    for load, warned in ((0.0, False), (8.0 * (os.cpu_count() or 1), True)):
+        monkeypatch.setattr(est.os, "getloadavg", lambda load=load: (load, load, load))
+        e = est.estimate([], str(real_data_dir), ["agnews"], 64, [1], 100.0)
+        assert e["busy"]["busy"] is warned and e["busy"]["load_average"] == load
+        assert ("timed while the machine was busy" in est.format_estimate(e)) is warned

@@ -11,6 +11,7 @@ bounded below by the grid's critical path.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,8 @@ from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification,
 from tinylm.paper.grid import SECTIONS, Job
 
 MASK_SHARE = 0.15
+#: a 1-minute load average above this share of the cores means other work competes with the timed steps
+BUSY_LOAD_SHARE = 0.5
 
 
 def mean_lengths(data_dir: str | None, tasks: list[str], max_length: int) -> dict[str, float]:
@@ -114,8 +117,10 @@ def estimate(
     gpus: list[int],
     gpu_tflops: float,
 ) -> dict[str, Any]:
-    """Per-job and total cost of the grid, projected on this device and on N GPUs."""
+    """Per-job and total cost of the grid, projected on this device and on N GPUs; `busy` records the load
+    the device timings were taken under."""
     lengths = mean_lengths(data_dir, tasks, max_length)
+    load, cores = getattr(os, "getloadavg", lambda: (0.0,))()[0], os.cpu_count() or 1
     rows, speed = [], {}
     by_job = {j.id: j for j in jobs}
     for j in jobs:
@@ -149,6 +154,7 @@ def estimate(
         "gpu_tflops_assumed": gpu_tflops,
         "on_gpus": {n: max(critical, total_gpu / n) for n in gpus},
         "critical_path_gpu_minutes": critical,
+        "busy": {"load_average": load, "cores": cores, "busy": load > BUSY_LOAD_SHARE * cores},
     }
 
 
@@ -183,4 +189,11 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"on GPUs at an assumed {e['gpu_tflops_assumed']:g} TFLOP/s sustained each: {gpus} (critical path "
         f"{_h(e['critical_path_gpu_minutes'])})"
     )
+    busy = e.get("busy", {})
+    if busy.get("busy"):
+        lines.append(
+            f"warning: the 'here' column was timed while the machine was busy (1-minute load average "
+            f"{busy['load_average']:.1f} on {busy['cores']} cores): it overstates the time; rerun the "
+            "estimate on an idle machine"
+        )
     return "\n".join(lines)
