@@ -247,6 +247,26 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
     assert load_preset(str(smoke_variant(tmp_path, controlled=None, e0=None))).controlled is None
 
 
+def test_controlled_corpora_get_their_own_pretraining_budget(tmp_path: Path) -> None:
+    """`controlled_pretrain` changes the high/low-overlap pre-trainings only (their full-length articles
+    buy fewer steps per token); set without controlled corpora it is an error."""
+    p = load_preset("cpu")
+    assert p.controlled is not None and p.controlled_pretrain["max_tokens"] > p.pretrain["max_tokens"]
+    budgets = {
+        ("selection" in j.role, "member" in j.role): j.settings["max_tokens"]
+        for j in build_grid(p, p.tasks, p.seeds)
+        if j.kind == "pretrain"
+    }
+    assert budgets == {
+        (True, False): p.controlled_pretrain["max_tokens"],
+        (False, False): p.pretrain["max_tokens"],
+        (False, True): p.member_pretrain["max_tokens"],
+    }
+    bad = smoke_variant(tmp_path, controlled=None, e0=None, controlled_pretrain={"max_tokens": 10})
+    with pytest.raises(ConfigError, match="controlled_pretrain: set, but the preset has no controlled"):
+        load_preset(str(bad))
+
+
 def test_grid_is_validated_before_the_first_job(real_data_dir: Path, tmp_path: Path) -> None:
     """A typo in the preset's finetune section (used only after every pre-training) stops the grid before
     anything runs, with every problem listed."""

@@ -172,6 +172,7 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
                 selection=d,
                 selection_task=ctl.task,
                 selection_pool=ctl.pool,
+                **p.controlled_pretrain,
             )
             for r in range(ctl.seeds)
             for d in ("high", "low")

@@ -90,6 +90,9 @@ class Preset:
     #: the committee members' pre-training settings over `pretrain` (e.g. more tokens: a 1-layer model is
     #: faster per token and needs more of them to pass the gate)
     member_pretrain: dict[str, Any] = field(default_factory=dict)
+    #: the controlled corpora's pre-training settings over `pretrain`: their articles are all full-length,
+    #: so a token budget buys fewer optimizer steps than on a nested subset with its short articles
+    controlled_pretrain: dict[str, Any] = field(default_factory=dict)
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""
@@ -179,6 +182,8 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     out += [f"corpus_sizes: {n} is not positive" for n in raw["corpus_sizes"] if n < 1]
     out += _task_problems(raw)
     out += _controlled_problems(raw.get("controlled"))
+    if raw.get("controlled_pretrain") and not raw.get("controlled"):
+        out.append("controlled_pretrain: set, but the preset has no controlled corpora")
     out += _e0_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")

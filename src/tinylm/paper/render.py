@@ -37,7 +37,7 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
             f"Every pre-training run sees the same {p.pretrain['max_tokens']:,} training tokens instead "
             "of 50 epochs of its corpus: nested corpus sizes differ in diversity (how often an article "
             "repeats), not in tokens seen (in the paper a larger subset also means more tokens)."
-            + _member_budget(p)
+            + _budget_overrides(p)
         )
     elif p.pretrain.get("epochs") != 50:
         out.append(f"{p.pretrain.get('epochs')} pre-training epochs instead of 50.")
@@ -379,12 +379,17 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
     return L + ["![E3](figures/e3_gap_vs_overlap.png)", ""]
 
 
-def _member_budget(p: Preset) -> str:
-    if not p.member_pretrain:
-        return ""
-    items = p.member_pretrain.items()
-    changes = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in items)
-    return f" The committee members are pre-trained with {changes} (training FLOPs in C4's table)."
+def _budget_overrides(p: Preset) -> str:
+    """The pre-training settings that the committee members and the controlled corpora change."""
+    out = ""
+    for who, over, why in (
+        ("committee members", p.member_pretrain, "training FLOPs in C4's table"),
+        ("controlled corpora", p.controlled_pretrain, "full-length articles: fewer steps per token"),
+    ):
+        if over:
+            changes = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in over.items())
+            out += f" The {who} are pre-trained with {changes} ({why})."
+    return out
 
 
 def _c4_cost(e4: dict[str, Any], latency: dict[str, Any]) -> list[str]:
