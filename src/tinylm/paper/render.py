@@ -34,10 +34,10 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
         )
     if "max_tokens" in p.pretrain:
         out.append(
-            f"Every pre-training run sees the same {p.pretrain['max_tokens']:,} training tokens instead "
-            "of 50 epochs of its corpus: nested corpus sizes differ in diversity (how often an article "
-            "repeats), not in tokens seen (in the paper a larger subset also means more tokens)."
-            + _budget_overrides(p)
+            f"The deep model's pre-trainings on nested subsets all see {p.pretrain['max_tokens']:,} training "
+            "tokens instead of 50 epochs of their corpus: nested corpus sizes differ in diversity (how "
+            "often an article repeats), not in tokens seen (in the paper a larger subset also means more "
+            "tokens)." + _budget_overrides(p)
         )
     elif p.pretrain.get("epochs") != 50:
         out.append(f"{p.pretrain.get('epochs')} pre-training epochs instead of 50.")
