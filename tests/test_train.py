@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,7 @@ def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
     def interrupt(p):
         if p.step == 7:
             raise KeyboardInterrupt
+        time.sleep(0.6)  # steps 1-5 take >= 3 s before the step-6 checkpoint: kept by the resumed run
 
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2), log=lambda *_: None, on_step=interrupt)
@@ -125,13 +127,18 @@ def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
         pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2), log=lambda *_: None)
     with pytest.raises(TinylmError, match="settings differ"):
         pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, lr=5e-3, resume=True), log=lambda *_: None)
+    t0 = time.perf_counter()
     resumed = pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, resume=True), log=lambda *_: None)
+    resume_wall = time.perf_counter() - t0
     a, b = load_file(full.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     steps = [m["step"] for m in resumed.read_metrics() if "loss" in m]
     assert steps == sorted(set(steps))  # no duplicated metric lines after resume
+    # train_seconds covers the segment before the kill too: more than the resuming call took in all
+    seconds = json.loads((resumed.path / "results.json").read_text())["train_seconds"]
+    assert seconds > resume_wall and seconds >= 3.0, (seconds, resume_wall)
 
 
 def test_corrupt_checkpoint_is_an_error_not_a_restart(data_dir: Path, tmp_path: Path) -> None:

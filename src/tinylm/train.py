@@ -128,6 +128,7 @@ class Progress:
     batch_in_epoch: int = 0
     tokens: int = 0
     examples: int = 0
+    seconds: float = 0.0  #: wall time of the training kept so far, over every resumed segment
 
 
 class Trainer:
@@ -167,6 +168,7 @@ class Trainer:
             self.optimizer, lr_lambda(cfg, self.total_steps, self.steps_per_epoch)
         )
         self.progress = Progress()
+        self._clock = time.perf_counter()
         self.resumed_eval: dict[str, Any] | None = None
 
     def _total_steps(self) -> int:
@@ -202,7 +204,15 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
+    def _count_seconds(self) -> None:
+        """Add the wall time since the last count to `progress.seconds`, which checkpoints keep: a resumed
+        run's train_seconds then covers every segment whose steps it kept, not only its last one."""
+        now = time.perf_counter()
+        self.progress.seconds += now - self._clock
+        self._clock = now
+
     def checkpoint(self) -> None:
+        self._count_seconds()
         self.run.save_checkpoint(self.progress.step, self.model, self.state(), self.cfg.keep_checkpoints)
 
     def resume(self) -> bool:
@@ -339,7 +349,7 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        win, t_start = StepStats(), time.perf_counter()
+        win, self._clock = StepStats(), time.perf_counter()
         # resumed at a step already evaluated (e.g. killed after the final checkpoint): not again
         last_eval, evaluated_at = (self.resumed_eval, p.step) if self.resumed_eval is not None else ({}, -1)
         try:
@@ -374,7 +384,7 @@ class Trainer:
             "epochs_completed": p.epoch,
             "tokens": p.tokens,
             "examples": p.examples,
-            "train_seconds": round(time.perf_counter() - t_start, 2),
+            "train_seconds": round(p.seconds, 2),
             "final_eval": last_eval,
         }
 
