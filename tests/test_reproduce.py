@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from tinylm.errors import ConfigError
 from tinylm.paper import steps
 from tinylm.paper.grid import build_grid
+from tinylm.paper.invocations import InvocationClock
 from tinylm.paper.presets import load_preset
 from tinylm.paper.reproduce import reproduce, write_report
 
@@ -157,6 +159,8 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
         reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
     first = list(calls)
     assert len(first) == 6 and not (tmp_path / "resumed" / "results.json").exists()
+    killed = json.loads((tmp_path / "resumed" / "invocations.json").read_text())
+    assert [d["ended"] for d in killed] == ["interrupted"] and killed[0]["seconds"] > 0
     calls.clear()
     monkeypatch.setattr(
         steps, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k)
@@ -168,6 +172,21 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     a = json.loads((full / "results.json").read_text())
     b = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert a == b
+    both = json.loads((tmp_path / "resumed" / "invocations.json").read_text())
+    assert [d["ended"] for d in both] == ["interrupted", "finished"]
+    timings = json.loads((tmp_path / "resumed" / "timings.json").read_text())
+    assert timings["wall_seconds"] == pytest.approx(sum(d["seconds"] for d in both), abs=0.11)
+
+
+def test_a_killed_invocation_keeps_its_wall_time(tmp_path: Path) -> None:
+    """The clock rewrites its entry while the grid runs: what a SIGKILL leaves behind counts the time."""
+    (tmp_path / "invocations.json").write_text('[{"seconds": 100.0, "jobs": 2, "ended": "finished"}]')
+    clock = InvocationClock(tmp_path, 2, every=0.05).start()
+    time.sleep(0.4)
+    on_disk = json.loads((tmp_path / "invocations.json").read_text())  # as a kill would leave it
+    assert len(on_disk) == 2 and on_disk[1]["ended"].startswith("running (or killed)")
+    assert on_disk[1]["seconds"] >= 0.2
+    assert clock.stop("finished") >= 100.4
 
 
 def test_paper_preset_dry_run(real_data_dir: Path, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ OUT/report.md and OUT/figures/*.png.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ from tinylm.paper.analyse import analyse, committee_latency, latency_rows
 from tinylm.paper.executor import run_local, run_ray
 from tinylm.paper.figures import write_figures
 from tinylm.paper.grid import Job, build_grid, validate_jobs
+from tinylm.paper.invocations import InvocationClock
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.render import render
 from tinylm.paper.steps import Context
@@ -193,26 +193,20 @@ def _run_grid(
     )
     t0 = time.time()
     ctx = Context(outp, data_dir, progress=True, dry_run=dry_run)
-    prepare_corpora(p, data_dir, str(ctx.cache_dir), log)
-    if executor == "ray":
-        seconds = run_ray(jobs, ctx, ray_address, log, num_cpus=n_jobs if n_jobs > 1 else None)
-    else:
-        seconds = run_local(jobs, ctx, n_jobs, log)
-    if dry_run:
+    clock = None if dry_run else InvocationClock(outp, n_jobs).start()  # killed runs count too
+    try:
+        prepare_corpora(p, data_dir, str(ctx.cache_dir), log)
+        if executor == "ray":
+            seconds = run_ray(jobs, ctx, ray_address, log, num_cpus=n_jobs if n_jobs > 1 else None)
+        else:
+            seconds = run_local(jobs, ctx, n_jobs, log)
+    except BaseException:
+        if clock is not None:
+            clock.stop("interrupted")
+        raise
+    if clock is None:
         log(f"dry run finished: {len(jobs)} runs of 2 steps each in {time.time() - t0:.0f} s")
         return outp
-    total = record_invocation(outp, time.time() - t0, n_jobs)
+    total = clock.stop("finished")  # the grid's whole cost, over every invocation
     write_report(outp, p, jobs, tasks, seeds, total, seconds, log)
     return outp
-
-
-def record_invocation(out: Path, seconds: float, n_jobs: int) -> float:
-    """Append this invocation's wall time to OUT/invocations.json; returns the grid's total over every
-    invocation (a grid resumed across sessions reports its whole cost)."""
-    path = out / "invocations.json"
-    done = json.loads(path.read_text()) if path.is_file() else []
-    done.append(
-        {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 1), "jobs": n_jobs}
-    )
-    write_json(path, done)
-    return float(sum(d["seconds"] for d in done))
