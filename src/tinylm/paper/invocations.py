@@ -23,7 +23,6 @@ class InvocationClock:
         self.earlier: list[dict[str, Any]] = json.loads(self.path.read_text()) if self.path.is_file() else []
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.t0 = time.time()
-        self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="invocation-clock", daemon=True)
 
@@ -45,6 +44,5 @@ class InvocationClock:
     def _write(self, ended: str | None) -> float:
         entry = {"started": self.started, "seconds": round(time.time() - self.t0, 1), "jobs": self.n_jobs}
         entry["ended"] = ended if ended else "running (or killed) at " + time.strftime("%Y-%m-%dT%H:%M:%S")
-        with self._lock:
-            write_json(self.path, [*self.earlier, entry])
+        write_json(self.path, [*self.earlier, entry])  # never concurrent: stop() joins the thread first
         return float(sum(d["seconds"] for d in self.earlier) + entry["seconds"])
