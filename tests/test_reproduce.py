@@ -46,6 +46,15 @@ def test_smoke_artifacts(smoke: Path) -> None:
         and len(gate["models"]) == 10  # 2 deep replicates + 2 more sizes + 2×2 controlled + 2 members
         and not any(m["passed"] for m in gate["models"])
     )
+    # C2: one pre-training and one fine-tuning seed per size, so its gaps have no spread to print, and the
+    # held-out MLM it quotes for the main corpus is that of seed 0, not of C1's last replicate
+    e2 = results["E2"]
+    assert all(d["gap_n"] == [1, 1, 1] for d in e2["tasks"].values())
+    c2_section = (smoke / "report.md").read_text().split("## C2")[1].split("## C3")[0]
+    rows = [line for line in c2_section.splitlines() if line.startswith("| agnews")]
+    assert len(rows) == 1 and "±" not in rows[0] and "@ 400" in c2_section
+    seed0 = [m for m in gate["models"] if m["role"] == {"deep": True, "size": 400, "pseed": 0}]
+    assert len(seed0) == 1 and e2["pretraining_mlm"]["400"]["mlm_loss"] == seed0[0]["mlm_loss"]
     # C1's replication unit is the pre-training run: 2 replicates × 3 tasks, tasks as fixed effects
     c1 = results["E1"]["pooled_test"]
     assert c1["n"] == 6 and c1["df"] == 3 and "fixed effects" in results["decisions"]["C1"]["test"]
@@ -82,6 +91,12 @@ def test_smoke_artifacts(smoke: Path) -> None:
         assert cost["committee"]["pretrain_tokens"] == pytest.approx(2 * deep_tokens, rel=0.1)  # 2 members
         assert all(v > 0 for side in cost.values() for v in side.values())
         assert lat["batch"] == 1 and lat["committee_ms"] > 0 and lat["reference_ms"] > 0
+    fwd = [
+        c["committee"]["inference_flops"] / c["reference"]["inference_flops"]
+        for c in (results["E4"]["tasks"][t]["cost"] for t in ("agnews", "dbpedia", "fewrel"))
+    ]
+    ratios = (smoke / "report.md").read_text().split("Committee ÷ deep model over the tasks: ")[1]
+    assert f"{min(fwd):.1f}–{max(fwd):.1f}× forward FLOPs" in ratios.split("\n")[0] and "× latency" in ratios
     for task in ("agnews", "dbpedia", "fewrel"):
         e1 = results["E1"]["tasks"][task]
         assert (

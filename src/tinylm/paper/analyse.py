@@ -275,6 +275,7 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
         e2["tasks"][task] = {
             "gap_mean": [m for m, _ in stats],
             "gap_std": [sd for _, sd in stats],
+            "gap_n": [len(per_size[n]) for n in sizes],
             "slope_per_decade": slopes,
             "test": paired_test(slopes),
         }
@@ -286,7 +287,8 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
     e2["verdict"] = e2["decision"]["verdict"]
     e2["pretraining_mlm"] = {}
     for j in r.jobs:
-        if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role:
+        # C2's models: pre-training seed 0 of each size (the main corpus's other replicates serve C1)
+        if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role and j.role["pseed"] == 0:
             ev = r.of(j).get("final_eval", {})
             e2["pretraining_mlm"][str(j.role["size"])] = {
                 "mlm_loss": ev.get("mlm_loss"),

@@ -239,8 +239,8 @@ def _c1(p: Preset, r: dict[str, Any]) -> list[str]:
     L += ["![E1](figures/e1_accuracy_per_epoch.png)", ""]
     if done:
         L += [
-            "Held-out MLM of the pre-trained deep models (articles: loss / accuracy; unigram baseline in "
-            "the gate table): "
+            "Held-out MLM of the deep models C2 compares (pre-training seed 0; articles: loss / accuracy; "
+            "unigram baseline in the gate table): "
             + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done)
             + ".",
             "",
@@ -285,7 +285,8 @@ def _c2(r: dict[str, Any]) -> list[str]:
     L = [
         "## C2 — gap vs pre-training corpus size (E2)",
         "",
-        "Nested subsets (each the first N of one article order).",
+        "Nested subsets (each the first N of one article order), one pre-training each (seed 0); a gap is "
+        "pre-trained − scratch per fine-tuning seed, shown as mean ± std where there are several.",
         "",
         "| task | "
         + " | ".join(f"gap pp @ {n:,}" for n in e2["sizes"])
@@ -294,7 +295,8 @@ def _c2(r: dict[str, Any]) -> list[str]:
     ]
     for t, d in e2["tasks"].items():
         cells = " | ".join(
-            f"{100 * m:+.2f} ± {100 * s:.2f}" for m, s in zip(d["gap_mean"], d["gap_std"], strict=True)
+            f"{100 * m:+.2f}" + (f" ± {100 * s:.2f}" if k > 1 else "")  # one gap has no spread to show
+            for m, s, k in zip(d["gap_mean"], d["gap_std"], d["gap_n"], strict=True)
         )
         L.append(
             f"| {t} | {cells} | {100 * np.mean(d['slope_per_decade']):+.2f} | {_p(d['test']['p_greater'])} |"
@@ -415,7 +417,27 @@ def _c4_cost(e4: dict[str, Any], latency: dict[str, Any]) -> list[str]:
                 f"| {t} | {side} | {c['pretrain_tokens'] / 1e6:.1f} M | {pf:.3f} | "
                 f"{c['inference_flops'] / 1e6:,.0f} | {ms} |"
             )
-    return L + [""]
+    return L + ["", *_c4_cost_ratio(rows, latency)]
+
+
+def _c4_cost_ratio(rows: list[tuple[str, dict[str, Any]]], latency: dict[str, Any]) -> list[str]:
+    """One sentence: what the committee costs per unit the deep model costs (C4's verdict is on accuracy)."""
+    ratios: dict[str, list[float]] = {"training FLOPs": [], "forward FLOPs": [], "latency": []}
+    for t, d in rows:
+        c, r = d["cost"]["committee"], d["cost"]["reference"]
+        train = [x["pretrain_flops"] + x["finetune_flops"] for x in (c, r)]
+        ratios["training FLOPs"].append(train[0] / train[1])
+        ratios["forward FLOPs"].append(c["inference_flops"] / r["inference_flops"])
+        if "committee_ms" in latency.get(t, {}):
+            ratios["latency"].append(latency[t]["committee_ms"] / latency[t]["reference_ms"])
+    parts = [f"{min(v):.1f}–{max(v):.1f}× {name}" for name, v in ratios.items() if v]
+    timed = next((latency[t] for t, _ in rows if "committee_plan" in latency.get(t, {})), None)
+    how = f" ({timed['threads']} thread(s); {timed['committee_plan']})" if timed else ""
+    return [
+        f"Committee ÷ deep model over the tasks: {', '.join(parts)}{how}. C4's verdict judges accuracy "
+        "only; whether the committee is also cheaper is read from these ratios and the latency table below.",
+        "",
+    ]
 
 
 def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
