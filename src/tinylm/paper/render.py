@@ -430,7 +430,10 @@ def _c4_cost_ratio(rows: list[tuple[str, dict[str, Any]]], latency: dict[str, An
         ratios["forward FLOPs"].append(c["inference_flops"] / r["inference_flops"])
         if "committee_ms" in latency.get(t, {}):
             ratios["latency"].append(latency[t]["committee_ms"] / latency[t]["reference_ms"])
-    parts = [f"{min(v):.1f}–{max(v):.1f}× {name}" for name, v in ratios.items() if v]
+    spans = {
+        name: sorted({f"{x:.1f}" for x in (min(v), max(v))}, key=float) for name, v in ratios.items() if v
+    }
+    parts = [f"{'–'.join(span)}× {name}" for name, span in spans.items()]
     timed = next((latency[t] for t, _ in rows if "committee_plan" in latency.get(t, {})), None)
     how = f" ({timed['threads']} thread(s); {timed['committee_plan']})" if timed else ""
     return [
