@@ -91,6 +91,8 @@ def test_smoke_artifacts(smoke: Path) -> None:
         assert cost["committee"]["pretrain_tokens"] == pytest.approx(2 * deep_tokens, rel=0.1)  # 2 members
         assert all(v > 0 for side in cost.values() for v in side.values())
         assert lat["batch"] == 1 and lat["committee_ms"] > 0 and lat["reference_ms"] > 0
+        members = results["E4"]["tasks"][task]["members"]
+        assert [m["model"] for m in members] == ["1/32/2", "1/32/2+conv1"]  # the conv front-end is named
     fwd = [
         c["committee"]["inference_flops"] / c["reference"]["inference_flops"]
         for c in (results["E4"]["tasks"][t]["cost"] for t in ("agnews", "dbpedia", "fewrel"))

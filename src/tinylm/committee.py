@@ -358,8 +358,7 @@ def evaluate_committee(
         {
             "run": r,
             "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
-            "model": committee.metas[i]["model"].get("model")
-            or "{layers}/{hidden_size}/{heads}".format(**committee.metas[i]["model"]),
+            "model": model_label(committee.metas[i]["model"]),
         }
         for i, r in enumerate(runs)
     ]
@@ -391,6 +390,12 @@ def evaluate_committee(
             "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
         }
     return out, committee
+
+
+def model_label(model: dict[str, Any]) -> str:
+    """layers/hidden/heads, +convN for a conv front-end (a saved meta's own "model" name wins)."""
+    conv = f"+conv{model['conv_layers']}" if model.get("conv_layers") else ""
+    return str(model.get("model") or f"{model['layers']}/{model['hidden_size']}/{model['heads']}{conv}")
 
 
 def measured_latency(

@@ -459,7 +459,7 @@ def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for t, d in e4["tasks"].items():
-        each = ", ".join(f"{100 * m['accuracy']:.1f}" for m in d["members"])
+        each = ", ".join(f"{100 * m['accuracy']:.1f} ({m['model']})" for m in d["members"])
         lo, hi = d["paired"]["ci95_pp"]
         L.append(
             f"| {t} | {each} | {100 * d['committee_accuracy']:.2f} | {100 * d['curve']['mean'][-1]:.2f} | "
