@@ -70,7 +70,7 @@ def fig_gap_vs(
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("gap: pre-trained − scratch accuracy (percentage points)")
+    ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -145,7 +145,7 @@ def write_figures(
             {t: e2["sizes"] for t in tasks},
             gaps,
             "pre-training subset (articles, log scale)",
-            "E2: gap vs pre-training corpus size (mean ± std over seeds)",
+            "E2: gap vs corpus size (one pre-training per size; ± std over fine-tuning seeds)",
             figs / "e2_gap_vs_size.png",
             logx=True,
         )
