@@ -23,6 +23,7 @@ from tinylm.committee import Committee
 from tinylm.config import ModelConfig
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_dir, write_json
+from tinylm.logs import quiet_logger
 from tinylm.model import TinyBertForSequenceClassification, stack_members
 from tinylm.weights import TOKENIZER_FILES
 
@@ -58,6 +59,9 @@ def _example(max_length: int, vocab: int) -> tuple[Tensor, Tensor]:
     return ids, att
 
 
+_TORCH_ONNX_REGISTRY = "torch.onnx._internal.exporter._registration"
+
+
 def export_module(module: nn.Module, path: Path, outputs: list[str], max_length: int, vocab: int) -> float:
     """Export `module` (inputs input_ids, attention_mask; batch and sequence dynamic) to `path`, then run
     it in onnxruntime on a padded batch of another shape; returns the largest logit difference to torch."""
@@ -66,7 +70,8 @@ def export_module(module: nn.Module, path: Path, outputs: list[str], max_length:
     module = module.eval()
     ids, att = _example(max_length, vocab)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
-    with warnings.catch_warnings(), torch.no_grad():
+    # the exporter logs "torchvision is not installed. Skipping torchvision::nms" (4 lines) per export
+    with warnings.catch_warnings(), torch.no_grad(), quiet_logger(_TORCH_ONNX_REGISTRY):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.logs import quiet_logger
+
 
 def _plt() -> Any:
     import matplotlib
@@ -24,8 +26,9 @@ def _plt() -> Any:
 def _save(fig: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with quiet_logger("matplotlib.font_manager"):  # "findfont: Font family ['STIXGeneral'] not found" ×20
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=110)
     _plt().close(fig)
     os.replace(tmp, path)
 
