@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.config import TaskConfig, build_sections
+from tinylm.config import TaskConfig, build_sections, model_shape
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import load_task_data
 from tinylm.data.tokenize import encode_records_cached, load_tokenizer
@@ -358,7 +358,7 @@ def evaluate_committee(
         {
             "run": r,
             "accuracy": float((member_logits[i].argmax(-1) == labels).mean()),
-            "model": model_label(committee.metas[i]["model"]),
+            "model": committee.metas[i]["model"].get("model") or model_shape(committee.metas[i]["model"]),
         }
         for i, r in enumerate(runs)
     ]
@@ -390,12 +390,6 @@ def evaluate_committee(
             "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
         }
     return out, committee
-
-
-def model_label(model: dict[str, Any]) -> str:
-    """layers/hidden/heads, +convN for a conv front-end (a saved meta's own "model" name wins)."""
-    conv = f"+conv{model['conv_layers']}" if model.get("conv_layers") else ""
-    return str(model.get("model") or f"{model['layers']}/{model['hidden_size']}/{model['heads']}{conv}")
 
 
 def measured_latency(

@@ -303,6 +303,12 @@ class RunConfig:
 # ---------------------------------------------------------------- parsing machinery
 
 
+def model_shape(model: dict[str, Any]) -> str:
+    """How tables name an architecture: layers/hidden/heads, +convN for a conv front-end."""
+    conv = f"+conv{model['conv_layers']}" if model.get("conv_layers") else ""
+    return f"{model['layers']}/{model['hidden_size']}/{model['heads']}{conv}"
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

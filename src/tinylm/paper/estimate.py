@@ -10,6 +10,7 @@ bounded below by the grid's critical path.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.config import ModelConfig, build_sections
+from tinylm.config import ModelConfig, build_sections, model_shape
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
 from tinylm.paper.grid import SECTIONS, Job
 
@@ -169,7 +170,7 @@ def format_estimate(e: dict[str, Any]) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in e["rows"]:
         m = r["model"]
-        shape = f"{m.layers}/{m.hidden_size}/{m.heads}" + (f"+conv{m.conv_layers}" if m.conv_layers else "")
+        shape = model_shape(dataclasses.asdict(m))
         groups.setdefault((r["kind"], shape), []).append(r)
     lines = [f"{'jobs':>5} {'kind':9} {'model':14} {'tokens':>10} {'steps':>9} {'PFLOP':>9} {'here':>10}"]
     for (kind, shape), rs in groups.items():
