@@ -21,8 +21,8 @@ from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.machine import cpu_name
 from tinylm.objectives import MLMObjective, unigram_log_probs
-from tinylm.predict import TokenData
-from tinylm.weights import load_model
+from tinylm.data.tokens import TokenData
+from tinylm.model_dir import load_model
 
 
 def run_dir(model_dir: Path) -> Path:

@@ -6,11 +6,13 @@ import ast
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "src" / "tinylm"
 MAX_FUNCTION_LINES = 60
+RECIPES = ("tinylm.pretrain", "tinylm.finetune")
 
 
 def module_name(path: Path) -> str:
@@ -53,15 +55,54 @@ def test_no_import_cycles() -> None:
             visit(n, [n])
 
 
-def test_only_the_cli_imports_the_paper_wing() -> None:
-    offenders = [
+def is_cli(module: str) -> bool:
+    return module == "tinylm.cli" or module == "tinylm.commands" or module.startswith("tinylm.commands.")
+
+
+def offenders(imported: Callable[[str], bool], allowed: Callable[[str], bool]) -> list[str]:
+    """`module imports dep` for every import of a module matching `imported` by one not `allowed` to."""
+    return [
         f"{m} imports {d}"
         for m, deps in imports().items()
-        if not m.startswith("tinylm.paper") and m not in ("tinylm.commands", "tinylm.cli")
+        if not imported(m) and not allowed(m)
         for d in deps
-        if d.startswith("tinylm.paper")
+        if imported(d)
     ]
-    assert not offenders, offenders
+
+
+def test_only_the_cli_imports_the_paper_wing() -> None:
+    found = offenders(lambda m: m.startswith("tinylm.paper"), is_cli)
+    assert not found, found
+
+
+def test_nothing_imports_the_cli() -> None:
+    found = offenders(is_cli, lambda m: m == "tinylm.__main__")
+    assert not found, found
+
+
+def test_only_the_cli_and_the_gpu_check_import_benchmarks() -> None:
+    found = offenders(lambda m: m.startswith("tinylm.bench"), lambda m: is_cli(m) or m == "tinylm.gpu_check")
+    assert not found, found
+
+
+def test_recipes_are_imported_from_above_only() -> None:
+    """pretrain and finetune sit on the core; only the CLI, the paper wing, benchmarks and the GPU check
+    call them."""
+    above = ("tinylm.paper", "tinylm.bench", "tinylm.gpu_check")
+    found = offenders(lambda m: m in RECIPES, lambda m: is_cli(m) or m.startswith(above))
+    assert not found, found
+
+
+def test_the_data_layer_imports_only_itself_and_the_base() -> None:
+    base = {"tinylm.errors", "tinylm.fileio", "tinylm.registry", "tinylm.config"}
+    found = [
+        f"{m} imports {d}"
+        for m, deps in imports().items()
+        if m.startswith("tinylm.data")
+        for d in deps
+        if not d.startswith("tinylm.data") and d not in base
+    ]
+    assert not found, found
 
 
 def test_functions_are_short() -> None:

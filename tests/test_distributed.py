@@ -16,13 +16,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tinylm.config import build_sections
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
-from tinylm.finetune import SECTIONS as FT
 from tinylm.finetune import finetune
-from tinylm.pretrain import SECTIONS as PT
 from tinylm.pretrain import pretrain
+from tinylm.settings import FinetuneSettings, PretrainSettings
 
 QUIET = {"log": lambda *_: None}
 
@@ -57,7 +55,7 @@ def max_diff(a: Path, b: Path) -> float:
 
 
 def test_two_processes_equal_one_and_resume_after_kill(data_dir: Path, tmp_path: Path) -> None:
-    single = pretrain(build_sections(PT, settings(data_dir, tmp_path / "one", grad_accum=2)), **QUIET)
+    single = pretrain(PretrainSettings.build(settings(data_dir, tmp_path / "one", grad_accum=2)), **QUIET)
     finished(torchrun("pretrain", settings(data_dir, tmp_path / "two"), tmp_path))
     two = tmp_path / "two" / "r"
     assert max_diff(single.path, two) <= 1e-5  # the global batch is what batch_size means
@@ -87,9 +85,7 @@ def test_two_process_finetuning_equals_one(data_dir: Path, tmp_path: Path) -> No
         samples_per_label_test=4, epochs=1, batch_size=8, lr=1e-3, data_dir=str(data_dir), name="ft",
         progress=False, cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
-    one = finetune(
-        build_sections(FT, base | {"out": str(tmp_path / "one"), "grad_accum": 2}), set(base), **QUIET
-    )
+    one = finetune(FinetuneSettings.build(base | {"out": str(tmp_path / "one"), "grad_accum": 2}), **QUIET)
     finished(torchrun("finetune", base | {"out": str(tmp_path / "two")}, tmp_path))
     assert max_diff(one.path, tmp_path / "two" / "ft") <= 1e-5
     r1 = json.loads((one.path / "results.json").read_text())

@@ -10,16 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinylm.config import build_sections
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import load_task_data
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import CheckpointError, ConfigError, DataError
-from tinylm.finetune import SECTIONS as FT
 from tinylm.finetune import build_classifier, finetune, resolve_model_config
 from tinylm.objectives import classification_metrics
-from tinylm.pretrain import SECTIONS as PT
 from tinylm.pretrain import pretrain
+from tinylm.settings import FinetuneSettings, PretrainSettings
 
 QUIET = {"log": lambda *_: None}
 
@@ -42,10 +40,10 @@ def pre_run(data_dir: Path, tmp_path: Path) -> Path:
         name="pre",
         progress=False,
     )
-    return pretrain(build_sections(PT, s), **QUIET).path
+    return pretrain(PretrainSettings.build(s), **QUIET).path
 
 
-def ft(data_dir: Path, tmp_path: Path, **kw) -> dict:
+def ft(data_dir: Path, tmp_path: Path, **kw) -> FinetuneSettings:
     s = dict(
         task="agnews",
         samples_per_label_train=8,
@@ -58,13 +56,13 @@ def ft(data_dir: Path, tmp_path: Path, **kw) -> dict:
         out=str(tmp_path / "runs"),
         progress=False,
     )
-    return build_sections(FT, s | kw)
+    return FinetuneSettings.build(s | kw)
 
 
 def test_init_transfers_encoder_and_scratch_is_seeded(data_dir: Path, tmp_path: Path, pre_run: Path) -> None:
     built = ft(data_dir, tmp_path, init=str(pre_run))
-    mcfg = resolve_model_config(built, set(), str(pre_run))
-    model, report = build_classifier(mcfg, 4, built["task"], seed=0)
+    mcfg = resolve_model_config(built)
+    model, report = build_classifier(mcfg, 4, built.task, seed=0)
     pre = load_file(pre_run / "model.safetensors")
     own = model.state_dict()
     for k, v in pre.items():
@@ -73,9 +71,9 @@ def test_init_transfers_encoder_and_scratch_is_seeded(data_dir: Path, tmp_path: 
     assert "bert.pooler.dense.weight" in report["fresh"] and "classifier.weight" in report["fresh"]
     assert not any(k.startswith("cls.") for k in report["loaded"])
     s_built = ft(data_dir, tmp_path, **model_settings(data_dir))
-    a, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=0)
-    b, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=0)
-    c, _ = build_classifier(s_built["model"], 4, s_built["task"], seed=1)
+    a, _ = build_classifier(s_built.model, 4, s_built.task, seed=0)
+    b, _ = build_classifier(s_built.model, 4, s_built.task, seed=0)
+    c, _ = build_classifier(s_built.model, 4, s_built.task, seed=1)
     w = "bert.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(a.state_dict()[w], b.state_dict()[w])  # seeded
     assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
@@ -116,7 +114,7 @@ def test_file_task_csv_and_jsonl(tmp_path: Path, data_dir: Path) -> None:
         samples_per_label_test=-1,
         test_share=0.2,
     )
-    task = load_task_data(built["task"])
+    task = load_task_data(built.task)
     assert task.label_names == ["neg", "pos"] and len(task.test) == 4 and len(task.train) == 16
     assert not {r.id for r in task.train} & {r.id for r in task.test}
     jl = tmp_path / "mine.jsonl"
@@ -135,13 +133,12 @@ def test_file_task_csv_and_jsonl(tmp_path: Path, data_dir: Path) -> None:
         samples_per_label_train=2,
         samples_per_label_test=-1,
     )
-    task = load_task_data(built["task"])
+    task = load_task_data(built.task)
     assert task.label_names == ["0", "1", "2"] and len(task.train) == 6 and len(task.test) == 6
     run = finetune(
-        build_sections(
-            FT,
+        FinetuneSettings.build(
             {
-                **{k: v for k, v in vars(built["task"]).items()},
+                **{k: v for k, v in vars(built.task).items()},
                 **model_settings(data_dir),
                 "epochs": 1,
                 "batch_size": 4,
@@ -162,17 +159,16 @@ def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None
     with pytest.raises(ConfigError, match="hidden_size: --init has 16, the settings ask for 32"):
         finetune(
             ft(data_dir, tmp_path, init=str(pre_run), hidden_size=32, heads=2),
-            {"hidden_size", "heads"},
             **QUIET,
         )
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,a\n,b\n")
     with pytest.raises(DataError, match=r"bad.csv:3: empty or non-text value in column 'text'"):
-        load_task_data(ft(data_dir, tmp_path, task=f"file:{bad}")["task"])
+        load_task_data(ft(data_dir, tmp_path, task=f"file:{bad}").task)
     nolab = tmp_path / "nolab.csv"
     nolab.write_text("text,cls\nhello,a\n")
     with pytest.raises(DataError, match=r"nolab.csv:2: no column 'label'"):
-        load_task_data(ft(data_dir, tmp_path, task=f"file:{nolab}")["task"])
+        load_task_data(ft(data_dir, tmp_path, task=f"file:{nolab}").task)
     tr, te = tmp_path / "tr.csv", tmp_path / "te.csv"
     tr.write_text("text,label\na b,x\nc d,y\ne f,x\ng h,y\n")
     te.write_text("text,label\na b,x\nc d,x\n")
@@ -185,12 +181,12 @@ def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None
                 test_file=str(te),
                 samples_per_label_train=-1,
                 samples_per_label_test=-1,
-            )["task"]
+            ).task
         )
     # a checkpoint whose vocabulary does not match the tokenizer: error before training
-    big = build_sections(PT, model_settings(data_dir) | {"vocab_size": 999})["model"]
+    big = PretrainSettings.build(model_settings(data_dir) | {"vocab_size": 999}).model
     from tinylm.model import TinyBertForMaskedLM
-    from tinylm.weights import save_model
+    from tinylm.model_dir import save_model
 
     save_model(TinyBertForMaskedLM(big), tmp_path / "bigvocab")
     with pytest.raises(CheckpointError, match=r"vocab_size: the model .* has 999 but the tokenizer"):
@@ -199,7 +195,7 @@ def test_bad_input_errors(data_dir: Path, tmp_path: Path, pre_run: Path) -> None
 
 def test_validation_split_picks_the_epoch_and_reads_test_once(data_dir: Path, tmp_path: Path) -> None:
     built = ft(data_dir, tmp_path, **model_settings(data_dir), validation_per_label=3, epochs=4, name="val")
-    task = load_task_data(built["task"])
+    task = load_task_data(built.task)
     ids = {split: {r.id for r in getattr(task, split)} for split in ("train", "validation", "test")}
     assert len(ids["validation"]) == 3 * 4 and len(ids["train"]) == 5 * 4
     assert not ids["validation"] & ids["train"] and not ids["validation"] & ids["test"]
@@ -215,7 +211,7 @@ def test_validation_split_picks_the_epoch_and_reads_test_once(data_dir: Path, tm
     preds = np.load(run.path / "test_predictions.npz")  # the selected model's test probabilities
     assert float((preds["probs"].argmax(1) == preds["labels"]).mean()) == pytest.approx(chosen["accuracy"])
     with pytest.raises(DataError, match="validation_per_label=9: label 0"):
-        load_task_data(ft(data_dir, tmp_path, validation_per_label=9)["task"])
+        load_task_data(ft(data_dir, tmp_path, validation_per_label=9).task)
 
 
 def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Path) -> None:
@@ -228,8 +224,8 @@ def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Pa
     run = finetune(built, **QUIET)
     warning = json.loads((run.path / "results.json").read_text())["training"]["warning"]
     assert "ln(4) = 1.386 (chance)" in warning and "tiny-finetune" in warning
-    tiny = build_sections(FT, read_yaml_config("tiny-finetune") | {"task": "agnews"})
-    assert tiny["train"].lr == 1e-3 and tiny["task"].validation_per_label == 20
+    tiny = FinetuneSettings.build(read_yaml_config("tiny-finetune") | {"task": "agnews"})
+    assert tiny.train.lr == 1e-3 and tiny.task.validation_per_label == 20
 
 
 def read_yaml_config(name: str) -> dict:

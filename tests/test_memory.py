@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tinylm.bench_memory import bench_memory
+from tinylm.bench.memory import bench_memory
 
 MODEL = {"layers": 1, "hidden_size": 64, "heads": 2, "ffn_size": 128}
 MARGIN_GIB = 0.15

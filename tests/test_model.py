@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinylm.config import ModelConfig, build_sections
+from tinylm.config import ModelConfig, build_section
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.hf import export_model, import_model
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, parameter_counts
@@ -28,7 +28,7 @@ PAPER_COUNTS = {  # paper.md §3.2, backbone incl. pooler (and conv)
 
 
 def model_cfg(**kw) -> ModelConfig:
-    return build_sections({"model": ModelConfig}, kw)["model"]
+    return build_section(ModelConfig, kw)
 
 
 @pytest.mark.parametrize("name", list(PAPER_COUNTS))
@@ -201,7 +201,7 @@ def test_export_refuses_conv_and_bad_import(tmp_path: Path) -> None:
 
 def test_mean_pooling_head_round_trips_through_save_load_and_export(tmp_path: Path) -> None:
     from tinylm.model import stack_members
-    from tinylm.weights import load_model, save_model
+    from tinylm.model_dir import load_model, save_model
 
     cfg = model_cfg(
         layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=300, max_length=16, pooling="mean"

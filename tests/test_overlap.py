@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from tinylm.data.corpus import load_wiki_corpus
+from tinylm.data.selection import select_by_overlap
 from tinylm.data.sources import resolve_source
+from tinylm.data.token_stats import js_divergence, overlap_metrics, token_counts
 from tinylm.data.tokenize import EncodedTexts, load_tokenizer
-from tinylm.overlap import js_divergence, nested_overlap, overlap_metrics, select_by_overlap, token_counts
+from tinylm.overlap import nested_overlap
 
 
 def test_token_counts_exclude_specials() -> None:

@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import load_file
 
 from test_train import tiny as train_tiny
-from tinylm.config import build_sections
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
 from tinylm.errors import TinylmError
@@ -195,8 +194,8 @@ KILLER = """
 import json, os, signal, sys
 from pathlib import Path
 import tinylm.runs as runs
-from tinylm.config import build_sections
-from tinylm.pretrain import SECTIONS, pretrain
+from tinylm.pretrain import pretrain
+from tinylm.settings import PretrainSettings
 
 window, settings = sys.argv[1], json.loads(sys.argv[2])
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -222,7 +221,7 @@ elif window == "metrics":  # in the middle of a metrics line
             die()
         real_log(self, record)
     runs.RunDir.log = log
-pretrain(build_sections(SECTIONS, settings), log=lambda *_: None)
+pretrain(PretrainSettings.build(settings), log=lambda *_: None)
 """
 
 
@@ -232,7 +231,7 @@ def test_sigkill_at_each_write_window_then_resume(
 ) -> None:
     """A real kill -9 of a child process in each write window; the resumed run gives the uninterrupted
     run's weights and results, with no duplicated records and no partial files."""
-    settings = {k: v for sec in tiny(data_dir, tmp_path / "b").values() for k, v in vars(sec).items()}
+    settings = tiny(data_dir, tmp_path / "b").flat()
     proc = subprocess.run([sys.executable, "-c", KILLER, window, json.dumps(settings)], capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-500:]
     run = RunDir(tmp_path / "b" / "runs" / "r")
@@ -250,8 +249,8 @@ def test_sigkill_at_each_write_window_then_resume(
 def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    from tinylm.finetune import SECTIONS as FT
     from tinylm.finetune import finetune
+    from tinylm.settings import FinetuneSettings
 
     vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
     model = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab)
@@ -259,10 +258,10 @@ def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
     run_settings = dict(out=str(tmp_path / "runs"), name="ft", progress=False, resume=True)
     settings = model | task | run_settings | dict(init="scratch", epochs=3, batch_size=4, lr=1e-3)
     settings["data_dir"] = str(data_dir)
-    run = finetune(build_sections(FT, settings), set(settings), **QUIET)
+    run = finetune(FinetuneSettings.build(settings), **QUIET)
     before = json.loads((run.path / "results.json").read_text())
     (run.path / "results.json").unlink()  # killed after the final checkpoint, before results.json
-    again = finetune(build_sections(FT, settings), set(settings), **QUIET)
+    again = finetune(FinetuneSettings.build(settings), **QUIET)
     after = json.loads((again.path / "results.json").read_text())
     assert [e["epoch"] for e in after["per_epoch"]] == [1, 2, 3] and after["per_epoch"] == before["per_epoch"]
     assert after["test"] == before["test"]

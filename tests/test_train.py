@@ -12,16 +12,18 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tinylm.config import ConfigError, TrainConfig, build_sections, read_yaml
+from tinylm.config import ConfigError, TrainConfig, read_yaml
 from tinylm.data.corpus import load_wiki_corpus
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
+from tinylm.data.tokens import TokenData
 from tinylm.errors import CheckpointError, TinylmError, TrainingDiverged
-from tinylm.objectives import MLMObjective, Objective, TokenData
-from tinylm.pretrain import SECTIONS, pretrain
+from tinylm.model_dir import load_model
+from tinylm.objectives import MLMObjective, Objective
+from tinylm.pretrain import pretrain
 from tinylm.runs import RunDir
+from tinylm.settings import PretrainSettings
 from tinylm.train import Trainer, lr_lambda
-from tinylm.weights import load_model
 
 
 def tiny(data_dir: Path, out: Path, **kw) -> dict:
@@ -47,7 +49,7 @@ def tiny(data_dir: Path, out: Path, **kw) -> dict:
         log_every=1,
         checkpoint_every=3,
     )
-    return build_sections(SECTIONS, settings | kw)
+    return PretrainSettings.build(settings | kw)
 
 
 def test_masking_statistics() -> None:
@@ -188,12 +190,12 @@ def test_yaml_keys_are_cli_flags_and_all_problems_reported(tmp_path: Path) -> No
     keys = read_yaml(shipped)
     flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["pretrain"]._actions}
     assert set(keys) <= flags
-    built = build_sections(SECTIONS, keys)
-    assert built["model"].layers == 6 and built["train"].epochs == 50 and built["train"].lr == 5e-5
+    built = PretrainSettings.build(keys)
+    assert built.model.layers == 6 and built.train.epochs == 50 and built.train.lr == 5e-5
     bad = tmp_path / "bad.yaml"
     bad.write_text("hidden_size: 100\nheads: 3\nbatch_size: -2\nlr: fast\nepoch: 3\n")
     with pytest.raises(ConfigError) as e:
-        build_sections(SECTIONS, read_yaml(bad))
+        PretrainSettings.build(read_yaml(bad))
     text = str(e.value)
     for part in (
         "heads: 3 does not divide",
@@ -230,7 +232,7 @@ def test_recipe_sweep_records_curves_against_tokens_and_time(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from test_finetune import model_settings
-    from tinylm import bench_sweep
+    from tinylm.bench import sweep as bench_sweep
 
     small = {k: v for k, v in model_settings(data_dir).items() if k != "data_dir"} | {"batch_size": 4}
     monkeypatch.setattr(bench_sweep, "BASE", bench_sweep.BASE | small | {"model": None})

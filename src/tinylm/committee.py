@@ -16,8 +16,7 @@ import dataclasses
 import json
 import os
 import shutil
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.config import TaskConfig, build_sections, model_shape
+from tinylm.config import TaskConfig, build_section, model_shape
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import load_task_data
 from tinylm.data.tokenize import encode_records_cached, load_tokenizer
+from tinylm.data.tokens import TokenData
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file
 from tinylm.model import TinyBertForSequenceClassification, stack_members
-from tinylm.perf import median_seconds
-from tinylm.predict import TokenData, evaluating, predict
-from tinylm.weights import MODEL_FILES, load_model, model_tokenizer
+from tinylm.model_dir import MODEL_FILES, load_model, model_tokenizer
+from tinylm.perf import median_seconds, parallel_groups
+from tinylm.predict import evaluating, predict
 
 RULES = ("mean_prob", "mean_logit", "vote")
 
@@ -222,15 +222,6 @@ def check_compatible(metas: list[dict[str, Any]], sources: list[str]) -> None:
             )
 
 
-def parallel_groups(run: Callable[[int], None], n_groups: int) -> None:
-    """Run groups in threads; torch releases the GIL in its kernels. Each thread keeps torch's pool."""
-    threads = [threading.Thread(target=run, args=(g,)) for g in range(n_groups)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
 def auto_workers(n_groups: int) -> int:
     """Parallel groups only when every group can get at least 2 cores; else sequential (never slower)."""
     cores = os.cpu_count() or 1
@@ -308,10 +299,7 @@ def shared_test_split(
         raise TinylmError(
             f"member/reference {differing[0]} was evaluated on a different test split than {runs[0]}"
         )
-    fields = {f.name for f in dataclasses.fields(TaskConfig)}
-    tcfg: TaskConfig = build_sections(
-        {"task": TaskConfig}, {k: v for k, v in first_cfg.items() if k in fields}
-    )["task"]
+    tcfg = build_section(TaskConfig, first_cfg, others="ignore")
     data = load_task_data(tcfg)
     tok = load_tokenizer(resolve_source(tcfg.data_dir))
     splits, _ = encode_records_cached(tok, {"test": data.test}, data.description, max_length, tcfg.cache_dir)

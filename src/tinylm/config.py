@@ -13,22 +13,36 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
 from tinylm.errors import ConfigError
 from tinylm.registry import BERT_VOCAB_SIZE, NAMED_MODELS, TASKS
 
+S = TypeVar("S")
 
-def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """A config field with its help text (shown by --help) and allowed values."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
 # ---------------------------------------------------------------- sections
+
+
+class Section(Protocol):
+    """A config section: a dataclass of settings that reports its own problems."""
+
+    def validate(self) -> list[str]: ...
+
+
+#: The model settings a fine-tuning may change on a pre-trained architecture (the head and dropout); every
+#: other model field is the pre-trained model's.
+FINETUNABLE_MODEL_FIELDS = frozenset({"dropout", "attention_dropout", "pooling"})
 
 
 @dataclass
@@ -60,7 +74,7 @@ class ModelConfig:
     )
 
     def validate(self) -> list[str]:
-        p = []
+        p: list[str] = []
         for name in (
             "layers",
             "hidden_size",
@@ -145,7 +159,7 @@ class TrainConfig:
         return sorted({int(s) for s in parts})
 
     def validate(self) -> list[str]:
-        p = []
+        p: list[str] = []
         if not self.epochs > 0:  # also catches nan
             p.append(f"epochs: must be positive, got {self.epochs}")
         try:
@@ -164,7 +178,7 @@ class TrainConfig:
         return p + self._optimizer_problems()
 
     def _optimizer_problems(self) -> list[str]:
-        p = []
+        p: list[str] = []
         if not 0 < self.lr < float("inf"):  # also catches nan
             p.append(f"lr: must be a positive number, got {self.lr}")
         if self.weight_decay < 0:
@@ -200,16 +214,15 @@ class CorpusConfig:
     packing: bool = opt(
         False,
         "train on full max_length windows over each article's whole text (articles separated by [SEP]) "
-        "instead "
-        "of its first max_length tokens: ~3-4x the tokens per article; a deviation from the paper (held-out "
-        "samples stay first tokens)",
+        "instead of its first max_length tokens: ~3-4x the tokens per article; a deviation from the paper "
+        "(held-out samples stay first tokens)",
     )
     mask_prob: float = opt(0.15, "share of non-special tokens selected for MLM")
     mask_replace: float = opt(0.8, "share of selected tokens replaced by [MASK]")
     mask_random: float = opt(0.1, "share of selected tokens replaced by a random token (rest: unchanged)")
 
     def validate(self) -> list[str]:
-        p = []
+        p: list[str] = []
         if self.num_articles < 1:
             p.append(f"num_articles: must be positive, got {self.num_articles}")
         if self.eval_articles < 1:
@@ -266,17 +279,15 @@ class TaskConfig:
     validation_per_label: int = opt(
         0,
         "training examples per label held out as a seeded validation split: every epoch is evaluated on it, "
-        "the "
-        "best epoch is chosen on it and the test split is read once, for that epoch's model (0: no "
-        "validation "
-        "split; every epoch is evaluated on the test split, as the paper's code does)",
+        "the best epoch is chosen on it and the test split is read once, for that epoch's model (0: no "
+        "validation split; every epoch is evaluated on the test split, as the paper's code does)",
     )
     eval_batch_size: int = opt(128, "batch size for evaluation")
     data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
     cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
 
     def validate(self) -> list[str]:
-        p = []
+        p: list[str] = []
         if not (self.task in TASKS or self.task.startswith("file:")):
             p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
         for name in ("samples_per_label_train", "samples_per_label_test"):
@@ -303,13 +314,15 @@ class RunConfig:
 # ---------------------------------------------------------------- parsing machinery
 
 
-def model_shape(model: dict[str, Any]) -> str:
-    """How tables name an architecture: layers/hidden/heads, +convN for a conv front-end."""
+def model_shape(model: Mapping[str, Any], ffn: bool = False) -> str:
+    """The one formatter of an architecture's name: layers/hidden/heads (/ffn with `ffn`), +convN for a conv
+    front-end (tables, logs, committee results)."""
     conv = f"+conv{model['conv_layers']}" if model.get("conv_layers") else ""
-    return f"{model['layers']}/{model['hidden_size']}/{model['heads']}{conv}"
+    size = f"/{model['ffn_size']}" if ffn else ""
+    return f"{model['layers']}/{model['hidden_size']}/{model['heads']}{size}{conv}"
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[Any]) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -340,7 +353,7 @@ def _to_int(name: str, value: Any) -> int:
         raise ValueError(f"{name}: expected an integer, got {value!r}") from None
 
 
-def _coerce(name: str, value: Any, tp: Any, choices: tuple | None) -> Any:
+def _coerce(name: str, value: Any, tp: Any, choices: tuple[str, ...] | None) -> Any:
     base, optional = _base_type(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
@@ -363,9 +376,9 @@ def _coerce(name: str, value: Any, tp: Any, choices: tuple | None) -> Any:
     return out
 
 
-def section_fields(sections: dict[str, type]) -> dict[str, tuple[str, dataclasses.Field, Any]]:
+def section_fields(sections: Mapping[str, type[Any]]) -> dict[str, tuple[str, dataclasses.Field[Any], Any]]:
     """Map every flat key to (section name, field, annotation); keys are unique across sections."""
-    out = {}
+    out: dict[str, tuple[str, dataclasses.Field[Any], Any]] = {}
     for sec, cls in sections.items():
         hints = _hints(cls)
         for f in dataclasses.fields(cls):
@@ -374,7 +387,7 @@ def section_fields(sections: dict[str, type]) -> dict[str, tuple[str, dataclasse
     return out
 
 
-def add_config_args(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+def add_config_args(parser: argparse.ArgumentParser, sections: Mapping[str, type[Any]]) -> None:
     """One flag per config key (`--key` and `--key-with-dashes`), defaults left to the dataclasses."""
     parser.add_argument(
         "--config", metavar="YAML", help="YAML file of settings; its keys are these flags' names"
@@ -409,7 +422,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_sections(
-    sections: dict[str, type], *layers: dict[str, Any], source: str = "config"
+    sections: Mapping[str, type[Any]], *layers: Mapping[str, Any], source: str = "config"
 ) -> dict[str, Any]:
     """Merge layers of flat settings (later wins), apply a named model, coerce and validate everything."""
     known = section_fields(sections)
@@ -439,7 +452,7 @@ def build_sections(
             values[sec][key] = _coerce(key, value, tp, f.metadata.get("choices"))
         except ValueError as e:
             problems.append(str(e))
-    built = {}
+    built: dict[str, Any] = {}
     for sec, cls in sections.items():
         obj = cls(**values[sec])
         problems.extend(obj.validate())
@@ -449,21 +462,27 @@ def build_sections(
     return built
 
 
-def config_from_args(sections: dict[str, type], args: argparse.Namespace) -> dict[str, Any]:
-    """Build sections from `--config FILE` plus the flags given on the command line."""
+def build_section(
+    cls: type[S], settings: Mapping[str, Any], source: str = "config", others: str = "error"
+) -> S:
+    """One section from flat settings; keys of other sections are an error, or ignored with
+    `others="ignore"` (e.g. the section of a run's whole config.yaml)."""
+    if others == "ignore":
+        fields = {f.name for f in dataclasses.fields(typing.cast(Any, cls))}
+        settings = {k: v for k, v in settings.items() if k in fields}
+    section: S = build_sections({"section": cls}, settings, source=source)["section"]
+    return section
+
+
+def args_layers(
+    sections: Mapping[str, type[Any]], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], str]:
+    """The settings layers of a command line: `--config FILE`, then the flags given; and their source."""
     known = section_fields(sections)
-    file_layer = read_yaml(args.config) if getattr(args, "config", None) else {}
+    config = getattr(args, "config", None)
+    file_layer = read_yaml(config) if config else {}
     cli_layer = {k: v for k, v in vars(args).items() if k in known}
-    source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
-    return build_sections(sections, file_layer, cli_layer, source=source)
-
-
-def flat_dict(built: dict[str, Any]) -> dict[str, Any]:
-    """The resolved settings as one flat mapping (what a run directory stores as config.yaml)."""
-    out: dict[str, Any] = {}
-    for obj in built.values():
-        out.update(dataclasses.asdict(obj))
-    return out
+    return [file_layer, cli_layer], (f"{config} + command line" if config else "command line")
 
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"

@@ -7,7 +7,6 @@ unless `init_pooler` is set and the source has one. The run records what was loa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -18,23 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylm import distributed
-from tinylm.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, flat_dict
+from tinylm.config import FINETUNABLE_MODEL_FIELDS, ModelConfig, TaskConfig, TrainConfig
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
-from tinylm.distributed import Dist
+from tinylm.data.tokens import TokenData
+from tinylm.device import pick_device
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
-from tinylm.fileio import DirLock, write_json
+from tinylm.fileio import write_json
+from tinylm.lifecycle import Run, run_once
 from tinylm.model import TinyBertForSequenceClassification, describe
+from tinylm.model_dir import read_model_meta, save_model
 from tinylm.objectives import ClassificationObjective, classification_metrics
-from tinylm.predict import TokenData, class_probabilities
-from tinylm.runs import RunDir, run_name
-from tinylm.train import Trainer, pick_device, resolve_precision
-from tinylm.weights import load_state, read_model_meta, read_weights, save_model, save_weights
-
-SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig}
-
+from tinylm.predict import class_probabilities
+from tinylm.runs import RunDir
+from tinylm.settings import FinetuneSettings
+from tinylm.train import Trainer
+from tinylm.weights import load_state, read_weights, save_weights
 
 # ---------------------------------------------------------------- init
 
@@ -103,60 +102,46 @@ def build_classifier(
     }
 
 
-def resolve_model_config(built: dict[str, Any], explicit: set[str], init: str) -> ModelConfig:
-    """Scratch: the model flags. --init: the source's architecture; explicit model flags must agree with
-    it."""
+def resolve_model_config(settings: FinetuneSettings) -> ModelConfig:
+    """Scratch: the model settings. --init: the source's architecture; model settings the user gave must
+    agree with it, except the fine-tunable ones (`FINETUNABLE_MODEL_FIELDS`: dropout, the head's pooling)."""
+    init, given = settings.task.init, settings.model
     if init == "scratch":
-        return built["model"]
+        return given
     cfg = init_model_config(init)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    # dropout and the head's pooling may be set for fine-tuning; the architecture may not
-    free = {"dropout", "attention_dropout", "pooling", "model"}
+    architecture = settings.explicit & fields - FINETUNABLE_MODEL_FIELDS - {"model"}  # "model" is a name
     clash = [
-        f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(built['model'], k)!r}"
-        for k in sorted(explicit & fields - free)
-        if getattr(cfg, k) != getattr(built["model"], k)
+        f"{k}: --init has {getattr(cfg, k)!r}, the settings ask for {getattr(given, k)!r}"
+        for k in sorted(architecture)
+        if getattr(cfg, k) != getattr(given, k)
     ]
     if clash:
         raise ConfigError(clash, f"--init {init} vs model settings")
-    over = {k: getattr(built["model"], k) for k in explicit & {"dropout", "attention_dropout", "pooling"}}
+    over = {k: getattr(given, k) for k in settings.explicit & FINETUNABLE_MODEL_FIELDS}
     return dataclasses.replace(cfg, **over)
 
 
 # ---------------------------------------------------------------- the command
 
 
-def finetune(
-    built: dict[str, Any], explicit: set[str] | None = None, log: Callable[[str], None] = print
-) -> RunDir:
-    """Fine-tune per the resolved config sections; returns the (finished) run directory."""
-    tcfg, tc, rcfg = resolve_precision(built["train"]), built["task"], built["run"]
-    mcfg = resolve_model_config(built, explicit or set(), tc.init)  # errors before any data work
-    built = built | {"model": mcfg}
-    flat = flat_dict(built)
-    name = rcfg.name or run_name(f"finetune-{tc.task.replace('file:', 'file-').replace('/', '_')}", flat)
-    d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
-    run = RunDir(Path(rcfg.out) / name, writer=d.main)
-    if run.is_finished():
-        log(f"{run.path}: already finished; reusing it (results.json)")
-        return run
-    with DirLock(run.path, "fine-tuning run") if d.main else contextlib.nullcontext():
-        _finetune(run, built | {"train": tcfg}, flat, log if d.main else (lambda *_: None), d)
-    distributed.barrier(d)
-    return run
+def finetune(settings: FinetuneSettings, log: Callable[[str], None] = print) -> RunDir:
+    """Fine-tune per the settings; returns the (finished) run directory."""
+    settings = settings.with_sections(model=resolve_model_config(settings))  # errors before any data work
+    task = settings.task.task
+    prefix = f"finetune-{task.replace('file:', 'file-').replace('/', '_')}"
+    return run_once(settings, prefix, "fine-tuning run", _finetune, log)
 
 
-def _finetune(
-    run: RunDir, built: dict[str, Any], flat: dict[str, Any], log: Callable[[str], None], d: Dist
-) -> None:
-    mcfg, tcfg, tc, rcfg = built["model"], built["train"], built["task"], built["run"]
+def _finetune(s: FinetuneSettings, r: Run) -> None:
+    mcfg, tcfg, tc, run, d, log = s.model, s.train, s.task, r.dir, r.dist, r.log
     task, tok = load_task_data(tc), load_tokenizer(resolve_source(tc.data_dir))
     if tok.vocab_size != mcfg.vocab_size:
         raise CheckpointError(
             f"vocab_size: the model ({tc.init}) has {mcfg.vocab_size} but the tokenizer {tok.path} has "
             f"{tok.vocab_size}"
         )
-    run.prepare(flat, rcfg.resume)
+    run.prepare(r.flat, s.run.resume)
     data, hit = encode_task(task, tok, mcfg.max_length, tc.cache_dir)
     train, test = data["train"], data["test"]
     model, transfer = build_classifier(mcfg, task.num_labels, tc, tcfg.seed)
@@ -184,7 +169,7 @@ def _finetune(
         return metrics
 
     trainer.evaluate_fn = evaluate
-    if rcfg.resume and trainer.resume():
+    if s.run.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     result = trainer.fit()
     if d.main:
@@ -340,4 +325,4 @@ def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
     }
 
 
-__all__ = ["SECTIONS", "TaskConfig", "build_classifier", "finetune"]
+__all__ = ["build_classifier", "finetune", "resolve_model_config"]

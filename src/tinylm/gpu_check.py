@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tinylm.config import ModelConfig, build_sections
+from tinylm.config import ModelConfig
 from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForSequenceClassification
 from tinylm.registry import NAMED_MODELS
@@ -61,10 +61,9 @@ def train_paths(data_dir: str | None, out: Path, cuda: bool) -> dict[str, Any]:
     """The paper preset's BERT-6: 200 pre-training steps (2 on a CPU), then one fine-tuning epoch of AG News
     (2 steps on a CPU) from it; wall times and throughput."""
     from tinylm.config import named_config, read_yaml
-    from tinylm.finetune import SECTIONS as FT
     from tinylm.finetune import finetune
-    from tinylm.pretrain import SECTIONS as PT
     from tinylm.pretrain import pretrain
+    from tinylm.settings import FinetuneSettings, PretrainSettings
 
     steps = 200 if cuda else 2
     pre = read_yaml(str(named_config("paper-pretrain"))) | {
@@ -79,7 +78,7 @@ def train_paths(data_dir: str | None, out: Path, cuda: bool) -> dict[str, Any]:
     if not cuda:  # the command path only: a small corpus
         pre |= {"num_articles": 300, "eval_articles": 50, "cache_dir": str(out / "cache")}
     t0 = time.time()
-    run = pretrain(build_sections(PT, pre), log=lambda *_: None)
+    run = pretrain(PretrainSettings.build(pre), log=lambda *_: None)
     res = json.loads((run.path / "results.json").read_text())
     ft = read_yaml(str(named_config("paper-finetune-agnews"))) | {
         "init": str(run.path),
@@ -93,7 +92,7 @@ def train_paths(data_dir: str | None, out: Path, cuda: bool) -> dict[str, Any]:
     if not cuda:
         ft |= {"max_steps": 2, "samples_per_label_train": 8, "samples_per_label_test": 8}
     t1 = time.time()
-    ft_run = finetune(build_sections(FT, ft), {"epochs", "precision"}, log=lambda *_: None)
+    ft_run = finetune(FinetuneSettings.build(ft), log=lambda *_: None)
     ft_res = json.loads((ft_run.path / "results.json").read_text())
     return {
         "pretrain_steps": res["steps"],
@@ -107,7 +106,8 @@ def train_paths(data_dir: str | None, out: Path, cuda: bool) -> dict[str, Any]:
 
 
 def gpu_check(data_dir: str | None, out_dir: Path) -> dict[str, Any]:
-    from tinylm.bench import bench_latency, bench_pretrain
+    from tinylm.bench.pretrain import bench_pretrain
+    from tinylm.latency import bench_latency
 
     cuda = torch.cuda.is_available()
     result: dict[str, Any] = {

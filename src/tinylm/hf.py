@@ -1,4 +1,6 @@
-"""Hugging Face `transformers` compatibility: export a tinylm model to a BERT directory, import one back.
+"""Hugging Face `transformers` compatibility, both directions: tinylm settings <-> a BERT `config.json`
+(`hf_config`, `config_from_hf`), weight names, tokenizer files; export a tinylm model to a BERT directory,
+import one back.
 
 Exported directories hold `config.json` (model_type "bert") + `model.safetensors` (+ the WordPiece
 vocab when known), loadable with `AutoModelForMaskedLM` / `AutoModelForSequenceClassification`.
@@ -18,9 +20,63 @@ from safetensors.torch import save_file
 
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError, TinylmError
-from tinylm.fileio import atomic_dir, read_json_object
+from tinylm.fileio import atomic_dir, read_json_object, write_json
 from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
-from tinylm.weights import hf_config, load_state, read_weights, state_for_saving, write_tokenizer_files
+from tinylm.weights import load_state, read_weights, state_for_saving
+
+
+def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "architectures": ["BertForSequenceClassification" if kind == "classifier" else "BertForMaskedLM"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "intermediate_size": cfg.ffn_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_length,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.init_std,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+    if kind == "classifier":
+        # transformers' BertForSequenceClassification reads [CLS]; tinylm records its head's pooling here
+        out["tinylm_pooling"] = cfg.pooling
+    if label_names:
+        out["id2label"] = {str(i): n for i, n in enumerate(label_names)}
+        out["label2id"] = {n: i for i, n in enumerate(label_names)}
+    return out
+
+
+def write_tokenizer_files(directory: Path, max_length: int) -> None:
+    """transformers' tokenizer_config.json and special_tokens_map.json (bert-base-uncased settings), so that
+    `AutoTokenizer.from_pretrained(directory)` works offline from the copied tokenizer files."""
+    write_json(
+        directory / "tokenizer_config.json",
+        {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": True,
+            "model_max_length": max_length,
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        },
+    )
+    write_json(
+        directory / "special_tokens_map.json",
+        {
+            t: f"[{t.split('_')[0].upper()}]"
+            for t in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+        },
+    )
 
 
 def export_model(

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.predict import TokenData, autocast, batches, class_probabilities, evaluating
+from tinylm.data.tokens import TokenData, batches
+from tinylm.predict import autocast, class_probabilities, evaluating
 from tinylm.registry import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 

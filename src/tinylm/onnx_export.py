@@ -25,7 +25,7 @@ from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.logs import quiet_logger
 from tinylm.model import TinyBertForSequenceClassification, stack_members
-from tinylm.weights import TOKENIZER_FILES
+from tinylm.model_dir import TOKENIZER_FILES
 
 #: The largest |onnxruntime − torch| logit difference an export may have (fp32).
 TOLERANCE = 1e-4

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -55,3 +56,12 @@ def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 2) -> floa
         sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def parallel_groups(run: Callable[[int], None], n_groups: int) -> None:
+    """Run groups in threads; torch releases the GIL in its kernels. Each thread keeps torch's pool."""
+    threads = [threading.Thread(target=run, args=(g,)) for g in range(n_groups)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

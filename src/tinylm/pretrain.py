@@ -1,36 +1,30 @@
-"""`tinylm pretrain`: MLM pre-training of a TinyBert on a nested Wikipedia subset."""
+"""`tinylm pretrain`: MLM pre-training of a TinyBert on a nested Wikipedia subset (or a selected one)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from tinylm import distributed
-from tinylm.config import CorpusConfig, ModelConfig, RunConfig, TrainConfig, flat_dict
+from tinylm.config import CorpusConfig
 from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
+from tinylm.data.selection import load_selected_corpus
 from tinylm.data.sources import DataSource, resolve_source
 from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
-from tinylm.distributed import Dist
+from tinylm.data.tokens import TokenData
+from tinylm.device import pick_device
 from tinylm.errors import ConfigError
-from tinylm.fileio import DirLock, atomic_dir, write_json
+from tinylm.fileio import atomic_dir, write_json
+from tinylm.lifecycle import Run, run_once
 from tinylm.model import TinyBertForMaskedLM, describe, parameter_counts
+from tinylm.model_dir import save_model
 from tinylm.objectives import MLMObjective, unigram_log_probs
-from tinylm.predict import TokenData
-from tinylm.runs import RunDir, run_name
-from tinylm.train import Progress, Trainer, pick_device, resolve_precision
-from tinylm.weights import save_model
-
-SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "corpus": CorpusConfig,
-    "run": RunConfig,
-}
+from tinylm.runs import RunDir
+from tinylm.settings import PretrainSettings
+from tinylm.train import Progress, Trainer
 
 
 def load_corpus(ccfg: CorpusConfig, max_length: int, source: DataSource, tok: TokenizerInfo) -> WikiCorpus:
@@ -41,8 +35,6 @@ def load_corpus(ccfg: CorpusConfig, max_length: int, source: DataSource, tok: To
         return load_wiki_corpus(
             source, tok, c.num_articles, c.corpus_seed, max_length, c.eval_articles, c.cache_dir, c.packing
         )
-    from tinylm.overlap import load_selected_corpus
-
     assert c.selection_task is not None  # checked by CorpusConfig.validate
     return load_selected_corpus(
         source,
@@ -64,7 +56,12 @@ class Snapshots:
     Written once, atomically; a resumed run skips the ones it has."""
 
     def __init__(
-        self, run: RunDir, model: TinyBertForMaskedLM, counts: list[int], evaluate: Callable, tokenizer: str
+        self,
+        run: RunDir,
+        model: TinyBertForMaskedLM,
+        counts: list[int],
+        evaluate: Callable[[nn.Module], dict[str, Any]],
+        tokenizer: str,
     ):
         self.root, self.model, self.evaluate, self.tokenizer = (
             run.path / "snapshots",
@@ -97,37 +94,16 @@ class Snapshots:
 
 
 def pretrain(
-    built: dict[str, Any],
+    settings: PretrainSettings,
     log: Callable[[str], None] = print,
     on_step: Callable[[Progress], None] | None = None,
 ) -> RunDir:
-    """Pre-train per the resolved config sections; returns the (finished) run directory."""
-    tcfg: TrainConfig = resolve_precision(built["train"])  # the saved config keeps "auto"
-    rcfg: RunConfig = built["run"]
-    flat = flat_dict(built)
-    d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
-    run = RunDir(Path(rcfg.out) / (rcfg.name or run_name("pretrain", flat)), writer=d.main)
-    if run.is_finished():
-        log(f"{run.path}: already finished; reusing it (results.json)")
-        return run
-    with DirLock(run.path, "pre-training run") if d.main else contextlib.nullcontext():
-        _pretrain(run, built | {"train": tcfg}, flat, log if d.main else _quiet, on_step, d)
-    distributed.barrier(d)
-    return run
+    """Pre-train per the settings; returns the (finished) run directory."""
+    return run_once(settings, "pretrain", "pre-training run", lambda s, run: _pretrain(s, run, on_step), log)
 
 
-def _pretrain(
-    run: RunDir,
-    built: dict[str, Any],
-    flat: dict[str, Any],
-    log: Callable[[str], None],
-    on_step: Callable[[Progress], None] | None,
-    d: Dist,
-) -> None:
-    mcfg: ModelConfig = built["model"]
-    tcfg: TrainConfig = built["train"]
-    ccfg: CorpusConfig = built["corpus"]
-    rcfg: RunConfig = built["run"]
+def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] | None) -> None:
+    mcfg, tcfg, ccfg, run, d, log = s.model, s.train, s.corpus, r.dir, r.dist, r.log
     source = resolve_source(ccfg.data_dir)
     tok = load_tokenizer(source)
     if tok.vocab_size != mcfg.vocab_size:
@@ -135,7 +111,7 @@ def _pretrain(
             [f"vocab_size: the model has {mcfg.vocab_size} but the tokenizer {tok.path} has {tok.vocab_size}"]
         )
     corpus = load_corpus(ccfg, mcfg.max_length, source, tok)
-    run.prepare(flat, rcfg.resume)  # config.yaml only once the settings and the data are known to be good
+    run.prepare(r.flat, s.run.resume)  # config.yaml only once the settings and the data are known to be good
     if d.main:
         write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
     log(
@@ -149,14 +125,17 @@ def _pretrain(
     objective = MLMObjective(
         mcfg.vocab_size, ccfg.mask_prob, ccfg.mask_replace, ccfg.mask_random, seed=tcfg.seed, unigram=unigram
     )
-    eval_data, train = (TokenData(s.ids, s.lengths) for s in (corpus.eval, corpus.train))
+    eval_data, train = (TokenData(c.ids, c.lengths) for c in (corpus.eval, corpus.train))
     device = d.device(pick_device(tcfg.device))
-    evaluate = lambda m: objective.evaluate(m, eval_data, 64, device, tcfg.precision)  # noqa: E731
+
+    def evaluate(m: nn.Module) -> dict[str, Any]:
+        return objective.evaluate(m, eval_data, 64, device, tcfg.precision)
+
     snapshots = Snapshots(run, model, tcfg.snapshot_counts() if d.main else [], evaluate, tok.path)
     trainer = Trainer(
         model, objective, train, tcfg, run, evaluate=evaluate, on_step=_both(snapshots, on_step), dist=d
     )
-    if rcfg.resume and trainer.resume():
+    if s.run.resume and trainer.resume():
         log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
     log(f"device {trainer.device}, {tcfg.precision}, {trainer.total_steps:,} steps of {tcfg.batch_size}")
     snapshots(trainer.progress)  # tokens-0: the initial model
@@ -184,11 +163,9 @@ def done_line(result: dict[str, Any], run: RunDir) -> str:
     )
 
 
-def _quiet(*_: Any) -> None:
-    return None
-
-
-def _both(first: Callable[[Progress], None], second: Callable[[Progress], None] | None) -> Callable:
+def _both(
+    first: Callable[[Progress], None], second: Callable[[Progress], None] | None
+) -> Callable[[Progress], None]:
     def call(p: Progress) -> None:
         first(p)
         if second is not None:

@@ -23,28 +23,14 @@ from tqdm.auto import tqdm
 
 from tinylm import distributed
 from tinylm.config import TrainConfig
+from tinylm.data.tokens import TokenData
+from tinylm.device import bf16_supported, pick_device
 from tinylm.distributed import Dist
 from tinylm.errors import CheckpointError, ConfigError, TinylmError, TrainingDiverged
 from tinylm.objectives import Objective
 from tinylm.perf import tune_cpu_allocator
-from tinylm.predict import TokenData, autocast
+from tinylm.predict import autocast
 from tinylm.runs import RunDir
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TinylmError("device: cuda was asked for but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(
-        getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AVX512_BF16", "AMX")
-    )
 
 
 def resolve_precision(cfg: TrainConfig) -> TrainConfig:
@@ -287,7 +273,7 @@ class Trainer:
             batch = self.data.batch(chunk, self.device)
             with autocast(self.device, c.precision):
                 loss, stats = self.objective.loss(self.forward_model, batch)
-            (loss * (len(chunk) / len(idx))).backward()
+            torch.autograd.backward(loss * (len(chunk) / len(idx)))
             local[0] += loss.item() * len(chunk) / len(idx)
             local[1] += int(stats["correct"])
             local[2] += int(stats["count"])

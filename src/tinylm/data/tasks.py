@@ -317,14 +317,35 @@ def sample_per_label(
     return out
 
 
+@dataclass(frozen=True)
+class Reader:
+    """How a registered task's files become pools (`TaskSpec.reader` names one), and the reader's own
+    options: fine-tuning setting -> keyword of `load`."""
+
+    load: Callable[..., TaskPool]
+    options: dict[str, str] = field(default_factory=dict)
+
+
+READERS: dict[str, Reader] = {
+    "label_csv": Reader(lambda source, spec: load_label_csv_task(spec, source)),
+    "fewrel": Reader(
+        lambda source, spec, **options: load_fewrel(source, **options),
+        {
+            "fewrel_marking": "marking",
+            "fewrel_split_seed": "split_seed",
+            "fewrel_test_per_relation": "test_per_relation",
+        },
+    ),
+}
+
+
 def load_pool(name: str, source: DataSource, **options: Any) -> TaskPool:
-    """The full pools of a registered task (options: FewRel's marking, split seed, test size)."""
+    """The full pools of a registered task (options: its reader's, e.g. FewRel's marking, split seed, test
+    size)."""
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
     spec = TASKS[name]
-    if spec.reader == "fewrel":
-        return load_fewrel(source, **options)
-    return load_label_csv_task(spec, source)
+    return READERS[spec.reader].load(source, spec, **options)
 
 
 def load_task(
@@ -506,13 +527,8 @@ def load_task_data(tc: TaskConfig) -> TaskData:
             tc.task[5:], tc.text_column, tc.label_column, tc.test_file, tc.test_share, tc.sample_seed
         )
     else:
-        options = {}
-        if TASKS[tc.task].reader == "fewrel":
-            options = {
-                "marking": tc.fewrel_marking,
-                "split_seed": tc.fewrel_split_seed,
-                "test_per_relation": tc.fewrel_test_per_relation,
-            }
+        reader = READERS[TASKS[tc.task].reader]
+        options = {keyword: getattr(tc, setting) for setting, keyword in reader.options.items()}
         pool = load_pool(tc.task, resolve_source(tc.data_dir), **options)
     n_train = resolve_per_label(tc.task, tc.samples_per_label_train, "train")
     n_test = resolve_per_label(tc.task, tc.samples_per_label_test, "test")

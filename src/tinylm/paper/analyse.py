@@ -382,7 +382,7 @@ def paired_comparison(counts: dict[str, int]) -> dict[str, Any]:
 def _cost(r: Results, finetune_runs: list[str], seq: int) -> dict[str, float]:
     """Training FLOPs (pre-training + fine-tuning) and forward FLOPs per `seq`-token input of the models of
     these fine-tuning runs ("runs/<job id>"), summed: a committee costs all of its members."""
-    from tinylm.config import ModelConfig, build_sections
+    from tinylm.config import ModelConfig, build_section
     from tinylm.model import train_flops_per_token
 
     jobs = {j.id: j for j in r.jobs}
@@ -390,8 +390,7 @@ def _cost(r: Results, finetune_runs: list[str], seq: int) -> dict[str, float]:
     for run in finetune_runs:
         ft = jobs[Path(run).name]
         pre = jobs[ft.deps[0]]
-        model_keys = {k: v for k, v in pre.settings.items() if k in ModelConfig.__dataclass_fields__}
-        cfg: ModelConfig = build_sections({"model": ModelConfig}, model_keys)["model"]
+        cfg = build_section(ModelConfig, pre.settings, others="ignore")
         for job, key, mlm in ((pre, "pretrain", 0.15), (ft, "finetune", None)):
             res = r.by_id[job.id]
             res = res.get("training", res)  # fine-tuning results keep their counts under "training"

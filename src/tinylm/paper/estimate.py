@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.config import ModelConfig, build_sections, model_shape
+from tinylm.config import ModelConfig, model_shape
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
-from tinylm.paper.grid import SECTIONS, Job
+from tinylm.paper.grid import Job
+from tinylm.settings import RECIPES, PretrainSettings
 
 MASK_SHARE = 0.15
 #: a 1-minute load average above this share of the cores means other work competes with the timed steps
@@ -51,20 +52,22 @@ def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> di
     """Tokens, steps and FLOPs of one training job (its settings built as its command would); a
     fine-tuning job has the architecture of its `init` pre-training job."""
     scratch = {"init": "scratch"} if job.kind == "finetune" else {}  # an init job id is no path yet
-    built = build_sections(SECTIONS[job.kind], job.settings | scratch)
-    mcfg: ModelConfig = built["model"]
+    built = RECIPES[job.kind].build(job.settings | scratch)
+    mcfg: ModelConfig = built.model
     if init is not None:
-        mcfg = build_sections(SECTIONS["pretrain"], init.settings)["model"]
-    tc = built["train"]
-    if job.kind == "pretrain":
+        mcfg = PretrainSettings.build(init.settings).model
+    tc = built.train
+    if isinstance(built, PretrainSettings):
         seq = lengths["wiki"]
-        tokens = tc.max_tokens or tc.epochs * built["corpus"].num_articles * seq
+        tokens = tc.max_tokens or tc.epochs * built.corpus.num_articles * seq
         mlm: float | None = MASK_SHARE
     else:
-        task = built["task"]
+        task = built.task
         seq = lengths[task.task]
         labels = int(lengths[f"{task.task}:labels"])
-        n = (task.samples_per_label_train - (task.validation_per_label or 0)) * labels
+        per_label = task.samples_per_label_train
+        assert per_label is not None, f"{job.id}: a grid fine-tuning names its sample size"
+        n = (per_label - (task.validation_per_label or 0)) * labels
         tokens, mlm = tc.epochs * n * seq, None
     flops = train_flops_per_token(mcfg, int(round(seq)), mlm) * tokens
     steps = int(np.ceil(tokens / (seq * tc.batch_size)))
@@ -125,7 +128,7 @@ def estimate(
     rows, speed = [], {}
     by_job = {j.id: j for j in jobs}
     for j in jobs:
-        if j.kind not in SECTIONS:
+        if j.kind not in RECIPES:
             continue
         c = job_cost(j, lengths, by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None)
         key = (j.kind, str(c["model"]), c["batch"])

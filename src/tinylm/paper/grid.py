@@ -20,20 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinylm.config import CorpusConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_sections
 from tinylm.errors import ConfigError
 from tinylm.fileio import stable_hash
 from tinylm.paper.presets import Preset
 from tinylm.registry import PAPER_CORPUS_SEED
 from tinylm.runs import NON_IDENTITY_KEYS
+from tinylm.settings import RECIPES
 
 KINDS = ("pretrain", "finetune", "overlap", "committee", "latency")
-
-#: The settings sections each training kind is built from (what `tinylm pretrain` / `finetune` take).
-SECTIONS: dict[str, dict[str, type]] = {
-    "pretrain": {"model": ModelConfig, "train": TrainConfig, "corpus": CorpusConfig, "run": RunConfig},
-    "finetune": {"model": ModelConfig, "train": TrainConfig, "task": TaskConfig, "run": RunConfig},
-}
 
 
 @dataclass
@@ -285,13 +279,13 @@ def validate_jobs(jobs: list[Job]) -> None:
     finetune section is reported (all of them at once) before the first job runs."""
     found: dict[tuple[str, str], int] = {}
     for j in jobs:
-        if j.kind not in SECTIONS:
+        if j.kind not in RECIPES:
             continue
         try:
             settings = j.settings | (
                 {"init": "scratch"} if j.kind == "finetune" else {}
             )  # init: a job id here
-            build_sections(SECTIONS[j.kind], settings, source=j.id)
+            RECIPES[j.kind].build(settings, source=j.id)
         except ConfigError as e:
             for p in e.problems:
                 found[(j.kind, p)] = found.get((j.kind, p), 0) + 1

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinylm.config import build_sections
 from tinylm.fileio import write_json
-from tinylm.paper.grid import SECTIONS, Job
+from tinylm.paper.grid import Job
+from tinylm.settings import FinetuneSettings, PretrainSettings
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
         "cache_dir": str(ctx.cache_dir),
     }
     if ctx.dry_run:
-        from tinylm.train import bf16_supported, pick_device
+        from tinylm.device import bf16_supported, pick_device
 
         settings |= {"max_steps": 2}
         if settings.get("precision") == "bf16" and not bf16_supported(pick_device("auto")):
@@ -65,7 +65,7 @@ def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
 def run_pretrain(job: Job, ctx: Context) -> None:
     from tinylm.pretrain import pretrain
 
-    pretrain(build_sections(SECTIONS["pretrain"], _training_settings(job, ctx)), log=_log(ctx))
+    pretrain(PretrainSettings.build(_training_settings(job, ctx)), log=_log(ctx))
 
 
 def run_finetune(job: Job, ctx: Context) -> None:
@@ -78,36 +78,32 @@ def run_finetune(job: Job, ctx: Context) -> None:
         settings |= {"samples_per_label_train": 2, "samples_per_label_test": 2}
     # from a pre-trained model: its architecture, with the head's pooling and the fine-tuning dropout set
     # by the job (the same in both arms, whatever dropout the pre-training used)
-    free = {"pooling", "dropout", "attention_dropout"}
-    explicit = set(settings) if settings["init"] == "scratch" else set(settings) & free
-    finetune(build_sections(SECTIONS["finetune"], settings), explicit, log=_log(ctx))
+    finetune(FinetuneSettings.build(settings), log=_log(ctx))
 
 
 def run_overlap(job: Job, ctx: Context) -> None:
     """Overlap of each nested corpus size with each task's training samples (counted once, cumulatively)."""
-    from tinylm.data.corpus import load_wiki_corpus
     from tinylm.data.sources import resolve_source
+    from tinylm.data.token_stats import task_token_counts
     from tinylm.data.tokenize import load_tokenizer
-    from tinylm.overlap import nested_overlap, task_token_counts
+    from tinylm.overlap import CorpusSpec, overlap_rows
 
     s = job.settings
     source = resolve_source(ctx.data_dir)
     tok = load_tokenizer(source)
-    corpus = load_wiki_corpus(
-        source,
-        tok,
-        max(s["sizes"]),
-        s["corpus_seed"],
-        s["max_length"],
-        s["eval_articles"],
-        str(ctx.cache_dir),
-    )
     counts = {
         t: task_token_counts(t, source, tok, s["max_length"], per_label=tuple(s["samples"][t]))
         for t in s["tasks"]
     }
-    rows = nested_overlap(
-        corpus.train.ids, s["sizes"], {t: {"train": c["train"]} for t, c in counts.items()}, tok.vocab_size
+    rows = overlap_rows(
+        [CorpusSpec("wiki", tuple(s["sizes"]))],
+        {t: {"train": c["train"]} for t, c in counts.items()},
+        source,
+        tok,
+        s["corpus_seed"],
+        s["max_length"],
+        s["eval_articles"],
+        str(ctx.cache_dir),
     )
     write_json(ctx.result_path(job.id), {"kind": "overlap", "settings": s, "rows": rows})
 
@@ -148,7 +144,7 @@ def _best_of(job_ids: list[str], ctx: Context) -> str:
 
 
 def run_latency(job: Job, ctx: Context) -> None:
-    from tinylm.bench import bench_latency
+    from tinylm.latency import bench_latency
 
     s = job.settings
     result = bench_latency(

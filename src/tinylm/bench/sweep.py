@@ -68,9 +68,9 @@ def run_config(
     """Pre-train one variation for `tokens` training tokens; its held-out curve against tokens and seconds."""
     import torch
 
-    from tinylm.config import build_sections
-    from tinylm.pretrain import SECTIONS, pretrain
-    from tinylm.train import bf16_supported
+    from tinylm.device import bf16_supported
+    from tinylm.pretrain import pretrain
+    from tinylm.settings import PretrainSettings
 
     s = BASE | changes
     precision = s["precision"]
@@ -92,7 +92,7 @@ def run_config(
         "threads": threads,
     }
     t0 = time.time()
-    run = pretrain(build_sections(SECTIONS, settings), log=lambda *_: None)
+    run = pretrain(PretrainSettings.build(settings), log=lambda *_: None)
     return row_of_run(run.path, name, settings) | {"minutes": round((time.time() - t0) / 60, 2)}
 
 

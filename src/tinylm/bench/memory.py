@@ -42,10 +42,11 @@ def bench_memory(
 ) -> dict[str, Any]:
     """Pre-train `model` (a named architecture or model settings) for `steps` steps with an evaluation
     every `eval_every`, sampling RSS after each."""
-    from tinylm.config import build_sections
+    from tinylm.device import bf16_supported
     from tinylm.machine import cpu_name
-    from tinylm.pretrain import SECTIONS, pretrain
-    from tinylm.train import Progress, bf16_supported
+    from tinylm.pretrain import pretrain
+    from tinylm.settings import PretrainSettings
+    from tinylm.train import Progress
 
     if precision == "auto":
         precision = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
@@ -74,7 +75,7 @@ def bench_memory(
             "data_dir": data_dir,
             "threads": None,
         }
-        pretrain(build_sections(SECTIONS, settings), log=lambda *_: None, on_step=on_step)
+        pretrain(PretrainSettings.build(settings), log=lambda *_: None, on_step=on_step)
     mid = samples[len(samples) // 2][1]
     return {
         "command": f"tinylm bench memory --model {model} --articles {articles} --steps {steps} "

@@ -1,0 +1,56 @@
+"""One run's lifecycle, shared by every recipe (pre-training, fine-tuning, and the next ones).
+
+    settings -> precision made concrete -> run directory named by the settings -> finished? reuse it
+             -> lock the directory (rank 0) -> the recipe's body -> barrier of a torchrun job
+
+The body does the work (data, model, `Trainer`); resume, reuse and locking are decided here only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tinylm import distributed
+from tinylm.distributed import Dist
+from tinylm.fileio import DirLock
+from tinylm.runs import RunDir, run_name
+from tinylm.settings import Settings
+from tinylm.train import resolve_precision
+
+S = TypeVar("S", bound=Settings)
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a recipe's body works with: the directory, the torchrun job, the settings as config.yaml stores
+    them (`flat`, precision still as given) and the log (silent on ranks other than 0)."""
+
+    dir: RunDir
+    dist: Dist
+    flat: dict[str, Any]
+    log: Log
+
+
+def quiet(*_: Any) -> None:
+    return None
+
+
+def run_once(settings: S, prefix: str, what: str, body: Callable[[S, Run], None], log: Log = print) -> RunDir:
+    """Run `body` once for these settings in OUT/NAME (NAME: `--name`, else PREFIX-ARCH-HASH of the
+    settings); a finished run is reused as it is. Returns the run directory."""
+    flat = settings.flat()
+    resolved = settings.with_sections(train=resolve_precision(settings.train))  # config.yaml keeps "auto"
+    d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
+    run = RunDir(Path(settings.run.out) / (settings.run.name or run_name(prefix, flat)), writer=d.main)
+    if run.is_finished():
+        log(f"{run.path}: already finished; reusing it (results.json)")
+        return run
+    with DirLock(run.path, what) if d.main else contextlib.nullcontext():
+        body(resolved, Run(run, d, flat, log if d.main else quiet))
+    distributed.barrier(d)
+    return run
