@@ -92,3 +92,45 @@ def test_two_process_finetuning_equals_one(data_dir: Path, tmp_path: Path) -> No
     r2 = json.loads((tmp_path / "two" / "ft" / "results.json").read_text())
     assert r1["final_epoch"]["accuracy"] == pytest.approx(r2["final_epoch"]["accuracy"])
     assert torch.distributed.is_available()
+
+
+def _alive_workers(marker: str, launcher: int) -> list[int]:
+    """PIDs of live (not zombie) processes other than the launcher whose command line names `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == launcher:
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and "torch.distributed.run" not in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
+def test_workers_die_with_a_killed_launcher(data_dir: Path, tmp_path: Path) -> None:
+    """kill -9 of torchrun's process group: its workers (in process groups of their own) stop too."""
+    job = torchrun(
+        "pretrain", settings(data_dir, tmp_path / "long", epochs=500), tmp_path, start_new_session=True
+    )
+    metrics = tmp_path / "long" / "r" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.time() < deadline:
+        assert job.poll() is None, job.communicate()[1].decode()[:3000]
+        time.sleep(0.1)
+    marker = str(tmp_path / "pretrain.yaml")
+    workers = _alive_workers(marker, job.pid)
+    assert len(workers) == 2, workers  # both ranks are training
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.time() + 30
+    while _alive_workers(marker, job.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    left = _alive_workers(marker, job.pid)
+    for pid in left:  # do not leave them running if the assertion fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers still training after their launcher was killed: {left}"
+    assert not (tmp_path / "long" / "r" / "results.json").exists()

@@ -96,7 +96,44 @@ def predict_batch_zero(data: Path, tmp: Path) -> list[str]:
     return ["predict", "--model", str(tmp), "--input", str(tmp / "in.txt"), "--batch_size", "0"]
 
 
+def train_test_spelling(train_labels: list[str], test_labels: list[str]) -> Setup:
+    def setup(data: Path, tmp: Path) -> list[str]:
+        train = jsonl(
+            tmp / "train.jsonl", [{"text": f"a {i}", "label": lbl} for i, lbl in enumerate(train_labels)]
+        )
+        test = jsonl(
+            tmp / "test.jsonl", [{"text": f"b {i}", "label": lbl} for i, lbl in enumerate(test_labels)]
+        )
+        return ["finetune", "--task", f"file:{train}", "--test_file", str(test), "--epochs", "1"]
+
+    return setup
+
+
 CASES: dict[str, tuple[Setup, str]] = {
+    "one number spelled '1' and '1.0'": (
+        file_task(
+            [{"text": t, "label": lbl} for t, lbl in [("a", "1"), ("b", "2"), ("c", "1.0"), ("d", "2")]]
+        ),
+        "labels '1' (",
+    ),
+    "one number spelled '1' and '01'": (
+        file_task(
+            [{"text": t, "label": lbl} for t, lbl in [("a", "01"), ("b", "2"), ("c", "1"), ("d", "2")]]
+        ),
+        "are the same number spelled two ways",
+    ),
+    "test file spelling a label differently": (
+        train_test_spelling(["1", "2", "1", "2"], ["1.0", "2.0"]),
+        "label '1.0' does not occur in the training file",
+    ),
+    "preset with a repeated corpus size": (
+        preset_file(corpus_sizes=[200, 400, 400]),
+        "corpus_sizes: 400 listed more than once in [200, 400, 400]",
+    ),
+    "preset with a repeated committee size": (
+        preset_file(latency={"k": [2, 2], "batch": [1], "precision": ["fp32"], "reps": 3}),
+        "latency.k: 2 listed more than once",
+    ),
     "file task row without a label": (
         file_task([{"text": "a", "label": "x"}, {"text": "b", "label": None}]),
         "t.jsonl:2: missing label in column 'label'",

@@ -96,7 +96,7 @@ def test_finetune_run_results(data_dir: Path, tmp_path: Path, pre_run: Path) -> 
 
 
 def test_metrics() -> None:
-    m = classification_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    m = classification_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3, matrix=True)
     assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert m["per_class_accuracy"] == [1.0, 1.0, 0.5]
     assert abs(m["macro_f1"] - (1 + 2 / 3 + 2 / 3) / 3) < 1e-9

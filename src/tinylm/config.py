@@ -142,6 +142,11 @@ class TrainConfig:
     eval_every: int | None = opt(None, "evaluate every N steps (default: at the end of each epoch)")
     checkpoint_every: int | None = opt(None, "checkpoint every N steps (default: at the end of each epoch)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep (resume falls back to an older one)")
+    prune: bool = opt(
+        True,
+        "when the run finishes, delete what only a resume needs: checkpoints/ (weights + optimizer state) "
+        "and best.safetensors (the final model.safetensors is that model); false keeps everything",
+    )
     progress: bool = opt(True, "show a progress bar")
     snapshot_tokens: str | None = opt(
         None,

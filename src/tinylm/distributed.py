@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from tinylm.process import die_with_parent
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -41,6 +43,8 @@ class Dist:
 
 def init() -> Dist:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), once."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker (in a process group of its own)
+        die_with_parent()  # a killed launcher must not leave it training on
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()

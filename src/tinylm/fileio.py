@@ -89,11 +89,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
-        if target.exists():  # someone else finished first; theirs is equivalent
-            shutil.rmtree(tmp)
-        else:
+        if not target.exists():  # else someone else finished first; theirs is equivalent
             _default_mode(tmp, is_dir=True)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process (a torchrun rank) renamed theirs in between
+                if not target.exists():
+                    raise
         _fsync_dir(target.parent)
     finally:
         if tmp.exists():

@@ -206,7 +206,14 @@ def _finish(
     probs = save_outputs(run, model, task, test, tc, tcfg.precision, tokenizer, device)
     if selected is not None:  # the test split, read once (the probabilities just saved)
         assert test.labels is not None
-        results["test"] = selected | classification_metrics(probs.argmax(1), test.labels, task.num_labels)
+        results["test"] = selected | classification_metrics(
+            probs.argmax(1), test.labels, task.num_labels, matrix=True
+        )
+    else:  # no validation split: the final epoch was evaluated on the test split, as these predictions
+        assert test.labels is not None
+        metrics = classification_metrics(probs.argmax(1), test.labels, task.num_labels, matrix=True)
+        if "confusion_matrix" in metrics:  # written once, and only up to CONFUSION_MATRIX_MAX_LABELS
+            results["final_epoch"]["confusion_matrix"] = metrics["confusion_matrix"]
     run.finish(results)
     log(done_message(results, run))
 
@@ -314,7 +321,7 @@ def summarize(run: RunDir, task: TaskData) -> dict[str, Any]:
             "accuracy": final["accuracy"],
             "macro_f1": final["macro_f1"],
             "per_class_accuracy": final["per_class_accuracy"],
-            "confusion_matrix": final["confusion_matrix"],
+            "top_confusions": final.get("top_confusions", []),
         },
         "best_epoch": best,
         "per_epoch": per_epoch,

@@ -2,6 +2,7 @@
 
     settings -> precision made concrete -> run directory named by the settings -> finished? reuse it
              -> lock the directory (rank 0) -> the recipe's body -> barrier of a torchrun job
+             -> prune what only a resume needs (checkpoints, best.safetensors) unless --prune false
 
 The body does the work (data, model, `Trainer`); resume, reuse and locking are decided here only.
 """
@@ -52,5 +53,7 @@ def run_once(settings: S, prefix: str, what: str, body: Callable[[S, Run], None]
         return run
     with DirLock(run.path, what) if d.main else contextlib.nullcontext():
         body(resolved, Run(run, d, flat, log if d.main else quiet))
-    distributed.barrier(d)
+        distributed.barrier(d)  # every rank is done with the checkpoints
+        if settings.train.prune:
+            run.prune()
     return run

@@ -6,6 +6,8 @@ the loop in train.py knows nothing else about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -201,18 +203,41 @@ class ClassificationObjective(Objective):
         return classification_metrics(probs.argmax(1), data.labels, self.num_labels)
 
 
-def classification_metrics(pred: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:
-    cm = np.bincount(gold * num_labels + pred, minlength=num_labels * num_labels).reshape(
-        num_labels, num_labels
-    )
-    tp = np.diag(cm).astype(float)
-    support, predicted = cm.sum(1), cm.sum(0)
+#: The largest label count whose full confusion matrix is written (once, with the final results); above
+#: it the matrix (labels² cells) is left out and `top_confusions` stands in for it.
+CONFUSION_MATRIX_MAX_LABELS = 100
+TOP_CONFUSIONS = 10
+
+
+def classification_metrics(
+    pred: np.ndarray, gold: np.ndarray, num_labels: int, matrix: bool = False
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class accuracy (recall) and the most frequent confusions, in O(examples +
+    labels) memory; with `matrix`, also the full confusion matrix when the labels are at most
+    `CONFUSION_MATRIX_MAX_LABELS`."""
+    support = np.bincount(gold, minlength=num_labels)
+    predicted = np.bincount(pred, minlength=num_labels)
+    tp = np.bincount(gold[pred == gold], minlength=num_labels).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
         per_class = np.where(support > 0, tp / support, 0.0)
-    return {
-        "accuracy": float(tp.sum() / cm.sum()),
+    wrong = pred != gold
+    pairs, counts = np.unique(gold[wrong].astype(np.int64) * num_labels + pred[wrong], return_counts=True)
+    top = np.lexsort((pairs, -counts))[:TOP_CONFUSIONS]  # most frequent first, then by (gold, predicted)
+    out: dict[str, Any] = {
+        "accuracy": float(tp.sum() / len(gold)),
         "macro_f1": float(f1.mean()),
         "per_class_accuracy": per_class.round(4).tolist(),
-        "confusion_matrix": cm.tolist(),
+        "top_confusions": [
+            {
+                "gold": int(pairs[i] // num_labels),
+                "predicted": int(pairs[i] % num_labels),
+                "count": int(counts[i]),
+            }
+            for i in top
+        ],
     }
+    if matrix and num_labels <= CONFUSION_MATRIX_MAX_LABELS:
+        cm = np.bincount(gold.astype(np.int64) * num_labels + pred, minlength=num_labels * num_labels)
+        out["confusion_matrix"] = cm.reshape(num_labels, num_labels).tolist()
+    return out

@@ -27,8 +27,10 @@ from tinylm.weights import load_state, read_weights, state_for_saving
 #: Settings that do not define a run: where it is written and read from, how it is shown, where it
 #: runs. They may differ between an interrupted run and its resumption, and are left out of run names.
 NON_IDENTITY_KEYS = frozenset(
-    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device"}
+    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device", "prune"}
 )
+#: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
+RESUME_ONLY = ("checkpoints", "best.safetensors")
 
 
 def run_name(prefix: str, flat: dict[str, Any]) -> str:
@@ -61,6 +63,8 @@ class RunDir:
         if not self.writer:
             return
         cfg_path = self.path / "config.yaml"
+        if cfg_path.is_file() and not resume and not self.has_progress():
+            cfg_path.unlink()  # a start that failed before its first step: nothing to continue or protect
         if cfg_path.is_file():
             if not resume:
                 raise TinylmError(
@@ -88,6 +92,10 @@ class RunDir:
                 )
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
+
+    def has_progress(self) -> bool:
+        """Whether anything was trained here: a checkpoint or a metrics record."""
+        return bool(self.checkpoint_candidates()) or bool(self.read_metrics())
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.writer:
@@ -173,6 +181,18 @@ class RunDir:
             return torch.load(target / "state.pt", map_location="cpu", weights_only=False)
         except Exception as e:  # pickle errors come in many types
             raise CheckpointError(f"{target / 'state.pt'}: unreadable training state ({e})") from e
+
+    def prune(self) -> None:
+        """Delete what only a resume needs (`RESUME_ONLY`) from a finished run: its model, metrics, results,
+        predictions and snapshots stay."""
+        if not self.writer or not self.is_finished():
+            return
+        for name in RESUME_ONLY:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
 
     def finish(self, results: dict[str, Any]) -> None:
         if not self.writer:

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from tinylm.fileio import file_fingerprint, read_json_object, stable_hash
 from tinylm.registry import TASKS, TaskSpec, resolve_per_label
 
 FEWREL_MARKINGS = ("punct", "none")
+# A text field may be long (a whole article): Python's csv module refuses fields over 128 KiB by default.
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,7 @@ def read_utf8(path: Path) -> str:
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({e})") from e
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")  # the byte-order mark spreadsheets write
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
@@ -449,7 +452,7 @@ def _checked_label(src: Path, n: int, row: dict[str, Any], text_column: str, lab
     """A row's label as text, after checking both columns (the error names file, line and column)."""
     for col in (text_column, label_column):
         if col not in row:
-            raise DataError(f"{src}:{n}: no column {col!r} (columns: {', '.join(map(str, row))})")
+            raise DataError(f"{src}:{n}: no column {col!r} (columns: {', '.join(map(repr, row))})")
     if not isinstance(row[text_column], str) or not row[text_column].strip():
         raise DataError(f"{src}:{n}: empty or non-text value in column {text_column!r}")
     label = row[label_column]
@@ -460,6 +463,30 @@ def _checked_label(src: Path, n: int, row: dict[str, Any], text_column: str, lab
     return str(label).strip()
 
 
+_NUMBER = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def label_order(labels: dict[str, str] | set[str]) -> list[str]:
+    """The class order of a file task's labels (class i is the i-th): when every label is a number, by
+    value (2 before 10, 2.0 before 10.0), else lexically by code point ('B' before 'a'). Two spellings of
+    one number ('1' and '1.0' or '01') are one value written two ways: an error naming both (with where
+    each first occurs when `labels` maps them to places)."""
+    if not all(_NUMBER.fullmatch(lbl) for lbl in labels):
+        return sorted(labels)
+    values: dict[Decimal, str] = {}
+    for lbl in sorted(labels):
+        v = Decimal(lbl)
+        if v in values:
+            a, b = values[v], lbl
+            where = (lambda x: f" ({labels[x]})") if isinstance(labels, dict) else (lambda x: "")
+            raise DataError(
+                f"labels {a!r}{where(a)} and {b!r}{where(b)} are the same number spelled two ways; a class "
+                "must have one spelling (write every label of the file, and of its test file, alike)"
+            )
+        values[v] = lbl
+    return [values[v] for v in sorted(values)]
+
+
 def load_file_pool(
     path: str | Path,
     text_column: str = "text",
@@ -468,24 +495,34 @@ def load_file_pool(
     test_share: float = 0.1,
     split_seed: int = 42,
 ) -> TaskPool:
-    """A CSV (header row) or JSONL file as a task. Labels may be names or integers; names are sorted,
-    integers keep their values (0-based or not: they are mapped in sorted order). Without a test file
-    each label's rows are split by a seeded shuffle, `test_share` of them into the test split."""
+    """A CSV (header row) or JSONL file as a task. Labels may be names or numbers, in the order of
+    `label_order` (numbers by value, names lexically: the same file gives the same class indices in every
+    run); a test file may only use the training file's labels, spelled alike. Without a test file each
+    label's rows are split by a seeded shuffle, `test_share` of them into the test split."""
     path = Path(path)
     splits = {"train": _read_rows(path)}
     if test_file:
         splits["test"] = _read_rows(Path(test_file))
-    raw_labels: set[str] = set()
+    seen: dict[str, str] = {}  # label spelling -> where it first occurs (file:line)
     for split, rows in splits.items():
-        src = path if split == "train" else Path(test_file)  # type: ignore[arg-type]
-        raw_labels |= {_checked_label(src, n, row, text_column, label_column) for n, row in rows}
-    if len(raw_labels) < 2:
+        src = path if split == "train" else Path(str(test_file))
+        for n, row in rows:
+            seen.setdefault(_checked_label(src, n, row, text_column, label_column), f"{src}:{n}")
+    if len(seen) < 2:
         raise DataError(
-            f"{path}: only one label ({', '.join(map(repr, raw_labels))}) in column {label_column!r}: "
+            f"{path}: only one label ({', '.join(map(repr, seen))}) in column {label_column!r}: "
             "a classifier needs at least two"
         )
-    ints = all(re.fullmatch(r"-?[0-9]+", lbl) for lbl in raw_labels)
-    names = sorted(raw_labels, key=int) if ints else sorted(raw_labels)
+    if test_file:
+        train_labels = {_checked_label(path, n, row, text_column, label_column) for n, row in splits["train"]}
+        unseen = [lbl for lbl in seen if lbl not in train_labels]
+        if unseen:
+            raise DataError(
+                f"{seen[unseen[0]]}: label {unseen[0]!r} does not occur in the training file {path} "
+                f"(its labels: {', '.join(map(repr, label_order(train_labels)))}); spell every label as the "
+                "training file does"
+            )
+    names = label_order(seen)
     index = {n: i for i, n in enumerate(names)}
     records = {
         split: [

@@ -9,13 +9,9 @@ contract: `run_job(job, ctx)` for every unfinished job after its dependencies.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
-import ctypes.util
 import logging
 import multiprocessing as mp
 import os
-import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +21,7 @@ from tinylm.errors import TinylmError
 from tinylm.paper import steps
 from tinylm.paper.grid import Job
 from tinylm.paper.steps import Context
+from tinylm.process import die_with_parent
 
 
 def _worker_init(threads: int, parent: int | None = None) -> None:
@@ -33,11 +30,8 @@ def _worker_init(threads: int, parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    if parent is not None and sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the request was made
-            os._exit(1)
+    if parent is not None:
+        die_with_parent(parent)
 
 
 def _ready(pending: list[Job], done: set[str], running: int) -> list[Job]:

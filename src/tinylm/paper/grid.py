@@ -48,11 +48,15 @@ def make_job(
     role: dict[str, Any],
     deps: list[Job] | None = None,
     exclusive: bool = False,
+    keyed_by_role: bool = False,
 ) -> Job:
-    """A job keyed by its kind, its identity-defining settings and its dependencies' ids. A fine-tuning
-    job's `init` is its pre-training dependency (its id stands in the key for the path)."""
+    """A job keyed by its kind, its identity-defining settings and its dependencies' ids (and its role,
+    with `keyed_by_role`). A fine-tuning job's `init` is its pre-training dependency (its id stands in
+    the key for the path)."""
     deps = deps or []
     key = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS | {"init"}} | {"kind": kind}
+    if keyed_by_role:
+        key["role"] = role
     if kind == "finetune":
         if "init" in settings:  # a job id (or its snapshot) relative to OUT/runs, or "scratch"
             key["init"] = settings["init"]
@@ -91,8 +95,14 @@ class GridBuilder:
         return job
 
     def pretrain(self, model: dict[str, Any], n: int, seed: int, role: dict[str, Any], **extra: Any) -> Job:
+        """One pre-training. The same settings asked for in another role (a committee member with the
+        deep model's architecture and seed) get a run of their own, keyed by the role: the analysis finds
+        jobs by role, so a shared run would leave one role without its job."""
         settings = self.pre_common | model | {"num_articles": n, "seed": seed} | extra
-        return self.add(make_job("pretrain", settings, role))
+        job = make_job("pretrain", settings, role)
+        if job.id in self.by_id and self.by_id[job.id].role != role:
+            job = make_job("pretrain", settings, role, keyed_by_role=True)
+        return self.add(job)
 
     def finetune(
         self,
@@ -240,6 +250,9 @@ def _committees(g: GridBuilder, tasks: list[str]) -> None:
                 e0=None,
             )
         )
+        empty = [i for i, grp in enumerate(groups) if not grp]
+        if empty:  # a guard: every member and the reference have their own jobs by construction
+            raise ConfigError([f"committee on {task}: no fine-tuning job for part(s) {empty}"], "the grid")
         settings = {
             "task": task,
             "rule": "mean_prob",

@@ -185,6 +185,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     if raw.get("controlled_pretrain") and not raw.get("controlled"):
         out.append("controlled_pretrain: set, but the preset has no controlled corpora")
     out += _e0_problems(raw)
+    out += _duplicate_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
     out += [
@@ -198,6 +199,33 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
         )
     if raw.get("precision", "fp32") not in ("fp32", "bf16", "auto"):
         out.append(f"precision: expected fp32, bf16 or auto, got {raw['precision']!r}")
+    return out
+
+
+#: Lists whose entries must be distinct: a repeated corpus size, rate, head, committee size... would be
+#: counted twice by the analysis (duplicate rows and columns, statistics made up from copies).
+DISTINCT_LISTS = (
+    ("tasks",),
+    ("corpus_sizes",),
+    ("finetune_lrs",),
+    ("poolings",),
+    ("e0", "tasks"),
+    ("latency", "k"),
+    ("latency", "batch"),
+    ("latency", "precision"),
+)
+
+
+def _duplicate_problems(raw: dict[str, Any]) -> list[str]:
+    out = []
+    for path in DISTINCT_LISTS:
+        value: Any = raw
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            repeated = sorted({repr(v) for v in value if value.count(v) > 1})
+            if repeated:
+                out.append(f"{'.'.join(path)}: {', '.join(repeated)} listed more than once in {value}")
     return out
 
 

@@ -150,15 +150,29 @@ def reproduce(
     if dry_run:  # the paper preset on a CPU: one pre-training and one fine-tuning run, two steps each
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
-    if estimate_only or not dry_run:
-        from tinylm.paper.estimate import estimate, format_estimate
-
-        cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], gpu_tflops)
-        log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
-        if estimate_only:
-            return outp
-    with DirLock(outp, "reproduce"):  # a second reproduce on the same OUT stops here, changing nothing
+    if estimate_only:
+        _print_estimate(p, jobs, data_dir, tasks, gpus, gpu_tflops, log)
+        return outp
+    # the lock first: a second reproduce on the same OUT stops here, changing nothing and timing nothing
+    with DirLock(outp, "reproduce"):
+        if not dry_run:
+            _print_estimate(p, jobs, data_dir, tasks, gpus, gpu_tflops, log)
         return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address)
+
+
+def _print_estimate(
+    p: Preset,
+    jobs: list[Job],
+    data_dir: str | None,
+    tasks: list[str],
+    gpus: list[int] | None,
+    gpu_tflops: float,
+    log: Log,
+) -> None:
+    from tinylm.paper.estimate import estimate, format_estimate
+
+    cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], gpu_tflops)
+    log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
 
 
 def _run_grid(
