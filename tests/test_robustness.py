@@ -255,7 +255,8 @@ def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
     vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
     model = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, vocab_size=vocab)
     task = dict(task="agnews", samples_per_label_train=6, samples_per_label_test=4, validation_per_label=2)
-    run_settings = dict(out=str(tmp_path / "runs"), name="ft", progress=False, resume=True)
+    # prune=False: a kill before results.json comes before the finished run's pruning too
+    run_settings = dict(out=str(tmp_path / "runs"), name="ft", progress=False, resume=True, prune=False)
     settings = model | task | run_settings | dict(init="scratch", epochs=3, batch_size=4, lr=1e-3)
     settings["data_dir"] = str(data_dir)
     run = finetune(FinetuneSettings.build(settings), **QUIET)

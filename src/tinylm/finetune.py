@@ -170,7 +170,8 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
 
     trainer.evaluate_fn = evaluate
     if s.run.resume and trainer.resume():
-        log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
+        step, note = trainer.progress.step, trainer.layout_note()
+        log(f"resumed {run.path} at step {step} of {trainer.total_steps}{note}")
     result = trainer.fit()
     if d.main:
         _finish(run, model, task, test, tc, tcfg, tok.path, device, result, best, transfer, log)

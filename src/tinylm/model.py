@@ -21,36 +21,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinylm import randomness
 from tinylm.config import ModelConfig
 from tinylm.registry import PAD_ID
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout. On CPU the keep-mask comes from 16-bit random integers, four per 64-bit draw
-    from torch's generator: about 2× cheaper than `F.dropout`'s Bernoulli sampling, with the drop
-    probability quantised to a multiple of 1/65536 (0.1 → 0.100006). Elsewhere: `F.dropout`."""
+def dropout(x: Tensor, p: float, training: bool, seq_dims: tuple[int, ...] = (0,)) -> Tensor:
+    """Inverted dropout. The keep-mask comes from 16-bit random integers, four per 64-bit draw: about 2×
+    cheaper than `F.dropout`'s Bernoulli sampling, with the drop probability quantised to a multiple of
+    1/65536 (0.1 → 0.100006). In a training step each row draws from its own generator
+    (`tinylm.randomness`; `seq_dims`: the sequence axes of a row, drawn at full length and cut), so a
+    row's mask does not depend on the micro-batch it is in. Elsewhere: torch's generator on CPU,
+    `F.dropout` on other devices."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    rows = randomness.active()
+    if rows is not None:
+        assert len(rows) == x.shape[0], "one generator per row of the batch"
+        bits = rows.bits16(x.shape[1:], seq_dims).to(x.device)
+    elif x.device.type != "cpu":
         return F.dropout(x, p, True)
-    n = x.numel()
-    bits = (
-        torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        .view(torch.int16)[:n]
-        .view(x.shape)
-    )
+    else:
+        n = x.numel()
+        bits = (
+            torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+            .view(torch.int16)[:n]
+            .view(x.shape)
+        )
     return torch.where(bits >= -32768 + round(p * 65536), x * (1.0 / (1.0 - p)), 0.0)
 
 
 class Dropout(nn.Module):
-    def __init__(self, p: float):
+    def __init__(self, p: float, seq_dims: tuple[int, ...] = (0,)):
         super().__init__()
-        self.p = p
+        self.p, self.seq_dims = p, seq_dims
 
     def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+        return dropout(x, self.p, self.training, self.seq_dims)
 
 
 # ---------------------------------------------------------------- member-aware building blocks
@@ -191,14 +200,16 @@ class SelfAttention(nn.Module):
             return y.transpose(1, 2).reshape(*lead, 1, H)
         qkv = linear(x, *self.fused(("query", "key", "value")))
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
-        if self.training and self.dropout_p > 0 and x.device.type == "cpu":
+        if self.training and self.dropout_p > 0 and (x.device.type == "cpu" or randomness.active()):
             # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
-            # plain batched matmuls over (B·heads) with our dropout are ~1.4× faster here.
+            # plain batched matmuls over (B·heads) with our dropout are ~1.4× faster here (and on any
+            # device, the attention masks of a training step are drawn per row).
             q, k, v = qkv.reshape(3, B * nh, T, hd).unbind(0)
             scores = torch.bmm(q, k.transpose(1, 2)).mul_(hd**-0.5)
             if mask is not None:
                 scores = scores.view(B, nh, T, T).masked_fill(~mask, float("-inf")).view(B * nh, T, T)
-            y = torch.bmm(dropout(scores.softmax(-1), self.dropout_p, True), v).view(B, nh, T, hd)
+            probs = dropout(scores.softmax(-1).view(B, nh, T, T), self.dropout_p, True, seq_dims=(1, 2))
+            y = torch.bmm(probs.view(B * nh, T, T), v).view(B, nh, T, hd)
         else:
             q, k, v = qkv.unbind(0)
             y = F.scaled_dot_product_attention(
@@ -409,7 +420,7 @@ class TinyBertForSequenceClassification(nn.Module):
         self.cfg = cfg
         self.num_labels = num_labels
         self.bert = Bert(cfg, pooler=True)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, seq_dims=())  # on the pooled (batch × hidden) states
         self.classifier = Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
 

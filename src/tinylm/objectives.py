@@ -15,11 +15,12 @@ from torch import Tensor, nn
 
 from tinylm.data.tokens import TokenData, batches
 from tinylm.predict import autocast, class_probabilities, evaluating
+from tinylm.randomness import Rows, active
 from tinylm.registry import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy whose backward writes softmax − one-hot in one pass over the logits
+    """Summed cross-entropy whose backward writes softmax − one-hot in one pass over the logits
     (autograd's log_softmax + nll_loss backward zero-fills, scatters and re-reads the whole
     (positions × vocab) matrix: three passes instead of one)."""
 
@@ -27,23 +28,29 @@ class _CrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
         lse = torch.logsumexp(logits, dim=-1)
         ctx.save_for_backward(logits, targets, lse)
-        return (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+        return (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         g = torch.exp(logits - lse[:, None])
         g[torch.arange(len(targets), device=g.device), targets] -= 1.0
-        return g.mul_(grad / len(targets)), None
+        return g.mul_(grad), None
 
 
-def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over rows (fp32 logits); equals `F.cross_entropy`, with a cheaper backward."""
-    return _CrossEntropy.apply(logits, targets)
+def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over rows (fp32 logits), 'mean' or 'sum'; equals `F.cross_entropy`, with a cheaper
+    backward. The sum of no rows is 0 (a micro-batch whose rows drew no MLM targets)."""
+    total = _CrossEntropy.apply(logits, targets)
+    return total if reduction == "sum" else total / len(targets)
 
 
 class Objective:
-    """Interface: `loss` for a training batch, `evaluate` over a dataset (no gradients)."""
+    """Interface: `loss` for a training batch, `evaluate` over a dataset (no gradients).
+
+    `loss` returns the *sum* of the batch's per-target losses and its counters, `count` being the number
+    of targets: the trainer divides the gradients of a whole step by the step's total count, so that a
+    step's loss does not depend on how its global batch was split into micro-batches."""
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -99,18 +106,29 @@ class MLMObjective(Objective):
         self.generator = torch.Generator().manual_seed(seed)
         self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
-    def reseed(self, seed: int) -> None:
-        """Masks of the next batch from this seed (the trainer seeds every micro-batch)."""
-        self.generator.manual_seed(seed)
-
     def mask(self, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (masked inputs, flat selected positions, their original ids). Works on CPU tensors."""
         maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)
         selected = (torch.rand(ids.shape, generator=gen) < self.mask_prob) & maskable
-        if not bool(selected.any()):  # tiny batches: always train on at least one token
+        if not bool(selected.any()):  # tiny batches: always evaluate at least one token
             selected.view(-1)[maskable.view(-1).nonzero()[0]] = True
         action = torch.rand(ids.shape, generator=gen)
         random_ids = torch.randint(self.vocab_size, ids.shape, generator=gen)
+        return self._apply(ids, selected, action, random_ids)
+
+    def mask_rows(self, ids: Tensor, rows: Rows) -> tuple[Tensor, Tensor, Tensor]:
+        """`mask` with every row drawn from its own generator (a training step's rows): a row's masks do
+        not depend on the micro-batch it is in. A row may draw no target."""
+        maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)
+        row = ids.shape[1:]
+        selected = (rows.rand(row) < self.mask_prob) & maskable
+        action = rows.rand(row)
+        random_ids = rows.randint(self.vocab_size, row)
+        return self._apply(ids, selected, action, random_ids)
+
+    def _apply(
+        self, ids: Tensor, selected: Tensor, action: Tensor, random_ids: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         inputs = ids.clone()
         to_mask = selected & (action < self.mask_replace)
         to_random = selected & (action >= self.mask_replace) & (action < self.mask_replace + self.mask_random)
@@ -121,10 +139,14 @@ class MLMObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         device = batch["input_ids"].device
-        inputs, positions, targets = self.mask(batch["input_ids"].cpu(), self.generator)
+        rows = active()
+        ids = batch["input_ids"].cpu()
+        inputs, positions, targets = (
+            self.mask_rows(ids, rows) if rows is not None else self.mask(ids, self.generator)
+        )
         logits = model(inputs.to(device), batch["attention"], bucketed(positions).to(device))[: len(targets)]
         targets = targets.to(device)
-        loss = cross_entropy(logits.float(), targets)
+        loss = cross_entropy(logits.float(), targets, reduction="sum")
         correct = (logits.argmax(-1) == targets).sum()
         return loss, {"correct": correct, "count": targets.numel()}
 
@@ -186,7 +208,7 @@ class ClassificationObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch["input_ids"], batch["attention"])
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
         correct = (logits.argmax(-1) == batch["labels"]).sum()
         return loss, {"correct": correct, "count": batch["labels"].numel()}
 

@@ -136,7 +136,8 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
         model, objective, train, tcfg, run, evaluate=evaluate, on_step=_both(snapshots, on_step), dist=d
     )
     if s.run.resume and trainer.resume():
-        log(f"resumed {run.path} at step {trainer.progress.step} of {trainer.total_steps}")
+        step, note = trainer.progress.step, trainer.layout_note()
+        log(f"resumed {run.path} at step {step} of {trainer.total_steps}{note}")
     log(f"device {trainer.device}, {tcfg.precision}, {trainer.total_steps:,} steps of {tcfg.batch_size}")
     snapshots(trainer.progress)  # tokens-0: the initial model
     result = trainer.fit()

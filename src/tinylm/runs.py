@@ -25,9 +25,10 @@ from tinylm.fileio import atomic_dir, sha256_file, space_errors, stable_hash, wr
 from tinylm.weights import load_state, read_weights, state_for_saving
 
 #: Settings that do not define a run: where it is written and read from, how it is shown, where it
-#: runs. They may differ between an interrupted run and its resumption, and are left out of run names.
+#: runs, how its global batch is split (`grad_accum`: results depend on the global batch only). They may
+#: differ between an interrupted run and its resumption, and are left out of run names.
 NON_IDENTITY_KEYS = frozenset(
-    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device", "prune"}
+    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device", "prune", "grad_accum"}
 )
 #: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
 RESUME_ONLY = ("checkpoints", "best.safetensors")

@@ -30,6 +30,7 @@ from tinylm.errors import CheckpointError, ConfigError, TinylmError, TrainingDiv
 from tinylm.objectives import Objective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import autocast
+from tinylm.randomness import activate, row_seed, rows_of
 from tinylm.runs import RunDir
 
 
@@ -115,6 +116,8 @@ class Progress:
     tokens: int = 0
     examples: int = 0
     seconds: float = 0.0  #: wall time of the training kept so far, over every resumed segment
+    #: how each segment (a start, then each resume) computed its steps: from step, processes, grad_accum
+    segments: list[dict[str, int]] = field(default_factory=list)
 
 
 class Trainer:
@@ -190,6 +193,17 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
+    def layout_note(self) -> str:
+        """On resume: how the kept steps were computed, when this segment computes them otherwise."""
+        last = self.progress.segments[-1] if self.progress.segments else None
+        now = (self.dist.world, self.cfg.grad_accum)
+        if last is None or (last["world"], last["grad_accum"]) == now:
+            return ""
+        return (
+            f" (computed so far by {last['world']} process(es) × grad_accum {last['grad_accum']}, now "
+            f"{now[0]} × {now[1]}: the same global batch of {self.cfg.batch_size}, the same result)"
+        )
+
     def _count_seconds(self) -> None:
         """Add the wall time since the last count to `progress.seconds`, which checkpoints keep: a resumed
         run's train_seconds then covers every segment whose steps it kept, not only its last one."""
@@ -241,12 +255,13 @@ class Trainer:
         self.run.log(rec)
         return out
 
-    def _micro_batches(self, idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """This rank's micro-batches of a global batch, with their global index: the batch is split into
-        ranks × grad_accum parts, rank r takes parts r·G … r·G+G−1 (one process: all of them)."""
+    def _micro_batches(self, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This rank's micro-batches of a global batch, each with its rows' places in the global batch: the
+        batch is split into ranks × grad_accum parts, rank r takes parts r·G … r·G+G−1 (one process: all of
+        them). How it is split changes no result: every row's randomness is keyed by its place."""
         g, d = self.cfg.grad_accum, self.dist
-        parts = np.array_split(idx, g * d.world)
-        return [(i, parts[i]) for i in range(d.rank * g, (d.rank + 1) * g) if len(parts[i])]
+        places = np.array_split(np.arange(len(idx)), g * d.world)[d.rank * g : (d.rank + 1) * g]
+        return [(idx[pl], pl) for pl in places if len(pl)]
 
     def _sum_over_ranks(self, local: list[float]) -> list[float]:
         """Gradients and step statistics summed over the ranks (every rank sums the same gradient list:
@@ -260,28 +275,32 @@ class Trainer:
         return totals.tolist()
 
     def _optimizer_step(self, idx: np.ndarray) -> StepStats:
-        """Forward and backward over this rank's micro-batches of `idx`, gradients summed over ranks, clip,
-        one optimizer step. Each micro-batch's randomness (dropout, masking) is seeded by (seed, step, part),
-        so that a run does not depend on how many ranks or accumulation steps computed it."""
+        """Forward and backward over this rank's micro-batches of `idx`, gradients summed over ranks and
+        divided by the step's number of targets, clip, one optimizer step. Each row's randomness (dropout,
+        masking) is drawn from a generator keyed by (seed, step, its place in the global batch), and each
+        micro-batch's loss is a sum, so that a run depends on its global batch only, not on how many ranks
+        or accumulation steps computed it."""
         c, p = self.cfg, self.progress
-        local = [0.0, 0, 0, 0]  # loss, correct, count, tokens of this rank's micro-batches
-        for part, chunk in self._micro_batches(idx):
-            seed = (c.seed * 1_000_003 + p.step * 4099 + part) % 2**62
-            torch.manual_seed(seed)
-            if hasattr(self.objective, "reseed"):
-                self.objective.reseed(seed)
+        torch.manual_seed(row_seed(c.seed, p.step, -1))  # anything else random in a step: once per step
+        local = [0.0, 0, 0, 0]  # summed loss, correct, count, tokens of this rank's micro-batches
+        for chunk, places in self._micro_batches(idx):
             batch = self.data.batch(chunk, self.device)
-            with autocast(self.device, c.precision):
-                loss, stats = self.objective.loss(self.forward_model, batch)
-            torch.autograd.backward(loss * (len(chunk) / len(idx)))
-            local[0] += loss.item() * len(chunk) / len(idx)
+            with activate(rows_of(c.seed, p.step, places.tolist(), self.data.ids.shape[1])):
+                with autocast(self.device, c.precision):
+                    loss, stats = self.objective.loss(self.forward_model, batch)
+                torch.autograd.backward(loss)
+            local[0] += loss.item()
             local[1] += int(stats["correct"])
             local[2] += int(stats["count"])
             local[3] += int(batch["attention"].sum())
         if self.dist.world > 1:
             local = self._sum_over_ranks(local)
+        count = max(1, int(local[2]))
+        for q in self.model.parameters():
+            if q.grad is not None:
+                q.grad.div_(count)
         st = StepStats()
-        st.add(float(local[0]), int(local[1]), int(local[2]), int(local[3]))
+        st.add(float(local[0]) / count, int(local[1]), int(local[2]), int(local[3]))
         if not math.isfinite(st.loss):
             raise TrainingDiverged(
                 f"loss became {st.loss} at step {p.step + 1} (epoch {p.epoch}, batch {p.batch_in_epoch}); "
@@ -326,6 +345,8 @@ class Trainer:
         c, p = self.cfg, self.progress
         if p.step == 0:  # a fresh run: seed dropout (a resumed one restored the RNG state)
             torch.manual_seed(c.seed)
+        p.segments = [s for s in p.segments if s["step"] < p.step]  # a segment that kept no step is gone
+        p.segments.append({"step": p.step, "world": self.dist.world, "grad_accum": c.grad_accum})
         self.model.train()
         bar = tqdm(
             total=self.total_steps,
@@ -371,6 +392,7 @@ class Trainer:
             "tokens": p.tokens,
             "examples": p.examples,
             "train_seconds": round(p.seconds, 2),
+            "segments": p.segments,
             "final_eval": last_eval,
         }
 

@@ -487,22 +487,15 @@ def label_order(labels: dict[str, str] | set[str]) -> list[str]:
     return [values[v] for v in sorted(values)]
 
 
-def load_file_pool(
-    path: str | Path,
-    text_column: str = "text",
-    label_column: str = "label",
-    test_file: str | Path | None = None,
-    test_share: float = 0.1,
-    split_seed: int = 42,
-) -> TaskPool:
-    """A CSV (header row) or JSONL file as a task. Labels may be names or numbers, in the order of
-    `label_order` (numbers by value, names lexically: the same file gives the same class indices in every
-    run); a test file may only use the training file's labels, spelled alike. Without a test file each
-    label's rows are split by a seeded shuffle, `test_share` of them into the test split."""
-    path = Path(path)
-    splits = {"train": _read_rows(path)}
-    if test_file:
-        splits["test"] = _read_rows(Path(test_file))
+def _label_names(
+    splits: dict[str, list[tuple[int, dict[str, Any]]]],
+    path: Path,
+    test_file: str | Path | None,
+    text_column: str,
+    label_column: str,
+) -> list[str]:
+    """The classes of a file task in `label_order`, after checking every row's label, that there are two
+    or more, and that the test file uses the training file's labels only."""
     seen: dict[str, str] = {}  # label spelling -> where it first occurs (file:line)
     for split, rows in splits.items():
         src = path if split == "train" else Path(str(test_file))
@@ -522,7 +515,26 @@ def load_file_pool(
                 f"(its labels: {', '.join(map(repr, label_order(train_labels)))}); spell every label as the "
                 "training file does"
             )
-    names = label_order(seen)
+    return label_order(seen)
+
+
+def load_file_pool(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    test_file: str | Path | None = None,
+    test_share: float = 0.1,
+    split_seed: int = 42,
+) -> TaskPool:
+    """A CSV (header row) or JSONL file as a task. Labels may be names or numbers, in the order of
+    `label_order` (numbers by value, names lexically: the same file gives the same class indices in every
+    run); a test file may only use the training file's labels, spelled alike. Without a test file each
+    label's rows are split by a seeded shuffle, `test_share` of them into the test split."""
+    path = Path(path)
+    splits = {"train": _read_rows(path)}
+    if test_file:
+        splits["test"] = _read_rows(Path(test_file))
+    names = _label_names(splits, path, test_file, text_column, label_column)
     index = {n: i for i, n in enumerate(names)}
     records = {
         split: [
