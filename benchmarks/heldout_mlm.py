@@ -19,10 +19,10 @@ import yaml
 from tinylm.data.corpus import load_wiki_corpus
 from tinylm.data.sources import resolve_source
 from tinylm.data.tokenize import load_tokenizer
-from tinylm.machine import cpu_name
-from tinylm.objectives import MLMObjective, unigram_log_probs
 from tinylm.data.tokens import TokenData
+from tinylm.machine import cpu_name
 from tinylm.model_dir import load_model
+from tinylm.objectives import MLMObjective, unigram_log_probs
 
 
 def run_dir(model_dir: Path) -> Path:

@@ -291,3 +291,28 @@ def test_snapshots_at_token_counts_survive_resume(data_dir: Path, tmp_path: Path
     assert all(torch.equal(a[k], b[k]) for k in a)  # snapshots do not change the training trajectory
     with pytest.raises(ConfigError, match="snapshot_tokens: expected comma-separated"):
         tiny(data_dir, tmp_path / "c", snapshot_tokens="0,1e6")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_and_hits_equal_the_plain_path(dtype: torch.dtype) -> None:
+    """The fused loss (sum) and its hit count equal F.cross_entropy and an argmax, with the same gradient;
+    bf16 logits are cast to fp32 first, as training does."""
+    from tinylm.objectives import cross_entropy_and_hits
+
+    g = torch.Generator().manual_seed(0)
+    raw = (torch.randn(37, 1000, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, 1000, (37,), generator=g)
+    targets[:5] = raw[:5].float().argmax(-1)  # some hits
+    a = raw.float().clone().requires_grad_(True)
+    b = raw.float().clone().requires_grad_(True)
+    loss, hits = cross_entropy_and_hits(a, targets)
+    ref = torch.nn.functional.cross_entropy(b, targets, reduction="sum")
+    assert torch.allclose(loss, ref, rtol=1e-6, atol=1e-4)
+    assert int(hits) == int((b.argmax(-1) == targets).sum()) >= 5
+    (loss * 0.5).backward()
+    (ref * 0.5).backward()
+    assert a.grad is not None and b.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6)
+    empty, none = cross_entropy_and_hits(
+        torch.zeros(0, 10, requires_grad=True), torch.zeros(0, dtype=torch.long)
+    )
+    assert float(empty) == 0.0 and int(none) == 0  # a micro-batch whose rows drew no target

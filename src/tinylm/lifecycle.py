@@ -1,7 +1,7 @@
 """One run's lifecycle, shared by every recipe (pre-training, fine-tuning, and the next ones).
 
-    settings -> precision made concrete -> run directory named by the settings -> finished? reuse it
-             -> lock the directory (rank 0) -> the recipe's body -> barrier of a torchrun job
+    settings -> run directory named by the settings -> finished? reuse it -> lock the directory (rank 0)
+             -> precision made concrete (auto: measured) -> the recipe's body -> barrier of a torchrun job
              -> prune what only a resume needs (checkpoints, best.safetensors) unless --prune false
 
 The body does the work (data, model, `Trainer`); resume, reuse and locking are decided here only.
@@ -10,17 +10,22 @@ The body does the work (data, model, `Trainer`); resume, reuse and locking are d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from tinylm import distributed
+from tinylm.config import TrainConfig
+from tinylm.device import auto_precision, pick_device
 from tinylm.distributed import Dist
 from tinylm.fileio import DirLock
+from tinylm.machine import cpu_name
 from tinylm.runs import RunDir, run_name
 from tinylm.settings import Settings
-from tinylm.train import resolve_precision
 
 S = TypeVar("S", bound=Settings)
 Log = Callable[[str], None]
@@ -41,18 +46,30 @@ def quiet(*_: Any) -> None:
     return None
 
 
+def resolve_precision(train: TrainConfig, log: Log = print) -> TrainConfig:
+    """`precision: auto` made concrete here (`device.auto_precision`: fp32 without bf16, else the faster
+    of the two as measured on this CPU, at the run's thread count), and said why."""
+    if train.precision != "auto":
+        return train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    precision, why = auto_precision(pick_device(train.device), cpu_name())
+    log(f"precision auto: {precision} ({why})")
+    return dataclasses.replace(train, precision=precision)
+
+
 def run_once(settings: S, prefix: str, what: str, body: Callable[[S, Run], None], log: Log = print) -> RunDir:
     """Run `body` once for these settings in OUT/NAME (NAME: `--name`, else PREFIX-ARCH-HASH of the
     settings); a finished run is reused as it is. Returns the run directory."""
     flat = settings.flat()
-    resolved = settings.with_sections(train=resolve_precision(settings.train))  # config.yaml keeps "auto"
     d = distributed.init()  # a torchrun job: rank 0 writes, every rank trains its part of each batch
     run = RunDir(Path(settings.run.out) / (settings.run.name or run_name(prefix, flat)), writer=d.main)
     if run.is_finished():
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
     with DirLock(run.path, what) if d.main else contextlib.nullcontext():
-        body(resolved, Run(run, d, flat, log if d.main else quiet))
+        train = resolve_precision(settings.train, log if d.main else quiet)  # config.yaml keeps "auto"
+        body(settings.with_sections(train=train), Run(run, d, flat, log if d.main else quiet))
         distributed.barrier(d)  # every rank is done with the checkpoints
         if settings.train.prune:
             run.prune()

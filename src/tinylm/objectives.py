@@ -22,26 +22,39 @@ from tinylm.registry import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 class _CrossEntropy(torch.autograd.Function):
     """Summed cross-entropy whose backward writes softmax − one-hot in one pass over the logits
     (autograd's log_softmax + nll_loss backward zero-fills, scatters and re-reads the whole
-    (positions × vocab) matrix: three passes instead of one)."""
+    (positions × vocab) matrix: three passes instead of one). The forward is logsumexp's own steps (row
+    max, exp-sum, log) so that the row max it needs also gives the rows whose target logit is the
+    largest: the training accuracy without a separate argmax pass over the vocabulary."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
-        lse = torch.logsumexp(logits, dim=-1)
+    def forward(ctx, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        top = logits.amax(-1)
+        lse = torch.sub(logits, top[:, None]).exp_().sum(-1).log_().add_(top)
+        picked = logits.gather(1, targets[:, None]).squeeze(1)
+        hits = (picked >= top).sum()
         ctx.save_for_backward(logits, targets, lse)
-        return (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+        ctx.mark_non_differentiable(hits)
+        return (lse - picked).sum(), hits
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor, _hits: Tensor) -> tuple[Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         g = torch.exp(logits - lse[:, None])
         g[torch.arange(len(targets), device=g.device), targets] -= 1.0
         return g.mul_(grad), None
 
 
+def cross_entropy_and_hits(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy over rows (fp32 logits) and the number of rows whose target has the largest
+    logit (ties count as hits). The sum of no rows is 0 (a micro-batch whose rows drew no MLM targets)."""
+    total, hits = _CrossEntropy.apply(logits, targets)
+    return total, hits
+
+
 def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy over rows (fp32 logits), 'mean' or 'sum'; equals `F.cross_entropy`, with a cheaper
-    backward. The sum of no rows is 0 (a micro-batch whose rows drew no MLM targets)."""
-    total = _CrossEntropy.apply(logits, targets)
+    backward."""
+    total, _ = cross_entropy_and_hits(logits, targets)
     return total if reduction == "sum" else total / len(targets)
 
 
@@ -146,9 +159,8 @@ class MLMObjective(Objective):
         )
         logits = model(inputs.to(device), batch["attention"], bucketed(positions).to(device))[: len(targets)]
         targets = targets.to(device)
-        loss = cross_entropy(logits.float(), targets, reduction="sum")
-        correct = (logits.argmax(-1) == targets).sum()
-        return loss, {"correct": correct, "count": targets.numel()}
+        loss, correct = cross_entropy_and_hits(logits.float(), targets)
+        return loss, {"correct": int(correct), "count": targets.numel()}
 
     @torch.no_grad()
     def evaluate(

@@ -51,6 +51,7 @@ NAMED_MODELS: dict[str, dict[str, Any]] = {
     },
     "tiny-1x256": {"layers": 1, "hidden_size": 256, "heads": 4, "ffn_size": 1024},
     "tiny-2x128": {"layers": 2, "hidden_size": 128, "heads": 2, "ffn_size": 512},
+    "tiny-1x128": {"layers": 1, "hidden_size": 128, "heads": 2, "ffn_size": 512},
 }  # fmt: skip
 
 #: The paper's deep reference model.

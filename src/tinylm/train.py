@@ -8,7 +8,6 @@ delegates the loss and evaluation to an `Objective`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -32,13 +31,6 @@ from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import autocast
 from tinylm.randomness import activate, row_seed, rows_of
 from tinylm.runs import RunDir
-
-
-def resolve_precision(cfg: TrainConfig) -> TrainConfig:
-    """`precision: auto` made concrete for this machine: bf16 where the device has it, else fp32."""
-    if cfg.precision != "auto":
-        return cfg
-    return dataclasses.replace(cfg, precision="bf16" if bf16_supported(pick_device(cfg.device)) else "fp32")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

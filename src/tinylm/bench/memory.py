@@ -42,14 +42,14 @@ def bench_memory(
 ) -> dict[str, Any]:
     """Pre-train `model` (a named architecture or model settings) for `steps` steps with an evaluation
     every `eval_every`, sampling RSS after each."""
-    from tinylm.device import bf16_supported
+    from tinylm.device import auto_precision
     from tinylm.machine import cpu_name
     from tinylm.pretrain import pretrain
     from tinylm.settings import PretrainSettings
     from tinylm.train import Progress
 
     if precision == "auto":
-        precision = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
+        precision = auto_precision(torch.device("cpu"), cpu_name())[0]
     samples: list[tuple[int, float]] = []
 
     def on_step(p: Progress) -> None:

@@ -27,14 +27,14 @@ from tinylm.device import bf16_supported, pick_device
 from tinylm.hf import hf_config
 from tinylm.machine import cpu_name, write_benchmark
 from tinylm.model import TinyBertForMaskedLM, train_flops_per_token
-from tinylm.objectives import MLMObjective, cross_entropy
+from tinylm.objectives import MLMObjective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import autocast
 from tinylm.registry import BERT_VOCAB_SIZE, CLS_ID, NAMED_MODELS, PAPER_CORPUS_SEED, SEP_ID
 from tinylm.train import make_optimizer
 
 #: Shapes timed by `bench pretrain` (short name -> registered architecture).
-SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128"}
+SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128", "1x128": "tiny-1x128"}
 
 
 def shape_config(shape: str, **overrides: Any) -> ModelConfig:
@@ -108,16 +108,20 @@ class Runner:
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
 
     def step(self) -> None:
-        inputs, positions, targets = self.masker.mask(self.ids, self.gen)
+        """One training step. tinylm: the trainer's own step (`MLMObjective.loss`: masking, logits at the
+        masked rows only, the fused loss with its hit count), the summed loss divided by its count."""
         dev = self.device
-        inputs, positions, targets = inputs.to(dev), positions.to(dev), targets.to(dev)
-        with autocast(dev, self.precision):
-            if self.impl == "tinylm":
-                logits = self.model(inputs, None, positions)
-                loss = cross_entropy(logits.float(), targets)
-            else:
-                labels = torch.full(self.ids.shape, -100, dtype=torch.long, device=dev)
-                labels.view(-1)[positions] = targets
+        if self.impl == "tinylm":
+            batch = {"input_ids": self.ids.to(dev), "attention": self.attention}
+            with autocast(dev, self.precision):
+                total, stats = self.masker.loss(self.model, batch)
+            loss = total / max(1, stats["count"])
+        else:
+            inputs, positions, targets = self.masker.mask(self.ids, self.gen)
+            inputs, positions, targets = inputs.to(dev), positions.to(dev), targets.to(dev)
+            labels = torch.full(self.ids.shape, -100, dtype=torch.long, device=dev)
+            labels.view(-1)[positions] = targets
+            with autocast(dev, self.precision):
                 loss = self.model(input_ids=inputs, attention_mask=self.attention, labels=labels).loss
         loss.backward()
         self.opt.step()

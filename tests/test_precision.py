@@ -1,0 +1,55 @@
+"""`precision: auto` is chosen by measurement on a CPU with bf16, cached per CPU model and thread count,
+and the run says which and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm import device
+from tinylm.config import TrainConfig
+from tinylm.lifecycle import resolve_precision
+
+
+def test_the_faster_precision_is_measured_once_and_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TINYLM_CACHE_DIR", str(tmp_path))
+    timings = {torch.float32: 2.0, torch.bfloat16: 1.0}  # a CPU where bf16 is twice as fast
+    monkeypatch.setattr(device, "_matmul_seconds", lambda dtype, reps=5: timings[dtype])
+    choice, why = device.measured_precision("Some CPU")
+    assert choice == "bf16" and "2.00× the speed of fp32" in why and "Some CPU" in why
+    cached = json.loads((tmp_path / "precision.json").read_text())
+    assert list(cached.values()) == [{"fp32_s": 2.0, "bf16_s": 1.0}]
+    monkeypatch.setattr(device, "_matmul_seconds", lambda *a, **k: pytest.fail("measured twice"))
+    assert device.measured_precision("Some CPU")[0] == "bf16"  # the cache answers
+    timings = {torch.float32: 1.0, torch.bfloat16: 1.4}  # another CPU, where bf16 is slower (no AMX)
+    monkeypatch.setattr(device, "_matmul_seconds", lambda dtype, reps=5: timings[dtype])
+    assert device.measured_precision("Other CPU")[0] == "fp32"
+    assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
+
+
+def test_auto_is_resolved_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINYLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: False)
+    lines: list[str] = []
+    train = resolve_precision(TrainConfig(precision="auto"), lines.append)
+    assert train.precision == "fp32" and lines == ["precision auto: fp32 (no bf16 on this cpu device)"]
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: True)
+    monkeypatch.setattr(
+        device, "_matmul_seconds", lambda dtype, reps=5: 1.0 if dtype == torch.bfloat16 else 3.0
+    )
+    assert resolve_precision(TrainConfig(precision="auto"), lines.append).precision == "bf16"
+    assert "measured here" in lines[-1]
+    assert resolve_precision(TrainConfig(precision="fp32"), lines.append).precision == "fp32"  # as asked
+
+
+def test_the_probe_really_times_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "PRECISION_PROBES", ((64, 32, 48),))
+    assert (
+        device._matmul_seconds(torch.float32, reps=2) > 0
+        and device._matmul_seconds(torch.bfloat16, reps=2) > 0
+    )
