@@ -316,3 +316,61 @@ def test_cross_entropy_and_hits_equal_the_plain_path(dtype: torch.dtype) -> None
         torch.zeros(0, 10, requires_grad=True), torch.zeros(0, dtype=torch.long)
     )
     assert float(empty) == 0.0 and int(none) == 0  # a micro-batch whose rows drew no target
+
+
+def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path, tmp_path: Path) -> None:
+    """Two recipes in two one-thread lanes on a tiny model: each crosses the gate (here loose: within 1 nat
+    of the unigram baseline), the table and the JSON have the promised fields, ratios to the baseline."""
+    from test_finetune import model_settings
+    from tinylm.bench import time_to_gate as ttg
+
+    base = model_settings(data_dir) | {"batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "precision": "fp32"}
+    common = {
+        "num_articles": 40,
+        "eval_articles": 8,
+        "data_dir": str(data_dir),
+        "cache_dir": str(tmp_path / "c"),
+    }
+    r = ttg.bench_time_to_gate(["batch 16"], -1.0, 40_000, 5, 2, base=base, common=common)
+    assert [x["recipe"] for x in r["lanes"]] == ["tiny-pretrain", "batch 16"]
+    assert r["lanes"][0]["baseline"] and not r["lanes"][1]["baseline"] and r["gate_nats"] == -1.0
+    keys = {"recipe", "baseline", "tokens_per_s", "steps_to_gate", "tokens_to_gate", "seconds_to_gate"}
+    for x in r["lanes"]:
+        assert keys | {"final_loss", "unigram_loss"} <= set(x)
+        assert x["steps_to_gate"] is not None and x["tokens_to_gate"] > 0 and x["seconds_to_gate"] > 0
+        assert x["unigram_loss"] - x["final_loss"] >= -1.0  # stopped at the crossing
+        assert x["curve"][-1]["step"] == x["steps_to_gate"]  # the lane stopped at the gate
+    assert r["lanes"][0]["seconds_to_gate_vs_baseline"] == 1.0
+    assert r["lanes"][1]["settings"]["batch_size"] == 16
+    table = ttg.format_time_to_gate(r)
+    assert "tiny-pretrain (baseline)" in table and "batch 16" in table and r["cpu"] in table
+    json.dumps(r)  # the JSON the command writes
+    ttg.plot_time_to_gate(r, tmp_path / "ttg.png")
+    assert (tmp_path / "ttg.png").stat().st_size > 1000
+
+
+def test_a_lane_that_never_crosses_reports_null(tmp_path: Path) -> None:
+    from tinylm.bench.time_to_gate import crossing
+
+    ev = [
+        (10, 100, 5.0, 0.5, 7.5, 7.0),
+        (20, 200, 9.0, 0.5, 7.2, 7.0),
+    ]  # step, tokens, wall, eval s, loss, uni
+    lines = [
+        json.dumps(
+            {
+                "step": s,
+                "tokens": t,
+                "wall_seconds": w,
+                "eval_seconds": e,
+                "eval": {"mlm_loss": m, "unigram_loss": u},
+            }
+        )
+        for s, t, w, e, m, u in ev
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    c = crossing(tmp_path / "metrics.jsonl", 1.5)
+    assert c["steps_to_gate"] is None and c["tokens_to_gate"] is None and c["seconds_to_gate"] is None
+    assert [p["seconds"] for p in c["curve"]] == [5.0, 8.5]  # the first evaluation's time is not training
+    assert c["final_loss"] == 7.2 and c["tokens_per_s"] == round(200 / 8.5, 1)
+    assert crossing(tmp_path / "metrics.jsonl", -0.3)["steps_to_gate"] == 20

@@ -237,10 +237,15 @@ class Trainer:
         if self.evaluate_fn is None:
             return {}
         t0 = time.perf_counter()
+        wall = self.progress.seconds + (
+            t0 - self._clock
+        )  # the run's wall time so far, earlier evals included
         out = self.evaluate_fn(self.forward_model)  # the evaluation applies the run's precision itself
         rec = {
             "step": self.progress.step,
             "epoch": self.progress.epoch,
+            "tokens": self.progress.tokens,
+            "wall_seconds": round(wall, 2),
             "eval": out,
             "eval_seconds": round(time.perf_counter() - t0, 2),
         }

@@ -5,6 +5,7 @@ process and run; results go to benchmarks/*.{json,md} with the CPU named.
     latency    inference latency: BERT-6 vs BERT-1 committees, ONNX            (bench/latency.py)
     memory     resident memory over a long pre-training run                      (bench/memory.py)
     sweep      one-factor pre-training recipe sweep                              (bench/sweep.py)
+    time-to-gate  recipes side by side until the adequacy gate                   (bench/time_to_gate.py)
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     from tinylm.bench.memory import add_memory_parser
     from tinylm.bench.pretrain import add_pretrain_parser
     from tinylm.bench.sweep import add_sweep_parser
+    from tinylm.bench.time_to_gate import add_time_to_gate_parser
 
     p = sub.add_parser(
         "bench",
         help="benchmarks against the transformers reference",
         description="Speed benchmarks; each compares implementations inside one process and run.",
     )
-    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="{pretrain,latency,memory,sweep}")
+    bsub = p.add_subparsers(
+        dest="bench_cmd", required=True, metavar="{pretrain,latency,memory,sweep,time-to-gate}"
+    )
     add_pretrain_parser(bsub)
     add_latency_parser(bsub)
     add_memory_parser(bsub)
     add_sweep_parser(bsub)
+    add_time_to_gate_parser(bsub)

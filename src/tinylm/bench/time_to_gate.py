@@ -1,0 +1,224 @@
+"""`tinylm bench time-to-gate`: how long pre-training recipes take to get a tiny model past the gate.
+
+Each recipe pre-trains in a lane of its own (one process, `--threads` torch threads; lanes run side by
+side on the same machine, on the same articles and held-out articles) until its held-out MLM loss is
+`--gate` nats below the unigram baseline of the same masked targets, or until `--max-tokens`; the
+held-out loss is evaluated every `--eval-every` steps. Time to gate = tokens to gate ÷ tokens per second:
+the table gives both halves, the wall seconds of training (evaluations excluded) and each lane's ratio to
+the baseline lane (today's `tiny-pretrain`, always run), all measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import contextlib
+import json
+import multiprocessing as mp
+import tempfile
+from pathlib import Path
+from typing import Any
+
+#: Recipes: changes to the baseline (`tiny-pretrain`); the baseline lane is always run first.
+BASELINE = "tiny-pretrain"
+RECIPES: dict[str, dict[str, Any]] = {
+    BASELINE: {},
+    "batch 16": {"batch_size": 16, "warmup_steps": 460},
+    "lr 3e-3": {"lr": 3e-3},
+    "warm-up 1%": {"warmup_steps": 45},
+}
+
+
+class GateReached(Exception):
+    """Raised from the step hook once an evaluation is past the gate: the lane stops there."""
+
+
+def recipe_settings(name: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `tinylm pretrain` settings of a recipe: `tiny-pretrain` (or `base`) with the recipe's changes."""
+    from tinylm.config import named_config, read_yaml
+
+    if name not in RECIPES:
+        from tinylm.errors import ConfigError
+
+        raise ConfigError([f"recipe: unknown recipe {name!r} (expected one of {', '.join(RECIPES)})"])
+    start = read_yaml(named_config(BASELINE)) if base is None else dict(base)
+    return start | RECIPES[name]
+
+
+def crossing(path: Path, gate: float) -> dict[str, Any]:
+    """From a run's metrics.jsonl: its held-out curve and the first evaluation at least `gate` nats below
+    the unigram baseline (steps, tokens, training seconds without evaluations); None where never."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    evals = [r for r in records if "eval" in r]
+    curve, spent_on_evals, hit = [], 0.0, None
+    for r in evals:
+        seconds = r["wall_seconds"] - spent_on_evals
+        spent_on_evals += r["eval_seconds"]
+        point = {"step": r["step"], "tokens": r["tokens"], "seconds": round(seconds, 2)}
+        point |= {"mlm_loss": r["eval"]["mlm_loss"], "unigram_loss": r["eval"]["unigram_loss"]}
+        curve.append(point)
+        if hit is None and point["unigram_loss"] - point["mlm_loss"] >= gate:
+            hit = point
+    last = curve[-1] if curve else {}
+    return {
+        "steps_to_gate": hit and hit["step"],
+        "tokens_to_gate": hit and hit["tokens"],
+        "seconds_to_gate": hit and hit["seconds"],
+        "tokens_per_s": round(last["tokens"] / last["seconds"], 1) if last and last["seconds"] > 0 else None,
+        "final_loss": last.get("mlm_loss"),
+        "unigram_loss": last.get("unigram_loss"),
+        "curve": curve,
+    }
+
+
+def run_lane(name: str, settings: dict[str, Any], gate: float, out: str, threads: int) -> dict[str, Any]:
+    """One lane (in its own process): pre-train until the gate or the token cap; the lane's row."""
+    import torch
+
+    from tinylm.pretrain import pretrain
+    from tinylm.settings import PretrainSettings
+    from tinylm.train import Progress
+
+    torch.set_num_threads(threads)
+    run_name = name.replace(" ", "_").replace("%", "pct")
+    metrics = Path(out) / run_name / "metrics.jsonl"
+
+    def stop_at_gate(p: Progress) -> None:
+        if settings["eval_every"] and p.step % settings["eval_every"] == 0:
+            last = [json.loads(line) for line in metrics.read_text().splitlines() if '"eval"' in line][-1]
+            if last["eval"]["unigram_loss"] - last["eval"]["mlm_loss"] >= gate:
+                raise GateReached
+
+    run = {"out": out, "name": run_name, "progress": False, "threads": threads, "prune": True}
+    with contextlib.suppress(GateReached):
+        pretrain(PretrainSettings.build(settings | run), log=lambda *_: None, on_step=stop_at_gate)
+    return {"recipe": name, "baseline": name == BASELINE, "settings": settings} | crossing(metrics, gate)
+
+
+def bench_time_to_gate(
+    recipes: list[str],
+    gate: float,
+    max_tokens: int,
+    eval_every: int,
+    lanes: int,
+    threads: int = 1,
+    base: dict[str, Any] | None = None,
+    common: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every recipe (the baseline first) in `lanes` parallel processes; the rows and their ratios."""
+    import torch
+
+    from tinylm.machine import cpu_name
+
+    names = [BASELINE] + [r for r in recipes if r != BASELINE]
+    fixed = {"max_tokens": max_tokens, "eval_every": eval_every, "checkpoint_every": 10**9} | (common or {})
+    with tempfile.TemporaryDirectory() as out, cf.ProcessPoolExecutor(lanes, mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(run_lane, n, recipe_settings(n, base) | fixed, gate, out, threads) for n in names
+        ]
+        rows = [f.result() for f in futures]
+    ref = rows[0]
+    for r in rows:
+        for key in ("tokens_to_gate", "seconds_to_gate"):
+            ok = r[key] is not None and ref[key]
+            r[f"{key}_vs_baseline"] = round(r[key] / ref[key], 3) if ok else None
+        ok = r["tokens_per_s"] and ref["tokens_per_s"]
+        r["tokens_per_s_vs_baseline"] = round(r["tokens_per_s"] / ref["tokens_per_s"], 3) if ok else None
+    return {
+        "cpu": cpu_name(),
+        "threads_per_lane": threads,
+        "lanes": rows,
+        "gate_nats": gate,
+        "max_tokens": max_tokens,
+        "eval_every": eval_every,
+        "torch": torch.__version__,
+    }
+
+
+def _cell(v: Any, fmt: str) -> str:
+    return "never" if v is None else format(v, fmt)
+
+
+def format_time_to_gate(r: dict[str, Any]) -> str:
+    lines = [
+        "| recipe | tokens/s | steps to gate | tokens to gate | seconds to gate | final loss (unigram) | "
+        "time ÷ baseline | tokens ÷ baseline | tokens/s ÷ baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["lanes"]:
+        cells = [
+            f"{x['recipe']}{' (baseline)' if x['baseline'] else ''}",
+            _cell(x["tokens_per_s"], ",.0f"),
+            _cell(x["steps_to_gate"], ","),
+            _cell(x["tokens_to_gate"], ","),
+            _cell(x["seconds_to_gate"], ",.0f"),
+            f"{_cell(x['final_loss'], '.3f')} ({_cell(x['unigram_loss'], '.3f')})",
+            *(
+                _cell(x[f"{k}_vs_baseline"], ".2f")
+                for k in ("seconds_to_gate", "tokens_to_gate", "tokens_per_s")
+            ),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Gate: held-out MLM loss {r['gate_nats']} nats below the unigram baseline; cap "
+        f"{r['max_tokens']:,} tokens; evaluated every {r['eval_every']} steps; {len(r['lanes'])} lanes of "
+        f"{r['threads_per_lane']} thread(s) on {r['cpu']} (torch {r['torch']}). Seconds: training wall "
+        "time, evaluations excluded.",
+    ]
+    return "\n".join(lines)
+
+
+def plot_time_to_gate(r: dict[str, Any], path: Path) -> None:
+    """Held-out MLM loss against training seconds, one line per lane, the gate of the baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for x in r["lanes"]:
+        c = x["curve"]
+        ax.plot([p["seconds"] / 60 for p in c], [p["mlm_loss"] for p in c], label=x["recipe"])
+    if r["lanes"] and r["lanes"][0]["unigram_loss"] is not None:
+        ax.axhline(
+            r["lanes"][0]["unigram_loss"] - r["gate_nats"], color="grey", ls="--", lw=0.8, label="gate"
+        )
+    ax.set_xlabel(f"training minutes ({r['cpu']}, {r['threads_per_lane']} thread(s) per lane)")
+    ax.set_ylabel("held-out MLM loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from tinylm.machine import write_benchmark
+
+    res = bench_time_to_gate(
+        args.recipes, args.gate, args.max_tokens, args.eval_every, args.lanes, args.threads
+    )
+    code = write_benchmark(Path(args.out), "time_to_gate", res, format_time_to_gate(res))
+    plot_time_to_gate(res, Path(args.out) / "time_to_gate.png")
+    return code
+
+
+def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
+    q = bsub.add_parser(
+        "time-to-gate",
+        help="pre-training recipes side by side: tokens and wall seconds to the adequacy gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument(
+        "--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes (baseline always)"
+    )
+    q.add_argument("--gate", type=float, default=1.5, help="nats below the unigram baseline (default 1.5)")
+    q.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=14_000_000)
+    q.add_argument("--eval-every", "--eval_every", dest="eval_every", type=int, default=100)
+    q.add_argument("--lanes", type=int, default=2, help="recipes run at once (default 2)")
+    q.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
+    q.add_argument("--out", default="benchmarks", help="where to write time_to_gate.{json,md,png}")
+    q.set_defaults(handler=_cmd)
