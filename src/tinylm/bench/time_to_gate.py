@@ -216,8 +216,22 @@ def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         "--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes (baseline always)"
     )
     q.add_argument("--gate", type=float, default=1.5, help="nats below the unigram baseline (default 1.5)")
-    q.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=14_000_000)
-    q.add_argument("--eval-every", "--eval_every", dest="eval_every", type=int, default=100)
+    q.add_argument(
+        "--max-tokens",
+        "--max_tokens",
+        dest="max_tokens",
+        type=int,
+        default=14_000_000,
+        help="token cap of a lane that does not reach the gate (default 14M: tiny-pretrain's budget)",
+    )
+    q.add_argument(
+        "--eval-every",
+        "--eval_every",
+        dest="eval_every",
+        type=int,
+        default=100,
+        help="held-out evaluation every N steps, where the crossing is looked for (default 100)",
+    )
     q.add_argument("--lanes", type=int, default=2, help="recipes run at once (default 2)")
     q.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
     q.add_argument("--out", default="benchmarks", help="where to write time_to_gate.{json,md,png}")
