@@ -127,10 +127,29 @@ def test_failed_start_leaves_no_run_directory(data_dir: Path, tmp_path: Path) ->
 
 
 def test_files_follow_the_umask(tmp_path: Path) -> None:
+    """Every file tinylm writes follows the umask: weights of exports and checkpoints too (safetensors
+    writes through a 0600 temporary file)."""
+    from tinylm.config import ModelConfig
+    from tinylm.hf import export_model
+    from tinylm.model import TinyBertForMaskedLM
+    from tinylm.model_dir import save_model
+
     old = os.umask(0o022)
     try:
         write_text(tmp_path / "a.txt", "x")
         assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        model = TinyBertForMaskedLM(
+            ModelConfig(layers=1, hidden_size=16, heads=2, ffn_size=32, vocab_size=120)
+        )
+        save_model(model, tmp_path / "dir")
+        with pytest.warns(UserWarning, match="no tokenizer"):
+            export_model(model, tmp_path / "hf")
+        RunDir(tmp_path / "run").save_checkpoint(1, model, {"step": 1}, keep=1)
+        files = [*(tmp_path / "dir").iterdir(), *(tmp_path / "hf").iterdir()]
+        files += [p for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file()]
+        modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+        assert set(modes.values()) == {"0o644"}, modes
+        assert (tmp_path / "run" / "checkpoints" / "step-00000001").stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(old)
 

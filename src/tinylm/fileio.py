@@ -89,6 +89,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
+            _default_mode(p, is_dir=p.is_dir())  # writers that rename a mkstemp file (safetensors) leave 0600
         if not target.exists():  # else someone else finished first; theirs is equivalent
             _default_mode(tmp, is_dir=True)
             try:
