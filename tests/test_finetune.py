@@ -224,6 +224,16 @@ def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Pa
     run = finetune(built, **QUIET)
     warning = json.loads((run.path / "results.json").read_text())["training"]["warning"]
     assert "ln(4) = 1.386 (chance)" in warning and "tiny-finetune" in warning
+    from tinylm.finetune import chance_warning
+
+    learnt_later = [{"epoch": 0, "loss": chance}, {"epoch": 1, "loss": 0.7}]
+    assert chance_warning(learnt_later, 4, 1e-4) is None  # it reached a lower loss: no warning
+    stuck_large_lr = chance_warning([{"epoch": 0, "loss": chance}], 4, 1e-3)
+    assert (
+        stuck_large_lr is not None
+        and "already large" in stuck_large_lr
+        and "tiny-finetune" not in stuck_large_lr
+    )
     tiny = FinetuneSettings.build(read_yaml_config("tiny-finetune") | {"task": "agnews"})
     assert tiny.train.lr == 1e-3 and tiny.task.validation_per_label == 20
 

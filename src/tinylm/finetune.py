@@ -193,14 +193,10 @@ def _finish(
 ) -> None:
     """After training (rank 0): the chance-level warning, the selected model's test predictions, results."""
     training = {k: v for k, v in result.items() if k != "final_eval"}
-    stuck = epochs_at_chance(run.read_metrics(), task.num_labels)
-    if stuck:
-        training["warning"] = (
-            f"training loss stayed at ln({task.num_labels}) = {np.log(task.num_labels):.3f} (chance) for "
-            f"all of epoch(s) {', '.join(map(str, stuck))}: the model did not learn; a tiny model needs a "
-            f"larger lr (e.g. --config tiny-finetune: lr 1e-3; this run: {tcfg.lr:g})"
-        )
-        log(f"warning: {training['warning']}")
+    warning = chance_warning(run.read_metrics(), task.num_labels, tcfg.lr)
+    if warning:
+        training["warning"] = warning
+        log(f"warning: {warning}")
     results = summarize(run, task) | {"training": training, "init": transfer["init"]}
     results["precision"] = tcfg.precision
     selected = best.restore() if best is not None else None  # the model of the best validation epoch
@@ -217,6 +213,24 @@ def _finish(
             results["final_epoch"]["confusion_matrix"] = metrics["confusion_matrix"]
     run.finish(results)
     log(done_message(results, run))
+
+
+def chance_warning(metrics: list[dict[str, Any]], num_labels: int, lr: float) -> str | None:
+    """A warning when the training loss was still at chance in the run's last epoch (a run that learnt
+    later gets none), with advice that fits the run's lr."""
+    stuck = epochs_at_chance(metrics, num_labels)
+    last = max((int(m["epoch"]) for m in metrics if "loss" in m and "eval" not in m), default=-1)
+    if not stuck or stuck[-1] != last:
+        return None
+    advice = (
+        f"a tiny model needs a larger lr (e.g. --config tiny-finetune: lr 1e-3; this run: {lr:g})"
+        if lr < 1e-3
+        else f"this run's lr {lr:g} is already large: check the labels and the text column"
+    )
+    return (
+        f"training loss stayed at ln({num_labels}) = {np.log(num_labels):.3f} (chance) for all of epoch(s) "
+        f"{', '.join(map(str, stuck))}, the last one included: the model did not learn; {advice}"
+    )
 
 
 def epochs_at_chance(metrics: list[dict[str, Any]], num_labels: int, tol: float = 0.03) -> list[int]:

@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     problems = [f"batch_size: must be positive, got {args.batch_size}"] if args.batch_size < 1 else []
     top_k = None if args.top_k is None else (0 if args.top_k == "all" else _int_or(args.top_k))
-    if top_k is not None and top_k < 0:
+    if args.top_k is not None and args.top_k != "all" and top_k is not None and top_k < 1:
         problems.append(f"top_k: expected a positive integer or 'all', got {args.top_k!r}")
     if problems:
         raise ConfigError(problems, "predict")

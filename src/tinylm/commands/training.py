@@ -53,6 +53,7 @@ def add_finetune(sub: argparse._SubParsersAction[Any]) -> None:
         "a transformers BERT directory; --init scratch is the same architecture from random init (the "
         "control). The test split is evaluated after every epoch (accuracy, macro-F1, per-class accuracy, "
         "confusion matrix); results.json keeps final-epoch and best-epoch accuracy. Shipped configs: "
+        "tiny-finetune (the default for 1-2 layer models: lr 1e-3, a validation split chooses the epoch), "
         "paper-finetune-agnews, paper-finetune-dbpedia, paper-finetune-fewrel.",
     )
     add_config_args(p, FinetuneSettings.sections())
