@@ -298,6 +298,15 @@ def test_copied_committee_predicts_without_data_dir_and_lines_align(
     assert (
         bad.returncode == 2 and "batch_size: must be positive" in bad.stderr and "Traceback" not in bad.stderr
     )
+    spaces = texts + "\u00a0\u2003\n"  # a line of a no-break space and an em space: blank by the stated rule
+    cmd = [sys.executable, "-m", "tinylm.cli", "predict", "--model", str(moved), "--json"]
+    default = subprocess.run(cmd, input=spaces, capture_output=True, text=True, env=env)
+    assert [line == "null" for line in default.stdout.splitlines()] == [False, True, False, True, False, True]
+    asked = subprocess.run(
+        [*cmd, "--blank", "predict"], input=spaces, capture_output=True, text=True, env=env
+    )
+    recs = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert len(recs) == 6 and all(set(r) == {"label", "score"} for r in recs)  # as transformers' pipeline
 
 
 def test_finetuned_run_loads_in_transformers_with_the_same_probabilities(

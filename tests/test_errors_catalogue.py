@@ -187,6 +187,16 @@ CASES: dict[str, tuple[Setup, str]] = {
     "--init with invalid config.json": (bad_init, "config.json: not valid JSON"),
     "garbage config.yaml on --resume": (garbage_resume, "config.yaml: not a readable run configuration"),
     "predict --batch_size 0": (predict_batch_zero, "batch_size: must be positive, got 0"),
+    "predict with a missing model directory": (
+        lambda data, tmp: [
+            "predict",
+            "--model",
+            str(tmp / "nope"),
+            "--input",
+            str(predict_batch_zero(data, tmp)[4]),
+        ],
+        "error: model ",  # one --model: not called a member
+    ),
     "predict --top_k 0": (
         lambda data, tmp: [*predict_batch_zero(data, tmp)[:-2], "--top_k", "0"],
         "top_k: expected a positive integer or 'all', got '0'",

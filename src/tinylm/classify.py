@@ -94,13 +94,21 @@ def _classify_onnx(model_dir: Path, texts: list[str], batch_size: int, rule: str
     return Predictions(onnx.label_names, probs, probs.argmax(-1))
 
 
-def output_lines(lines: list[str], pred: Predictions, as_json: bool, top_k: int | None) -> list[str]:
+def texts_of(lines: list[str], blank: str = "null") -> list[str]:
+    """The texts to classify: every line that is not blank (empty or only whitespace, Unicode spaces
+    included), stripped; with `blank="predict"` blank lines too, as they are."""
+    return [line.strip() if line.strip() else line for line in lines if line.strip() or blank == "predict"]
+
+
+def output_lines(
+    lines: list[str], pred: Predictions, as_json: bool, top_k: int | None, blank: str = "null"
+) -> list[str]:
     """What `tinylm predict` prints: one line per input line (`top_k` 0: every label)."""
     names, probs = pred.label_names, pred.probs
     k = len(names) if top_k == 0 else top_k
     out, i = [], 0
     for line in lines:  # one output line per input line: a blank input line gives a blank (or null) line
-        if not line.strip():
+        if not line.strip() and blank == "null":
             out.append("null" if as_json else "")
             continue
         y = int(pred.labels[i])

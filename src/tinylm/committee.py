@@ -73,7 +73,7 @@ class Committee:
     def from_runs(cls, paths: Sequence[str | Path]) -> Committee:
         members, metas = [], []
         for p in paths:
-            model, meta = load_member(Path(p))
+            model, meta = load_member(Path(p), "member" if len(paths) > 1 else "model")
             members.append(model)
             metas.append(meta)
         return cls(members, metas, [str(p) for p in paths])
@@ -185,14 +185,15 @@ def _results_of(run: Path) -> dict[str, Any] | None:
     }
 
 
-def load_member(path: Path) -> tuple[TinyBertForSequenceClassification, dict[str, Any]]:
+def load_member(path: Path, role: str = "member") -> tuple[TinyBertForSequenceClassification, dict[str, Any]]:
+    """A fine-tuned classifier directory; errors name it by its `role` (member, model, reference)."""
     if not path.is_dir():
-        raise CheckpointError(f"member {path}: no such run directory")
+        raise CheckpointError(f"{role} {path}: no such run directory")
     if not (path / "model.json").is_file():
-        raise CheckpointError(f"member {path}: no model.json (not a finished fine-tuning run)")
+        raise CheckpointError(f"{role} {path}: no model.json (not a finished fine-tuning run)")
     model, meta = load_model(path)
     if not isinstance(model, TinyBertForSequenceClassification):
-        raise CheckpointError(f"member {path}: is a {meta['kind']} model, not a fine-tuned classifier")
+        raise CheckpointError(f"{role} {path}: is a {meta['kind']} model, not a fine-tuned classifier")
     return model, meta
 
 
@@ -360,7 +361,7 @@ def evaluate_committee(
         "all_rules": {r: float((combine(member_logits, r) == labels).mean()) for r in RULES},
     }
     if reference:
-        ref_model, _ = load_member(Path(reference))
+        ref_model, _ = load_member(Path(reference), "reference")
         with evaluating(ref_model):
             logits = predict(ref_model, test, batch_size, torch.device("cpu"))
         ref_right = logits.argmax(-1) == labels

@@ -70,7 +70,7 @@ def add_committee(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tinylm.classify import classify, output_lines, read_lines
+    from tinylm.classify import classify, output_lines, read_lines, texts_of
     from tinylm.errors import ConfigError, DataError
 
     problems = [f"batch_size: must be positive, got {args.batch_size}"] if args.batch_size < 1 else []
@@ -81,11 +81,11 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError(problems, "predict")
     where = "standard input" if args.input in (None, "-") else args.input
     lines = read_lines(where, args.input)
-    texts = [line.strip() for line in lines if line.strip()]
+    texts = texts_of(lines, args.blank)
     if not texts:
         raise DataError(f"{where}: no texts (expected one text per line)")
     pred = classify(Path(args.model), texts, args.batch_size, args.rule)
-    print("\n".join(output_lines(lines, pred, args.json, top_k)))
+    print("\n".join(output_lines(lines, pred, args.json, top_k, args.blank)))
     return 0
 
 
@@ -104,8 +104,9 @@ def add_predict(sub: argparse._SubParsersAction[Any]) -> None:
         help="label texts with a fine-tuned model or a committee",
         description="Read one text per line from a file or standard input and print one line per input "
         "line: 'label<TAB>label name<TAB>probability' (probability: the mean of the members' softmax), or "
-        'with --json a {"label", "score"} record as transformers\' text-classification pipeline; a '
-        "blank input line gives a blank output line (null with --json).",
+        'with --json a {"label", "score"} record as transformers\' text-classification pipeline. A blank '
+        "line (empty, or only whitespace: spaces, tabs, no-break and other Unicode spaces) gives a blank "
+        "output line (null with --json), or with --blank predict a prediction like any other line.",
     )
     p.add_argument(
         "--model", required=True, help="a fine-tuned run / model directory, or a committee directory"
@@ -123,6 +124,13 @@ def add_predict(sub: argparse._SubParsersAction[Any]) -> None:
         help="batch size (default 64)",
     )
     p.add_argument("--json", action="store_true", help="JSON records, one per line")
+    p.add_argument(
+        "--blank",
+        default="null",
+        choices=["null", "predict"],
+        help="blank or whitespace-only lines: a blank output line / null (default), or predict them as text "
+        "(what transformers' pipeline does)",
+    )
     p.add_argument(
         "--top-k",
         "--top_k",
