@@ -219,3 +219,24 @@ def test_a_finished_run_keeps_only_what_the_report_needs(
     a = json.loads((kept.path / "results.json").read_text())
     b = json.loads((pruned.path / "results.json").read_text())
     assert a["test"] == b["test"]  # pruning changes nothing a result depends on
+
+
+def test_prune_command_frees_a_kept_run_and_refuses_an_unfinished_one(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tinylm.cli import main
+
+    kept = finetune(
+        ft(data_dir, tmp_path, **model_settings(data_dir), validation_per_label=2, prune=False, name="k"),
+        **QUIET,
+    )
+    assert (kept.path / "checkpoints").is_dir() and (kept.path / "best.safetensors").is_file()
+    assert main(["prune", str(kept.path)]) == 0
+    assert "pruned 1 finished run(s)" in capsys.readouterr().out
+    assert not (kept.path / "checkpoints").exists() and not (kept.path / "best.safetensors").exists()
+    assert (kept.path / "model.safetensors").is_file() and (kept.path / "results.json").is_file()
+    unfinished = tmp_path / "half"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("lr: 1\n")
+    assert main(["prune", str(unfinished)]) == 2
+    assert "not a finished run (no results.json)" in capsys.readouterr().err

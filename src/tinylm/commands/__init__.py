@@ -9,7 +9,7 @@ from typing import Any
 
 from tinylm.commands.data import add_data_parser, add_overlap
 from tinylm.commands.experiments import add_bench, add_reproduce
-from tinylm.commands.models import add_committee, add_export, add_predict
+from tinylm.commands.models import add_committee, add_export, add_predict, add_prune
 from tinylm.commands.training import add_finetune, add_pretrain
 
 #: Every subcommand's parser, in the order `tinylm --help` lists them.
@@ -22,5 +22,6 @@ REGISTER: list[Callable[[argparse._SubParsersAction[Any]], None]] = [
     add_committee,
     add_predict,
     add_export,
+    add_prune,
     add_bench,
 ]

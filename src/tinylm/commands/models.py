@@ -234,3 +234,46 @@ def add_export(sub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("hf_dir", help="transformers model directory")
     q.add_argument("out", help="new output directory")
     q.set_defaults(handler=_import)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from tinylm.errors import TinylmError
+    from tinylm.runs import RunDir
+
+    runs: list[Path] = []
+    for given in map(Path, args.runs):
+        grid = given / "runs"
+        found = sorted(p for p in grid.iterdir() if p.is_dir()) if grid.is_dir() else [given]
+        runs += found
+    unfinished = [p for p in runs if not RunDir(p).is_finished()]
+    if unfinished:
+        raise TinylmError(
+            f"{unfinished[0]}: not a finished run (no results.json); a run being trained or to be resumed "
+            f"keeps its checkpoints ({len(unfinished)} such)"
+        )
+    freed = 0
+    for path in runs:
+        before = _size(path)
+        RunDir(path).prune()
+        freed += before - _size(path)
+    print(
+        f"pruned {len(runs)} finished run(s): {freed / 2**20:,.1f} MiB freed (checkpoints/, best.safetensors)"
+    )
+    return 0
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def add_prune(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="delete what only a resume needs from finished runs",
+        description="Delete checkpoints/ (weights + optimizer state) and best.safetensors from finished runs "
+        "(results.json present): what remains is the model (model.safetensors, model.json, tokenizer, "
+        "config.json) and the run's records (config.yaml, data.json, metrics.jsonl, results.json, "
+        "predictions, snapshots). Runs finish pruned unless trained with --prune false.",
+    )
+    p.add_argument("runs", nargs="+", help="run directories, or reproduce output directories (OUT/runs/*)")
+    p.set_defaults(handler=_prune)
