@@ -397,3 +397,25 @@ def test_onnx_export_of_a_model_and_a_committee_matches_torch(
     for ra, rb in zip(a, b, strict=True):
         sa, sb = ({r["label"]: r["score"] for r in recs} for recs in (ra, rb))
         assert sa.keys() == sb.keys() and max(abs(sa[k] - sb[k]) for k in sa) <= 1e-5
+
+
+def test_export_then_import_of_a_classifier_round_trips(
+    members: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`export` of a fine-tuned run, then `import` of that directory: a classifier again, with its labels,
+    pooling and weights; `predict` gives the same probabilities."""
+    from tinylm.classify import classify
+    from tinylm.cli import main
+    from tinylm.model_dir import read_model_meta
+
+    run = Path(members[0])
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 0
+    assert main(["import", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    out = capsys.readouterr().out
+    assert "(classifier)" in out and "classifier loaded" in out and "0 ignored" in out
+    meta, orig = read_model_meta(tmp_path / "back"), read_model_meta(run)
+    assert meta["kind"] == "classifier" and meta["label_names"] == orig["label_names"]
+    assert meta["model"]["pooling"] == orig["model"]["pooling"]
+    texts = ["the city council met on monday", "shares of the company rose", "a new species of frog"]
+    a, b = classify(run, texts, 8), classify(tmp_path / "back", texts, 8)
+    assert a.label_names == b.label_names and np.abs(a.probs - b.probs).max() <= 1e-5

@@ -176,19 +176,37 @@ def read_hf_state(directory: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith("position_ids") and k not in TIED_KEYS}
 
 
+def hf_kind(config: dict[str, Any]) -> str:
+    """'classifier' for a sequence-classification directory (what `export` writes for a fine-tuned run),
+    else 'mlm' (a masked LM, or a bare encoder)."""
+    archs = config.get("architectures") or []
+    return "classifier" if any(str(a).endswith("ForSequenceClassification") for a in archs) else "mlm"
+
+
+def hf_label_names(config: dict[str, Any]) -> list[str] | None:
+    """The label names of `id2label`, in label order; None when there are none."""
+    id2label = config.get("id2label") or {}
+    try:
+        return [str(id2label[k]) for k in sorted(id2label, key=int)] or None
+    except (TypeError, ValueError):
+        return None
+
+
 def import_model(
-    directory: Path, kind: str = "mlm", num_labels: int | None = None
+    directory: Path, kind: str | None = None, num_labels: int | None = None
 ) -> tuple[TinyBert, dict[str, Any]]:
-    """Load a transformers BERT directory into a tinylm model; returns the model and what was loaded."""
+    """Load a transformers BERT directory into a tinylm model (a classifier when the directory is one,
+    classifier and label names included); returns the model and what was loaded."""
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: no config.json (not a transformers model directory)")
-    cfg = config_from_hf(read_hf_config(path), str(path))
+    config = read_hf_config(path)
+    cfg = config_from_hf(config, str(path))
     state = read_hf_state(directory)
+    kind = kind or hf_kind(config)
+    labels = hf_label_names(config)
     if kind == "classifier":
-        model: TinyBert = TinyBertForSequenceClassification(
-            cfg, num_labels or len(read_hf_config(path).get("id2label", {})) or 2
-        )
+        model: TinyBert = TinyBertForSequenceClassification(cfg, num_labels or len(labels or []) or 2)
     else:
         model = TinyBertForMaskedLM(cfg, pooler=any(k.startswith("bert.pooler.") for k in state))
     own = {k for k in model.state_dict() if k not in TIED_KEYS}
@@ -200,8 +218,12 @@ def import_model(
             f"{directory}: no encoder weights found (expected keys like bert.encoder.layer.0...)"
         )
     load_state(model, usable, str(directory), strict=False)
-    head = "loaded" if any(k.startswith("cls.") for k in usable) else "random (the source has none)"
-    return model, {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped, "mlm_head": head}
+    head_prefix = "classifier." if kind == "classifier" else "cls."
+    head = "loaded" if any(k.startswith(head_prefix) for k in usable) else "random (the source has none)"
+    report = {"loaded": sorted(usable), "not_loaded": fresh, "ignored": skipped, "kind": kind}
+    return model, report | (
+        {"classifier": head, "label_names": labels} if kind == "classifier" else {"mlm_head": head}
+    )
 
 
 def hf_tokenizer_file(directory: Path) -> str | None:

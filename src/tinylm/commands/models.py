@@ -190,17 +190,21 @@ def _import(args: argparse.Namespace) -> int:
         from tinylm.errors import TinylmError
 
         raise TinylmError(f"{out} exists and is not empty; choose a new output directory")
+    head = {k: report[k] for k in ("mlm_head", "classifier") if k in report}
+    labels = {"label_names": report["label_names"]} if report.get("label_names") else {}
     save_model(
         model,
         out,
         tokenizer=hf_tokenizer_file(Path(args.hf_dir)),
         imported_from=str(args.hf_dir),
-        mlm_head=report["mlm_head"],
+        **head,
+        **labels,
     )
     pooler = "kept" if model.bert.pooler is not None else "none in the source"
+    heads = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in head.items())
     print(
-        f"imported {args.hf_dir} -> {out}: {len(report['loaded'])} tensors loaded (pooler {pooler}, MLM head "
-        f"{report['mlm_head']}), {len(report['ignored'])} ignored ({', '.join(report['ignored'][:4]) or '-'})"
+        f"imported {args.hf_dir} -> {out} ({report['kind']}): {len(report['loaded'])} tensors loaded (pooler "
+        f"{pooler}, {heads}), {len(report['ignored'])} ignored ({', '.join(report['ignored'][:4]) or '-'})"
     )
     return 0
 
