@@ -53,3 +53,25 @@ def test_the_probe_really_times_both(tmp_path: Path, monkeypatch: pytest.MonkeyP
         device._matmul_seconds(torch.float32, reps=2) > 0
         and device._matmul_seconds(torch.bfloat16, reps=2) > 0
     )
+
+
+def test_every_rank_takes_rank_zeros_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun on CPUs the ranks' own timings could differ: a rank that measured fp32 computes in
+    bf16 when rank 0 chose bf16 (the flag is summed over ranks, rank 0 alone contributing)."""
+    from tinylm import distributed
+    from tinylm.distributed import Dist
+
+    monkeypatch.setenv("TINYLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: True)
+    monkeypatch.setattr(
+        device, "_matmul_seconds", lambda dtype, reps=5: 3.0 if dtype == torch.bfloat16 else 1.0
+    )
+    sent: list[float] = []
+
+    def rank0_chose_bf16(tensors: list[torch.Tensor], d: Dist) -> None:
+        sent.append(float(tensors[0]))
+        tensors[0].fill_(1.0)
+
+    monkeypatch.setattr(distributed, "sum_", rank0_chose_bf16)
+    train = resolve_precision(TrainConfig(precision="auto"), lambda _: None, Dist(rank=1, world=2))
+    assert train.precision == "bf16" and sent == [0.0]  # this rank measured fp32 and sent nothing

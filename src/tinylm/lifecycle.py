@@ -46,14 +46,20 @@ def quiet(*_: Any) -> None:
     return None
 
 
-def resolve_precision(train: TrainConfig, log: Log = print) -> TrainConfig:
+def resolve_precision(train: TrainConfig, log: Log = print, d: Dist | None = None) -> TrainConfig:
     """`precision: auto` made concrete here (`device.auto_precision`: fp32 without bf16, else the faster
-    of the two as measured on this CPU, at the run's thread count), and said why."""
+    of the two as measured on this CPU, at the run's thread count), and said why. In a torchrun job on
+    CPUs every rank takes rank 0's choice (each rank's own timing could differ)."""
     if train.precision != "auto":
         return train
     if train.threads:
         torch.set_num_threads(train.threads)
-    precision, why = auto_precision(pick_device(train.device), cpu_name())
+    device = pick_device(train.device)
+    precision, why = auto_precision(device, cpu_name())
+    if d is not None and d.world > 1 and device.type == "cpu":
+        flag = torch.tensor([float(precision == "bf16") if d.main else 0.0])
+        distributed.sum_([flag], d)  # rank 0's flag, the others add nothing
+        precision = "bf16" if flag.item() > 0.5 else "fp32"
     log(f"precision auto: {precision} ({why})")
     return dataclasses.replace(train, precision=precision)
 
@@ -68,7 +74,7 @@ def run_once(settings: S, prefix: str, what: str, body: Callable[[S, Run], None]
         log(f"{run.path}: already finished; reusing it (results.json)")
         return run
     with DirLock(run.path, what) if d.main else contextlib.nullcontext():
-        train = resolve_precision(settings.train, log if d.main else quiet)  # config.yaml keeps "auto"
+        train = resolve_precision(settings.train, log if d.main else quiet, d)  # config.yaml keeps "auto"
         body(settings.with_sections(train=train), Run(run, d, flat, log if d.main else quiet))
         distributed.barrier(d)  # every rank is done with the checkpoints
         if settings.train.prune:
