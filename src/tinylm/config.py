@@ -63,6 +63,19 @@ class ModelConfig:
     attention_dropout: float = opt(0.1, "dropout on attention probabilities")
     layer_norm_eps: float = opt(1e-12, "LayerNorm epsilon")
     init_std: float = opt(0.02, "std of the normal weight init")
+    position_init: str = opt(
+        "normal",
+        "position-embedding init: 'normal' (BERT's) or 'sinusoidal' (the sin/cos table of Vaswani et al., "
+        "scaled to std init_std: neighbouring positions start out similar); init only, same architecture",
+        ("normal", "sinusoidal"),
+    )
+    attention_init: str = opt(
+        "normal",
+        "query/key init: 'normal' (BERT's) or 'mimetic' (each layer's key weights start equal to its query "
+        "weights, std 0.05, so every head starts attending to similar tokens and nearby positions; "
+        "Trockman & Kolter 2023); init only, same architecture",
+        ("normal", "mimetic"),
+    )
     conv_layers: int = opt(0, "conv front-end: number of Conv2d+BN+GELU layers before the blocks (0 = none)")
     conv_kernel: str = opt("3", "conv kernel: '3' (3×3) or '16x3' (16 tokens × 3 hidden units)")
     conv_channels: int = opt(64, "conv front-end channel count d")
@@ -223,6 +236,11 @@ class CorpusConfig:
         "(held-out samples stay first tokens)",
     )
     mask_prob: float = opt(0.15, "share of non-special tokens selected for MLM")
+    mask_prob_start: float | None = opt(
+        None,
+        "masking-rate schedule: start at this share and fall linearly to mask_prob over the run's steps "
+        "(e.g. 0.3; arXiv 2305.15096); held-out evaluation always masks mask_prob; None = constant",
+    )
     mask_replace: float = opt(0.8, "share of selected tokens replaced by [MASK]")
     mask_random: float = opt(0.1, "share of selected tokens replaced by a random token (rest: unchanged)")
 
@@ -242,6 +260,10 @@ class CorpusConfig:
             )
         if not 0 < self.mask_prob < 1:
             p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
+        if self.mask_prob_start is not None and not 0 < self.mask_prob_start < 1:
+            p.append(
+                f"mask_prob_start: must be in (0, 1) or null (constant), got {self.mask_prob_start}"
+            )
         if not (
             0 <= self.mask_replace and 0 <= self.mask_random and self.mask_replace + self.mask_random <= 1
         ):

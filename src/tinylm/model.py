@@ -467,8 +467,24 @@ def stack_members(models: Sequence[ModuleT]) -> ModuleT:
     return stacked
 
 
+#: `attention_init: mimetic`: std of the shared query/key weights. A head's score of a token with itself
+#: then starts near 64 · 0.05² · 128 / √64 ≈ 2.6 (LayerNorm'd inputs, head size 64), other tokens near 0.
+MIMETIC_STD = 0.05
+
+
+def sinusoidal_positions(length: int, dim: int, std: float) -> Tensor:
+    """The sin/cos position table (Vaswani et al. 2017), scaled so that its entries have std `std`."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    table = torch.zeros(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return (table * std * math.sqrt(2.0)).float()
+
+
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """BERT's init: normal(0, init_std) for linear/embedding weights, zero biases, unit LayerNorm."""
+    """BERT's init: normal(0, init_std) for linear/embedding weights, zero biases, unit LayerNorm; then the
+    init-only options `position_init` and `attention_init`."""
     for m in model.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=cfg.init_std)
@@ -485,6 +501,15 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     for m in model.modules():  # conv front-end: PyTorch's default (kaiming-uniform), as the paper's code
         if isinstance(m, nn.Conv2d):
             m.reset_parameters()
+        elif isinstance(m, Embeddings) and cfg.position_init == "sinusoidal":
+            with torch.no_grad():
+                m.position_embeddings.weight.copy_(
+                    sinusoidal_positions(cfg.max_length, cfg.hidden_size, cfg.init_std)
+                )
+        elif isinstance(m, SelfAttention) and cfg.attention_init == "mimetic":
+            nn.init.normal_(m.query.weight, std=MIMETIC_STD)
+            with torch.no_grad():
+                m.key.weight.copy_(m.query.weight)
     if isinstance(model, TinyBertForMaskedLM):
         nn.init.zeros_(model.cls.predictions.bias)
 

@@ -103,7 +103,8 @@ def bucketed(positions: Tensor) -> Tensor:
 class MLMObjective(Objective):
     """BERT masking, re-drawn every batch: `mask_prob` of non-special tokens ([PAD]/[CLS]/[SEP] excluded)
     are selected; of those `mask_replace` → [MASK], `mask_random` → a uniform random id, the rest kept.
-    The loss (cross-entropy) and accuracy count only the selected positions."""
+    The loss (cross-entropy) and accuracy count only the selected positions. With `mask_prob_start`, a
+    training step's rate falls linearly from it to `mask_prob` over the run (evaluation: `mask_prob`)."""
 
     def __init__(
         self,
@@ -113,9 +114,11 @@ class MLMObjective(Objective):
         mask_random: float = 0.1,
         seed: int = 0,
         unigram: np.ndarray | None = None,
+        mask_prob_start: float | None = None,
     ):
         self.vocab_size = vocab_size
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
+        self.mask_prob_start = mask_prob_start
         self.generator = torch.Generator().manual_seed(seed)
         self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
@@ -129,12 +132,18 @@ class MLMObjective(Objective):
         random_ids = torch.randint(self.vocab_size, ids.shape, generator=gen)
         return self._apply(ids, selected, action, random_ids)
 
+    def rate_at(self, progress: float) -> float:
+        """The masking rate of a training step `progress` (step ÷ total steps) into the run."""
+        if self.mask_prob_start is None:
+            return self.mask_prob
+        return self.mask_prob_start + (self.mask_prob - self.mask_prob_start) * min(1.0, max(0.0, progress))
+
     def mask_rows(self, ids: Tensor, rows: Rows) -> tuple[Tensor, Tensor, Tensor]:
         """`mask` with every row drawn from its own generator (a training step's rows): a row's masks do
         not depend on the micro-batch it is in. A row may draw no target."""
         maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)
         row = ids.shape[1:]
-        selected = (rows.rand(row) < self.mask_prob) & maskable
+        selected = (rows.rand(row) < self.rate_at(rows.progress)) & maskable
         action = rows.rand(row)
         random_ids = rows.randint(self.vocab_size, row)
         return self._apply(ids, selected, action, random_ids)

@@ -123,7 +123,13 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
     log(describe(mcfg))
     unigram = unigram_log_probs(corpus.train.ids, mcfg.vocab_size)
     objective = MLMObjective(
-        mcfg.vocab_size, ccfg.mask_prob, ccfg.mask_replace, ccfg.mask_random, seed=tcfg.seed, unigram=unigram
+        mcfg.vocab_size,
+        ccfg.mask_prob,
+        ccfg.mask_replace,
+        ccfg.mask_random,
+        seed=tcfg.seed,
+        unigram=unigram,
+        mask_prob_start=ccfg.mask_prob_start,
     )
     eval_data, train = (TokenData(c.ids, c.lengths) for c in (corpus.eval, corpus.train))
     device = d.device(pick_device(tcfg.device))

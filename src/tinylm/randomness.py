@@ -31,10 +31,11 @@ def row_seed(seed: int, step: int, row: int) -> int:
 
 
 class Rows:
-    """The generators of a micro-batch's rows, and the full (untrimmed) sequence length."""
+    """The generators of a micro-batch's rows, the full (untrimmed) sequence length, and how far the run is
+    (`progress`: step ÷ total steps, for schedules such as the masking rate's)."""
 
-    def __init__(self, generators: Sequence[torch.Generator], full_length: int):
-        self.generators, self.full_length = list(generators), full_length
+    def __init__(self, generators: Sequence[torch.Generator], full_length: int, progress: float = 0.0):
+        self.generators, self.full_length, self.progress = list(generators), full_length, progress
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -67,9 +68,10 @@ class Rows:
         return self._draw("bits16", shape, seq_dims)
 
 
-def rows_of(seed: int, step: int, positions: Sequence[int], full_length: int) -> Rows:
+def rows_of(seed: int, step: int, positions: Sequence[int], full_length: int, progress: float = 0.0) -> Rows:
     """The rows at these places of step `step`'s global batch."""
-    return Rows([torch.Generator().manual_seed(row_seed(seed, step, int(j))) for j in positions], full_length)
+    gens = [torch.Generator().manual_seed(row_seed(seed, step, int(j))) for j in positions]
+    return Rows(gens, full_length, progress)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,9 @@ from tinylm.weights import load_state, read_weights, state_for_saving
 NON_IDENTITY_KEYS = frozenset(
     {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device", "prune", "grad_accum"}
 )
+#: Settings added after runs were named, hashed only when they differ from these defaults: a run made
+#: before a setting existed keeps its name (and is reused) as long as the setting stays at its default.
+HASHED_WHEN_CHANGED = {"position_init": "normal", "attention_init": "normal", "mask_prob_start": None}
 #: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
 RESUME_ONLY = ("checkpoints", "best.safetensors")
 
@@ -37,7 +40,12 @@ RESUME_ONLY = ("checkpoints", "best.safetensors")
 def run_name(prefix: str, flat: dict[str, Any]) -> str:
     """`PREFIX-ARCH-HASH`: the hash covers every setting that defines the run."""
     arch = flat.get("model") or f"{flat['layers']}x{flat['hidden_size']}"
-    return f"{prefix}-{arch}-{stable_hash({k: v for k, v in flat.items() if k not in NON_IDENTITY_KEYS}, 10)}"
+    identity = {
+        k: v
+        for k, v in flat.items()
+        if k not in NON_IDENTITY_KEYS and not (k in HASHED_WHEN_CHANGED and v == HASHED_WHEN_CHANGED[k])
+    }
+    return f"{prefix}-{arch}-{stable_hash(identity, 10)}"
 
 
 class RunDir:

@@ -282,7 +282,8 @@ class Trainer:
         local = [0.0, 0, 0, 0]  # summed loss, correct, count, tokens of this rank's micro-batches
         for chunk, places in self._micro_batches(idx):
             batch = self.data.batch(chunk, self.device)
-            with activate(rows_of(c.seed, p.step, places.tolist(), self.data.ids.shape[1])):
+            rows = rows_of(c.seed, p.step, places.tolist(), self.data.ids.shape[1], p.step / self.total_steps)
+            with activate(rows):
                 with autocast(self.device, c.precision):
                     loss, stats = self.objective.loss(self.forward_model, batch)
                 torch.autograd.backward(loss)

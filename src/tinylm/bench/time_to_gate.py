@@ -26,6 +26,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "batch 16": {"batch_size": 16, "warmup_steps": 460},
     "lr 3e-3": {"lr": 3e-3},
     "warm-up 1%": {"warmup_steps": 45},
+    "mask 30→15%": {"mask_prob_start": 0.3},
+    "sinusoidal positions": {"position_init": "sinusoidal"},
+    "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
+    "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
 }
 
 
@@ -80,7 +84,7 @@ def run_lane(name: str, settings: dict[str, Any], gate: float, out: str, threads
     from tinylm.train import Progress
 
     torch.set_num_threads(threads)
-    run_name = name.replace(" ", "_").replace("%", "pct")
+    run_name = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
     metrics = Path(out) / run_name / "metrics.jsonl"
 
     def stop_at_gate(p: Progress) -> None:
