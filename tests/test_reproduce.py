@@ -406,3 +406,24 @@ def test_estimate_warns_when_timed_on_a_busy_machine(
         e = est.estimate([], str(real_data_dir), ["agnews"], 64, [1], 100.0)
         assert e["busy"]["busy"] is warned and e["busy"]["load_average"] == load
         assert ("timed while the machine was busy" in est.format_estimate(e)) is warned
+
+
+def test_gpu_estimate_of_tiny_models_has_a_per_step_floor() -> None:
+    """`--estimate`'s GPU column: each job is the larger of FLOPs ÷ TFLOP/s and steps × (operator launches ×
+    µs per launch); the launches are counted on a real step (more layers, more launches), and the bound
+    that applies is named."""
+    from tinylm.config import ModelConfig
+    from tinylm.paper.estimate import gpu_minutes, launches_per_step
+
+    one, two = (launches_per_step("pretrain", ModelConfig(layers=n)) for n in (1, 2))
+    assert 30 < one < two < 300
+    assert launches_per_step("finetune", ModelConfig(layers=2)) > 30
+    tiny = {"flops": 1.75e14, "steps": 10_000, "launches_per_step": two, "seq": 93.0, "batch": 32}
+    g = gpu_minutes(tiny, 100.0, 10.0, None)
+    assert g["gpu_bound"] == "per-step floor"
+    assert g["minutes_gpu"] == pytest.approx(10_000 * two * 10e-6 / 60)
+    assert g["minutes_gpu"] > 1.75e14 / 100e12 / 60  # the FLOP bound alone said less
+    big = tiny | {"flops": 1e18}
+    assert gpu_minutes(big, 100.0, 10.0, None)["gpu_bound"] == "FLOPs"
+    measured = gpu_minutes(tiny, 100.0, 10.0, measured_tps=93.0 * 32 / 0.004)  # 4 ms a step, timed
+    assert measured["gpu_step_floor_s"] == pytest.approx(0.004)

@@ -149,6 +149,11 @@ class TrainConfig:
         ("fp32", "bf16", "auto"),
     )
     device: str = opt("auto", "auto (CUDA if present), cpu or cuda", ("auto", "cpu", "cuda"))
+    fused_loss: bool = opt(
+        True,
+        "MLM: vocabulary projection and cross-entropy fused over chunks of rows (the logit matrix is never "
+        "stored; same mathematics, ~1.3x the tokens/s of a 2/128 step on a CPU); false: the plain path",
+    )
     compile: bool = opt(False, "wrap the model in torch.compile")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
     log_every: int = opt(10, "write a metrics line every N steps")
@@ -261,9 +266,7 @@ class CorpusConfig:
         if not 0 < self.mask_prob < 1:
             p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
         if self.mask_prob_start is not None and not 0 < self.mask_prob_start < 1:
-            p.append(
-                f"mask_prob_start: must be in (0, 1) or null (constant), got {self.mask_prob_start}"
-            )
+            p.append(f"mask_prob_start: must be in (0, 1) or null (constant), got {self.mask_prob_start}")
         if not (
             0 <= self.mask_replace and 0 <= self.mask_random and self.mask_replace + self.mask_random <= 1
         ):

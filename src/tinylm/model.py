@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tinylm import randomness
 from tinylm.config import ModelConfig
 from tinylm.registry import PAD_ID
+from tinylm.vocab_loss import linear_cross_entropy
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -400,15 +401,25 @@ class TinyBertForMaskedLM(nn.Module):
         init_weights(self, cfg)
 
     def forward(
-        self, input_ids: Tensor, attention: Tensor | None = None, positions: Tensor | None = None
-    ) -> Tensor:
+        self,
+        input_ids: Tensor,
+        attention: Tensor | None = None,
+        positions: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Any:
+        """Logits at `positions` (all positions where None); with `targets` (one per position, negative =
+        ignore) instead the summed cross-entropy and the hit count, projection and loss fused
+        (`vocab_loss`: the logit matrix is never stored)."""
         h = self.bert(input_ids, attention)
         h = (
             h.reshape(-1, h.shape[-1])
             if positions is None
             else h.reshape(-1, h.shape[-1]).index_select(0, positions)
         )
-        return self.cls.predictions(h)
+        head = self.cls.predictions
+        if targets is None:
+            return head(h)
+        return linear_cross_entropy(head.transform(h), head.decoder.weight, head.bias, targets)
 
 
 class TinyBertForSequenceClassification(nn.Module):

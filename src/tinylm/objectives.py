@@ -100,11 +100,18 @@ def bucketed(positions: Tensor) -> Tensor:
     return torch.cat([positions, positions.new_zeros(pad)]) if pad else positions
 
 
+def padded_targets(targets: Tensor, rows: int) -> Tensor:
+    """`targets` followed by -1 (ignored) up to `rows`."""
+    return torch.cat([targets, targets.new_full((rows - len(targets),), -1)])
+
+
 class MLMObjective(Objective):
     """BERT masking, re-drawn every batch: `mask_prob` of non-special tokens ([PAD]/[CLS]/[SEP] excluded)
     are selected; of those `mask_replace` → [MASK], `mask_random` → a uniform random id, the rest kept.
     The loss (cross-entropy) and accuracy count only the selected positions. With `mask_prob_start`, a
-    training step's rate falls linearly from it to `mask_prob` over the run (evaluation: `mask_prob`)."""
+    training step's rate falls linearly from it to `mask_prob` over the run (evaluation: `mask_prob`).
+    `fused`: the training loss through the model's fused projection + loss (`vocab_loss`), else the
+    plain logits + `cross_entropy_and_hits`."""
 
     def __init__(
         self,
@@ -115,10 +122,11 @@ class MLMObjective(Objective):
         seed: int = 0,
         unigram: np.ndarray | None = None,
         mask_prob_start: float | None = None,
+        fused: bool = True,
     ):
         self.vocab_size = vocab_size
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
-        self.mask_prob_start = mask_prob_start
+        self.mask_prob_start, self.fused = mask_prob_start, fused
         self.generator = torch.Generator().manual_seed(seed)
         self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
@@ -166,10 +174,18 @@ class MLMObjective(Objective):
         inputs, positions, targets = (
             self.mask_rows(ids, rows) if rows is not None else self.mask(ids, self.generator)
         )
-        logits = model(inputs.to(device), batch["attention"], bucketed(positions).to(device))[: len(targets)]
-        targets = targets.to(device)
-        loss, correct = cross_entropy_and_hits(logits.float(), targets)
-        return loss, {"correct": int(correct), "count": targets.numel()}
+        padded, count = bucketed(positions).to(device), targets.numel()
+        if self.fused:  # padding rows get target -1: ignored
+            loss, correct = model(
+                inputs.to(device),
+                batch["attention"],
+                padded,
+                targets=padded_targets(targets, len(padded)).to(device),
+            )
+        else:
+            logits = model(inputs.to(device), batch["attention"], padded)[:count]
+            loss, correct = cross_entropy_and_hits(logits.float(), targets.to(device))
+        return loss, {"correct": int(correct), "count": count}
 
     @torch.no_grad()
     def evaluate(

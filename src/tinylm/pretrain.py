@@ -130,6 +130,7 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
         seed=tcfg.seed,
         unigram=unigram,
         mask_prob_start=ccfg.mask_prob_start,
+        fused=tcfg.fused_loss,
     )
     eval_data, train = (TokenData(c.ids, c.lengths) for c in (corpus.eval, corpus.train))
     device = d.device(pick_device(tcfg.device))

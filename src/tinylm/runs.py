@@ -28,7 +28,19 @@ from tinylm.weights import load_state, read_weights, state_for_saving
 #: runs, how its global batch is split (`grad_accum`: results depend on the global batch only). They may
 #: differ between an interrupted run and its resumption, and are left out of run names.
 NON_IDENTITY_KEYS = frozenset(
-    {"resume", "progress", "threads", "out", "name", "data_dir", "cache_dir", "device", "prune", "grad_accum"}
+    {
+        "resume",
+        "progress",
+        "threads",
+        "out",
+        "name",
+        "data_dir",
+        "cache_dir",
+        "device",
+        "prune",
+        "grad_accum",
+        "fused_loss",
+    }
 )
 #: Settings added after runs were named, hashed only when they differ from these defaults: a run made
 #: before a setting existed keeps its name (and is reused) as long as the setting stays at its default.

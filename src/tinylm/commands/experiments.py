@@ -23,6 +23,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         estimate_only=args.estimate,
         gpus=args.gpus,
         gpu_tflops=args.gpu_tflops,
+        gpu_launch_us=args.gpu_launch_us,
         executor=args.executor,
         ray_address=args.ray_address,
     )
@@ -61,6 +62,15 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
         default=100.0,
         help="assumed sustained TFLOP/s per GPU for the projection (default 100: an H100 in bf16 at ~10-25%% "
         "of peak for these small models)",
+    )
+    p.add_argument(
+        "--gpu-launch-us",
+        "--gpu_launch_us",
+        dest="gpu_launch_us",
+        type=float,
+        default=10.0,
+        help="assumed cost of one operator launch on a GPU, in µs (default 10): a training step's floor is "
+        "its operator count × this (a step timed on the GPU where one is present); tiny models hit it",
     )
 
 

@@ -5,7 +5,10 @@ time on this device from a few timed steps of each architecture, and the same gr
 Token counts use measured mean lengths (WordPieces per sample, capped at max_length) of 500 Wikipedia
 leads and 200 examples of each task; the GPU projection assumes a sustained throughput per GPU
 (`--gpu-tflops`, a stated assumption, not a measurement) and perfect parallelism across independent jobs,
-bounded below by the grid's critical path.
+bounded below by the grid's critical path. Tiny models on a GPU are bound by per-step overhead, not by
+FLOPs: every optimizer step costs at least its operator launches (counted on one real training step of
+the architecture) × a per-launch cost (`--gpu-launch-us`, stated; a measured step time where a GPU is
+present), and each job's GPU time is the larger of the two bounds; the table says which applies.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinylm.config import ModelConfig, model_shape
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
@@ -81,6 +85,40 @@ def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> di
     }
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the operators dispatched (views excluded): each is a kernel launch on a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view and func.__name__.split(".")[0] not in ("detach", "alias", "_unsafe_view", "t"):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def launches_per_step(kind: str, cfg: ModelConfig) -> int:
+    """Operators of one training step (forward, loss, backward, fused AdamW) of the architecture, counted on
+    a tiny batch after a warm-up step (the optimizer's state exists): the step's kernel launches on a GPU."""
+    small = dataclasses.replace(cfg, vocab_size=min(cfg.vocab_size, 512), dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    model = TinyBertForMaskedLM(small) if kind == "pretrain" else TinyBertForSequenceClassification(small, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    ids = torch.randint(5, small.vocab_size, (2, min(16, small.max_length)))
+
+    def step() -> None:
+        out = model(ids, None, torch.arange(3)) if kind == "pretrain" else model(ids)
+        out.float().logsumexp(-1).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    with _OpCounter() as counter:
+        step()
+    return counter.count
+
+
 def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budget_s: float = 3.0) -> float:
     """Training tokens/s of one architecture on this device: random ids, at most 8 rows per step (a large
     model on a CPU), timed steps after one warm-up until `budget_s` seconds have passed (at least one)."""
@@ -113,6 +151,29 @@ def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budge
     return rows * T * n / (time.perf_counter() - t0)
 
 
+#: Stated cost of one operator launch on a GPU in eager PyTorch (CPU-side dispatch + launch latency;
+#: typically 5-20 µs): the per-step floor's assumption where no GPU is present to time steps on.
+DEFAULT_LAUNCH_US = 10.0
+
+
+def gpu_minutes(
+    c: dict[str, Any], tflops: float, launch_us: float, measured_tps: float | None
+) -> dict[str, Any]:
+    """A job's GPU minutes: the larger of FLOPs ÷ sustained TFLOP/s and steps × the per-step floor
+    (launches × `launch_us`, or the measured time of a step where a GPU timed it: `measured_tps`)."""
+    flop_bound = c["flops"] / (tflops * 1e12) / 60
+    if measured_tps:
+        floor_s = c["seq"] * c["batch"] / measured_tps
+    else:
+        floor_s = c["launches_per_step"] * launch_us * 1e-6
+    floor = c["steps"] * floor_s / 60
+    return {
+        "minutes_gpu": max(flop_bound, floor),
+        "gpu_step_floor_s": floor_s,
+        "gpu_bound": "per-step floor" if floor > flop_bound else "FLOPs",
+    }
+
+
 def estimate(
     jobs: list[Job],
     data_dir: str | None,
@@ -120,12 +181,13 @@ def estimate(
     max_length: int,
     gpus: list[int],
     gpu_tflops: float,
+    gpu_launch_us: float = DEFAULT_LAUNCH_US,
 ) -> dict[str, Any]:
-    """Per-job and total cost of the grid, projected on this device and on N GPUs; `busy` records the load
-    the device timings were taken under."""
+    """Per-job and total cost of the grid, projected on this device and on N GPUs (each job: the larger of
+    its FLOP bound and its per-step floor); `busy` records the load the device timings were taken under."""
     lengths = mean_lengths(data_dir, tasks, max_length)
     load, cores = getattr(os, "getloadavg", lambda: (0.0,))()[0], os.cpu_count() or 1
-    rows, speed = [], {}
+    rows, speed, launches = [], {}, {}
     by_job = {j.id: j for j in jobs}
     for j in jobs:
         if j.kind not in RECIPES:
@@ -135,7 +197,10 @@ def estimate(
         if key not in speed:
             speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"])
         c["minutes_here"] = c["tokens"] / speed[key] / 60
-        c["minutes_gpu"] = c["flops"] / (gpu_tflops * 1e12) / 60
+        if key[:2] not in launches:
+            launches[key[:2]] = launches_per_step(j.kind, c["model"])
+        c["launches_per_step"] = launches[key[:2]]
+        c |= gpu_minutes(c, gpu_tflops, gpu_launch_us, speed[key] if torch.cuda.is_available() else None)
         rows.append({"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps} | c)
     total_here = sum(r["minutes_here"] for r in rows)
     by_id = {r["id"]: r for r in rows}
@@ -156,6 +221,9 @@ def estimate(
             "minutes_here": total_here,
         },
         "gpu_tflops_assumed": gpu_tflops,
+        "gpu_launch_us": gpu_launch_us,
+        "gpu_step_floor_measured": torch.cuda.is_available(),
+        "overhead_bound_jobs": sum(r["gpu_bound"] == "per-step floor" for r in rows),
         "on_gpus": {n: max(critical, total_gpu / n) for n in gpus},
         "critical_path_gpu_minutes": critical,
         "busy": {"load_average": load, "cores": cores, "busy": load > BUSY_LOAD_SHARE * cores},
@@ -189,9 +257,15 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"{_h(t['minutes_here'])} one job at a time (training steps only)"
     )
     gpus = ", ".join(f"{n} GPU(s): {_h(m)}" for n, m in e["on_gpus"].items())
+    floor = (
+        "a step's time as measured on this GPU"
+        if e["gpu_step_floor_measured"]
+        else f"its operator launches × an assumed {e['gpu_launch_us']:g} µs each"
+    )
     lines.append(
-        f"on GPUs at an assumed {e['gpu_tflops_assumed']:g} TFLOP/s sustained each: {gpus} (critical path "
-        f"{_h(e['critical_path_gpu_minutes'])})"
+        f"on GPUs: {gpus} (critical path {_h(e['critical_path_gpu_minutes'])}); each job the larger of "
+        f"FLOPs ÷ an assumed {e['gpu_tflops_assumed']:g} TFLOP/s and steps × a per-step floor ({floor}); "
+        f"the floor binds for {e['overhead_bound_jobs']} of {len(e['rows'])} jobs"
     )
     busy = e.get("busy", {})
     if busy.get("busy"):

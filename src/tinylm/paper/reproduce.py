@@ -127,6 +127,7 @@ def reproduce(
     estimate_only: bool = False,
     gpus: list[int] | None = None,
     gpu_tflops: float = 100.0,
+    gpu_launch_us: float = 10.0,
     executor: str = "local",
     ray_address: str | None = None,
 ) -> Path:
@@ -151,12 +152,12 @@ def reproduce(
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
     if estimate_only:
-        _print_estimate(p, jobs, data_dir, tasks, gpus, gpu_tflops, log)
+        _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
         return outp
     # the lock first: a second reproduce on the same OUT stops here, changing nothing and timing nothing
     with DirLock(outp, "reproduce"):
         if not dry_run:
-            _print_estimate(p, jobs, data_dir, tasks, gpus, gpu_tflops, log)
+            _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
         return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address)
 
 
@@ -166,12 +167,13 @@ def _print_estimate(
     data_dir: str | None,
     tasks: list[str],
     gpus: list[int] | None,
-    gpu_tflops: float,
+    gpu: tuple[float, float],
     log: Log,
 ) -> None:
+    """`gpu`: the assumed sustained TFLOP/s and µs per operator launch of one GPU."""
     from tinylm.paper.estimate import estimate, format_estimate
 
-    cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], gpu_tflops)
+    cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], *gpu)
     log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
 
 

@@ -1,0 +1,130 @@
+"""The fused vocabulary projection + loss (`vocab_loss`) against the plain path, and the init-only and
+masking-schedule options of the faster pre-training recipes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinylm.config import ModelConfig
+from tinylm.model import TinyBertForMaskedLM, sinusoidal_positions
+from tinylm.objectives import MLMObjective, cross_entropy_and_hits
+from tinylm.randomness import activate, rows_of
+from tinylm.vocab_loss import linear_cross_entropy
+
+#: Stated tolerances (relative to the largest gradient entry): fp32 summation order only; bf16: the
+#: plain path rounds its logits to bf16 before the loss, the fused path adds the bias in fp32.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def _autocast(dtype: torch.dtype) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_fused_loss_and_gradients_equal_the_plain_path(dtype: torch.dtype, chunk: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    rows, valid, vocab, d = 150, 131, 997, 32
+    h = torch.randn(rows, d, generator=g).requires_grad_()
+    w = (torch.randn(vocab, d, generator=g) * 0.3).requires_grad_()
+    b = (torch.randn(vocab, generator=g) * 0.1).requires_grad_()
+    targets = torch.randint(vocab, (rows,), generator=g)
+    targets[3] = int(torch.mv(w, h[3]).add(b).argmax())  # at least one hit
+    targets[valid:] = -1  # padding rows: ignored
+    with _autocast(dtype):
+        logits = F.linear(h, w, b)[:valid]
+        plain, plain_hits = cross_entropy_and_hits(logits.float(), targets[:valid])
+    want = torch.autograd.grad(plain, (h, w, b))
+    with _autocast(dtype):
+        fused, hits = linear_cross_entropy(h, w, b, targets, chunk)
+    got = torch.autograd.grad(fused * 0.5, (h, w, b))  # the incoming gradient scales every gradient
+    tol = TOLERANCE[dtype]
+    assert abs(float(fused.detach()) - float(plain.detach())) <= tol * abs(float(plain.detach()))
+    assert int(hits) == int(plain_hits) >= 1 or dtype == torch.bfloat16
+    for name, a, c in zip(("h", "weight", "bias"), want, got, strict=True):
+        assert c.dtype == a.dtype, name
+        err = float((a * 0.5 - c).abs().max() / a.abs().max())
+        assert err <= tol, f"{name}: relative error {err:.2e} > {tol}"
+    assert float(got[0][valid:].abs().max()) == 0.0  # ignored rows get no gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mlm_objective_fused_equals_plain_on_every_parameter(dtype: torch.dtype) -> None:
+    """The trainer's step (`MLMObjective.loss` under the step's rows) through both paths: the same loss,
+    counts and gradients of every parameter, the tied decoder/embedding included."""
+    cfg = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=500, max_length=24,
+                      dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    ids = torch.randint(5, 500, (6, 24), generator=torch.Generator().manual_seed(1))
+    ids[:, 0], ids[:, -1], ids[4, 15:] = 101, 102, 0
+    batch = {"input_ids": ids, "attention": (ids != 0).long()}
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = TinyBertForMaskedLM(cfg)
+        objective = MLMObjective(cfg.vocab_size, seed=0, fused=fused)
+        with activate(rows_of(0, 3, range(6), 24)), _autocast(dtype):
+            loss, stats = objective.loss(model, batch)
+        loss.backward()
+        results.append(
+            (float(loss.detach()), stats, {n: p.grad.clone() for n, p in model.named_parameters()})
+        )
+    (plain, plain_stats, want), (fused_loss, stats, got) = results
+    tol = TOLERANCE[dtype]
+    assert stats["count"] == plain_stats["count"] > 0
+    assert stats["correct"] == plain_stats["correct"] or dtype == torch.bfloat16
+    assert abs(fused_loss - plain) <= tol * abs(plain)
+    assert set(got) == set(want)
+    scale = max(float(g.abs().max()) for g in want.values())
+    for name in want:  # (key biases have zero gradient in exact arithmetic: absolute tolerance too)
+        torch.testing.assert_close(got[name], want[name], rtol=tol * 5, atol=tol * scale, msg=name)
+
+
+def test_mask_rate_schedule_falls_linearly_and_evaluation_keeps_mask_prob() -> None:
+    objective = MLMObjective(30522, mask_prob=0.15, mask_prob_start=0.3)
+    assert [round(objective.rate_at(p), 4) for p in (0.0, 0.5, 1.0, 2.0)] == [0.3, 0.225, 0.15, 0.15]
+    ids = torch.randint(1000, 30000, (64, 128), generator=torch.Generator().manual_seed(0))
+    early = objective.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=0.0))[1]
+    late = objective.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=1.0))[1]
+    n = ids.numel()
+    assert 0.28 < len(early) / n < 0.32 and 0.13 < len(late) / n < 0.17
+    held_out = objective.mask(ids, torch.Generator().manual_seed(0))[1]
+    assert 0.13 < len(held_out) / n < 0.17
+
+
+def test_init_options_change_only_the_init() -> None:
+    base = ModelConfig(layers=1, hidden_size=64, heads=2, ffn_size=64, vocab_size=300, max_length=32)
+    plain = TinyBertForMaskedLM(base)
+    mimetic = TinyBertForMaskedLM(ModelConfig(**vars(base) | {"position_init": "sinusoidal",
+                                                               "attention_init": "mimetic"}))  # fmt: skip
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in mimetic.named_parameters()]
+    pos = mimetic.bert.embeddings.position_embeddings.weight
+    assert torch.equal(pos, sinusoidal_positions(32, 64, base.init_std))
+    assert abs(float(pos.std()) - base.init_std) < 0.005
+    cos = F.cosine_similarity(pos[:-1], pos[1:]).mean()
+    assert cos > 0.9  # neighbouring positions start out similar
+    attn = mimetic.bert.encoder.layer[0].attention.self
+    assert torch.equal(attn.query.weight, attn.key.weight)
+    plain_attn = plain.bert.encoder.layer[0].attention.self
+    assert not torch.equal(plain_attn.query.weight, plain_attn.key.weight)
+
+
+def test_bad_recipe_options_are_one_clear_error_before_anything_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tinylm.errors import ConfigError
+    from tinylm.settings import PretrainSettings
+
+    with pytest.raises(ConfigError) as e:
+        PretrainSettings.build({"mask_prob_start": 1.5, "position_init": "random", "attention_init": "x"})
+    text = str(e.value)
+    for field in ("mask_prob_start", "position_init", "attention_init"):
+        assert field in text
+    out = subprocess.run(
+        [sys.executable, "-m", "tinylm", "pretrain", "--mask_prob_start", "0", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode != 0 and "mask_prob_start: must be in (0, 1)" in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started
