@@ -35,8 +35,7 @@ from tinylm.model import TinyBertForSequenceClassification, stack_members
 from tinylm.model_dir import MODEL_FILES, load_model, model_tokenizer
 from tinylm.perf import median_seconds, parallel_groups
 from tinylm.predict import evaluating, predict
-
-RULES = ("mean_prob", "mean_logit", "vote")
+from tinylm.registry import RULES
 
 
 def arch_key(model: TinyBertForSequenceClassification) -> str:

@@ -163,3 +163,7 @@ def resolve_per_label(task: str | None, value: int | None, split: str) -> int | 
         return None
     train, test = paper_samples(task)
     return train if split == "train" else test
+
+
+#: Committee rules: average of softmax outputs (the paper's soft committee), of logits, majority vote.
+RULES = ("mean_prob", "mean_logit", "vote")

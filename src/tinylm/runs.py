@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from tinylm.errors import CheckpointError, TinylmError
 from tinylm.fileio import atomic_dir, sha256_file, space_errors, stable_hash, write_json, write_text
-from tinylm.weights import load_state, read_weights, state_for_saving
+
+if TYPE_CHECKING:
+    import torch
 
 #: Settings that do not define a run: where it is written and read from, how it is shown, where it
 #: runs, how its global batch is split (`grad_accum`: results depend on the global batch only). They may
@@ -158,6 +159,10 @@ class RunDir:
     # ------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int) -> Path:
+        import torch
+
+        from tinylm.weights import state_for_saving
+
         if not self.writer:
             return self.checkpoints / f"step-{step:08d}"
         name = f"step-{step:08d}"
@@ -186,6 +191,10 @@ class RunDir:
 
     def load_checkpoint(self, target: Path, model: torch.nn.Module) -> dict[str, Any]:
         """Verify and load a checkpoint into `model`; return the training state."""
+        import torch
+
+        from tinylm.weights import load_state, read_weights
+
         manifest = target / "manifest.json"
         try:
             sums = json.loads(manifest.read_text())["sha256"]

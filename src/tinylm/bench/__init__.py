@@ -17,7 +17,7 @@ from typing import Any
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     from tinylm.bench.latency import add_latency_parser
     from tinylm.bench.memory import add_memory_parser
-    from tinylm.bench.pretrain import add_pretrain_parser
+    from tinylm.bench.pretrain_cli import add_pretrain_parser
     from tinylm.bench.sweep import add_sweep_parser
     from tinylm.bench.time_to_gate import add_time_to_gate_parser
 

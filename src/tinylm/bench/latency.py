@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tinylm.latency import bench_latency
-from tinylm.machine import write_benchmark
-
 
 def format_latency(result: dict[str, Any]) -> str:
     lines = [
@@ -25,6 +22,9 @@ def format_latency(result: dict[str, Any]) -> str:
 
 
 def _cmd_latency(args: argparse.Namespace) -> int:
+    from tinylm.latency import bench_latency
+    from tinylm.machine import write_benchmark
+
     res = bench_latency(
         args.k, args.batch, args.precision, args.seq, args.reps, max(1, args.reps // 5), device=args.device
     )

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _status_gib(field: str) -> float:
     """A memory field of /proc/self/status (VmRSS, VmHWM) in GiB; 0 where /proc is absent."""
@@ -42,6 +40,8 @@ def bench_memory(
 ) -> dict[str, Any]:
     """Pre-train `model` (a named architecture or model settings) for `steps` steps with an evaluation
     every `eval_every`, sampling RSS after each."""
+    import torch
+
     from tinylm.device import auto_precision
     from tinylm.machine import cpu_name
     from tinylm.pretrain import pretrain

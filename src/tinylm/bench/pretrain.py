@@ -9,32 +9,28 @@ peak resident memory of a tinylm BERT-6 step (in a child process).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from tinylm.bench.pretrain_cli import SHAPES
 from tinylm.config import ModelConfig, TrainConfig
-from tinylm.device import bf16_supported, pick_device
+from tinylm.device import bf16_supported
 from tinylm.hf import hf_config
-from tinylm.machine import cpu_name, write_benchmark
+from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM, train_flops_per_token
 from tinylm.objectives import MLMObjective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import autocast
 from tinylm.registry import BERT_VOCAB_SIZE, CLS_ID, NAMED_MODELS, PAPER_CORPUS_SEED, SEP_ID
 from tinylm.train import make_optimizer
-
-#: Shapes timed by `bench pretrain` (short name -> registered architecture).
-SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128", "1x128": "tiny-1x128"}
 
 
 def shape_config(shape: str, **overrides: Any) -> ModelConfig:
@@ -278,59 +274,3 @@ def format_table(result: dict[str, Any]) -> str:
             f"({k.split('_')[1]}): {v} GiB"
         )
     return "\n".join(lines)
-
-
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    res = bench_pretrain(
-        args.shapes,
-        args.precision,
-        args.steps,
-        args.warmup,
-        args.batch,
-        args.seq,
-        reference=not args.no_reference,
-        memory=not args.no_memory,
-        device=str(pick_device(args.device)),
-    )
-    return write_benchmark(Path(args.out), "pretrain", res, format_table(res))
-
-
-def add_pretrain_parser(bsub: argparse._SubParsersAction[Any]) -> None:
-    q = bsub.add_parser(
-        "pretrain",
-        help="MLM training tokens/s: tinylm vs transformers BertForMaskedLM",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    q.add_argument(
-        "--shapes",
-        nargs="+",
-        default=["bert6", "1x256"],
-        choices=list(SHAPES),
-        help="model shapes (default: bert6 1x256)",
-    )
-    q.add_argument(
-        "--precision",
-        nargs="+",
-        default=["fp32", "bf16"],
-        choices=["fp32", "bf16"],
-        help="precisions (bf16 where supported)",
-    )
-    q.add_argument(
-        "--steps", type=int, default=10, help="timed steps per implementation (median reported; default 10)"
-    )
-    q.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
-    q.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    q.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
-    q.add_argument("--no-reference", action="store_true", help="skip transformers (tinylm only)")
-    q.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process (CPU)")
-    q.add_argument(
-        "--device",
-        default="cpu",
-        choices=["auto", "cpu", "cuda"],
-        help="device (default cpu; auto: CUDA if present)",
-    )
-    q.add_argument(
-        "--out", default="benchmarks", help="where to write pretrain.json / pretrain.md (default benchmarks/)"
-    )
-    q.set_defaults(handler=_cmd_pretrain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from tinylm.registry import PAPER_CORPUS_SEED
@@ -126,13 +127,20 @@ def _flag(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
     p.add_argument(*names, dest=name, **kw)
 
 
-def add_overlap(sub: argparse._SubParsersAction[Any]) -> None:
-    from tinylm import overlap
+def module_doc(name: str) -> str | None:
+    """A module's docstring read from its source without importing it (and numpy, torch, ... with it)."""
+    import ast
+    import importlib.util
 
+    spec = importlib.util.find_spec(name)
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text())) if spec and spec.origin else None
+
+
+def add_overlap(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "overlap",
         help="token overlap between pre-training corpora and tasks",
-        description=overlap.__doc__,
+        description=module_doc("tinylm.overlap"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

@@ -34,7 +34,7 @@ def _committee(args: argparse.Namespace) -> int:
 
 
 def add_committee(sub: argparse._SubParsersAction[Any]) -> None:
-    from tinylm.committee import RULES
+    from tinylm.registry import RULES
 
     p = sub.add_parser(
         "committee",
@@ -97,7 +97,7 @@ def _int_or(value: str) -> int:
 
 
 def add_predict(sub: argparse._SubParsersAction[Any]) -> None:
-    from tinylm.committee import RULES
+    from tinylm.registry import RULES
 
     p = sub.add_parser(
         "predict",

@@ -1,0 +1,64 @@
+"""Forward + backward time of the MLM output layer and loss at a 2/128 step's masked rows: the plain path
+(logits, then `cross_entropy_and_hits`, then the slice's and the matmul's gradients) against the fused
+`vocab_loss.linear_cross_entropy` at several chunk sizes, alternated in rounds, on one thread.
+
+    python benchmarks/vocab_loss.py [--rows 640] [--rounds 7]
+
+640 rows ≈ 15 % of a 32 × 128 batch, padded to the 64-row bucket; hidden 128, vocabulary 30,522, fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from tinylm.machine import cpu_name
+from tinylm.objectives import cross_entropy_and_hits
+from tinylm.vocab_loss import linear_cross_entropy
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=640)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    rows, valid, vocab, d = args.rows, args.rows - 20, 30522, 128
+    h = torch.randn(rows, d, generator=g).requires_grad_()
+    w = (torch.randn(vocab, d, generator=g) * 0.05).requires_grad_()
+    b = torch.zeros(vocab).requires_grad_()
+    targets = torch.randint(vocab, (rows,), generator=g)
+    targets[valid:] = -1
+
+    def plain() -> None:
+        loss, _ = cross_entropy_and_hits(F.linear(h, w, b)[:valid], targets[:valid])
+        loss.backward()
+
+    def fused(chunk: int) -> None:
+        loss, _ = linear_cross_entropy(h, w, b, targets, chunk)
+        loss.backward()
+
+    runs = {"plain": plain} | {f"fused, {c} rows/chunk": (lambda c=c: fused(c)) for c in (64, 128, 256, rows)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for f in runs.values():
+        f()
+    for _ in range(args.rounds):
+        for k, f in runs.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    base = statistics.median(times["plain"])
+    print(f"CPU: {cpu_name()}; {args.threads} thread(s); {rows} rows × {vocab} × {d}, fp32; median of {args.rounds}")
+    for k, v in times.items():
+        m = statistics.median(v)
+        print(f"{k:<24} {m * 1000:8.1f} ms  ×{base / m:.2f}")
+
+
+if __name__ == "__main__":
+    main()
