@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from tinylm.config import ModelConfig, build_section
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
@@ -253,6 +254,21 @@ def test_import_keeps_the_pooler_and_export_invents_nothing(tmp_path: Path) -> N
         meta["pooler"] is True and meta["mlm_head"].startswith("random") and meta["tokenizer"] == "vocab.txt"
     )
     assert (tmp_path / "ours" / "vocab.txt").is_file()
+    # the tinylm directory says what it holds: an encoder (no invented MLM head in its weights)
+    ours_config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert ours_config["architectures"] == ["BertModel"] and "untrained" in ours_config["tinylm_mlm_head"]
+    with safe_open(str(tmp_path / "ours" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("cls.")]  # noqa: SIM118 (a safetensors file, not a dict)
+    encoder, info = transformers.AutoModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert type(encoder).__name__ == "BertModel" and not info["missing_keys"]
+    _, mlm_info = transformers.AutoModelForMaskedLM.from_pretrained(
+        tmp_path / "ours", output_loading_info=True
+    )
+    assert any(k.startswith("cls.predictions") for k in mlm_info["missing_keys"])  # transformers warns
+    from tinylm.model_dir import load_model
+
+    reloaded, _ = load_model(tmp_path / "ours")  # tinylm still loads it (the head: fresh, untrained)
+    assert isinstance(reloaded, TinyBertForMaskedLM)
     assert main(["export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
     config = json.loads((tmp_path / "back" / "config.json").read_text())
     assert config["architectures"] == ["BertModel"] and (tmp_path / "back" / "vocab.txt").is_file()

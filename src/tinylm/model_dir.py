@@ -65,12 +65,22 @@ def model_tokenizer(directory: Path, meta: dict[str, Any]) -> str | None:
     return None
 
 
+#: The weights of an MLM head that was never trained (an imported encoder): not saved, re-made at load.
+UNTRAINED_HEAD = ("cls.",)
+
+
+def untrained_mlm_head(meta: dict[str, Any]) -> bool:
+    """Whether a directory's MLM head was never trained (`tinylm import` of an encoder without one)."""
+    return meta.get("kind", "mlm") == "mlm" and str(meta.get("mlm_head", "")).startswith("random")
+
+
 def save_model(model: TinyBert, directory: Path, tokenizer: str | None = None, **extra: Any) -> None:
     """A self-contained model directory: `model.safetensors` + `model.json` (architecture, kind, label
     names, ...), the tokenizer files, and transformers' `config.json` (BERT models without the conv
     front-end), so that it loads with `AutoModelFor…`/`AutoTokenizer.from_pretrained(directory)` as is."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_weights(model, directory / "model.safetensors")
+    untrained = untrained_mlm_head(extra)
+    save_weights(model, directory / "model.safetensors", leave_out=UNTRAINED_HEAD if untrained else ())
     copied = copy_tokenizer(tokenizer, directory, model.cfg.max_length)
     meta = model_meta(model, **extra)
     if tokenizer:
@@ -78,7 +88,10 @@ def save_model(model: TinyBert, directory: Path, tokenizer: str | None = None, *
     write_json(directory / "model.json", meta)
     if not model.cfg.conv_layers:
         kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
-        write_json(directory / "config.json", hf_config(model.cfg, kind, extra.get("label_names")))
+        config = hf_config(model.cfg, kind, extra.get("label_names"))
+        if untrained:  # an encoder: transformers loads it as one, and warns if asked for a masked LM
+            config |= {"architectures": ["BertModel"], "tinylm_mlm_head": "untrained (not saved)"}
+        write_json(directory / "config.json", config)
 
 
 def read_model_meta(directory: Path) -> dict[str, Any]:
@@ -99,8 +112,11 @@ def build_model(meta: dict[str, Any]) -> TinyBert:
 
 
 def load_model(directory: Path) -> tuple[TinyBert, dict[str, Any]]:
-    """Rebuild a model saved by `save_model` (strict: every weight must be present)."""
+    """Rebuild a model saved by `save_model` (strict: every weight must be present, but an untrained MLM
+    head, which keeps its random init)."""
     meta = read_model_meta(directory)
     model = build_model(meta)
-    load_state(model, read_weights(directory / "model.safetensors"), str(directory / "model.safetensors"))
+    optional = UNTRAINED_HEAD if untrained_mlm_head(meta) else ()
+    load_state(model, read_weights(directory / "model.safetensors"), str(directory / "model.safetensors"),
+               optional=optional)  # fmt: skip
     return model, meta

@@ -21,9 +21,11 @@ def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sd.items() if k not in TIED_KEYS}
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
+def save_weights(model: nn.Module, path: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """The model's weights as safetensors (atomically), without the keys starting with `leave_out`."""
+    state = {k: v for k, v in state_for_saving(model).items() if not (leave_out and k.startswith(leave_out))}
     with space_errors(path.parent), atomic_path(path) as tmp:
-        save_file(state_for_saving(model), str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt"})
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -35,11 +37,19 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from e
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, strict: bool = True) -> None:
-    """Load `state` into `model` after checking shapes (and, if strict, that every weight is present)."""
+def load_state(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    where: str,
+    strict: bool = True,
+    optional: tuple[str, ...] = (),
+) -> None:
+    """Load `state` into `model` after checking shapes (and, if strict, that every weight is present but
+    those starting with `optional`, which keep their init)."""
     own = model.state_dict()
     if strict:
-        expected = {k for k in own if k not in TIED_KEYS}
+        expected = {k for k in own if k not in TIED_KEYS and not (optional and k.startswith(optional))}
+        expected |= set(state) & set(own)
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
             raise CheckpointError(
