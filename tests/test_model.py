@@ -227,9 +227,17 @@ def test_mean_pooling_head_round_trips_through_save_load_and_export(tmp_path: Pa
     assert loaded.cfg.pooling == "mean"
     with torch.no_grad():
         assert torch.equal(loaded(ids, att), logits)
-    with pytest.warns(UserWarning, match="reads \\[CLS\\]"):
-        export_model(model, tmp_path / "hf", label_names=["a", "b", "c"])
+    export_model(model, tmp_path / "hf", label_names=["a", "b", "c"])
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["tinylm_pooling"] == "mean"
+    # in transformers: refused without trust_remote_code (never loaded as the [CLS] model), equal with it
+    for where in (tmp_path / "run", tmp_path / "hf"):
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            transformers.AutoModelForSequenceClassification.from_pretrained(where)
+        hf = transformers.AutoModelForSequenceClassification.from_pretrained(where, trust_remote_code=True)
+        assert type(hf).__name__ == "TinylmBertForSequenceClassification"
+        with torch.no_grad():
+            hf_logits = hf.eval()(input_ids=ids, attention_mask=att).logits
+        assert (hf_logits - logits).abs().max() <= 1e-5
     back, _ = import_model(tmp_path / "hf", kind="classifier")
     back.eval()
     with torch.no_grad():

@@ -9,7 +9,6 @@ Conv front-end variants have no transformers counterpart and cannot be exported.
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -24,8 +23,22 @@ from tinylm.fileio import atomic_dir, read_json_object, write_json
 from tinylm.model import TIED_KEYS, TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 from tinylm.weights import load_state, read_weights, state_for_saving
 
+#: model_type of a mean-pooled classifier directory (its class ships as modeling_tinylm.py).
+MEAN_POOLED_TYPE = "tinylm_bert"
+REMOTE_CODE = "modeling_tinylm.py"
 
-def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None) -> dict[str, Any]:
+
+def write_hf_config(directory: Path, config: dict[str, Any]) -> None:
+    """config.json, and the modeling file its `auto_map` names (if any) next to it."""
+    write_json(directory / "config.json", config)
+    if "auto_map" in config:
+        shutil.copy(Path(__file__).parent / "remote_code" / REMOTE_CODE, directory / REMOTE_CODE)
+
+
+def hf_config(
+    cfg: ModelConfig, kind: str, label_names: list[str] | None = None, num_labels: int | None = None
+) -> dict[str, Any]:
+    """transformers' config.json of a model (`num_labels`: a classifier's, where it has no label names)."""
     out: dict[str, Any] = {
         "architectures": ["BertForSequenceClassification" if kind == "classifier" else "BertForMaskedLM"],
         "model_type": "bert",
@@ -46,8 +59,20 @@ def hf_config(cfg: ModelConfig, kind: str, label_names: list[str] | None = None)
         "tie_word_embeddings": True,
     }
     if kind == "classifier":
-        # transformers' BertForSequenceClassification reads [CLS]; tinylm records its head's pooling here
         out["tinylm_pooling"] = cfg.pooling
+        if num_labels and not label_names:
+            out["num_labels"] = num_labels
+    if kind == "classifier" and cfg.pooling == "mean":
+        # transformers' BertForSequenceClassification reads [CLS]: a mean-pooled head is a class of its own,
+        # shipped next to the weights (auto_map); without trust_remote_code transformers refuses to load it
+        out |= {
+            "model_type": MEAN_POOLED_TYPE,
+            "architectures": ["TinylmBertForSequenceClassification"],
+            "auto_map": {
+                "AutoConfig": "modeling_tinylm.TinylmBertConfig",
+                "AutoModelForSequenceClassification": "modeling_tinylm.TinylmBertForSequenceClassification",
+            },
+        }
     if label_names:
         out["id2label"] = {str(i): n for i, n in enumerate(label_names)}
         out["label2id"] = {n: i for i, n in enumerate(label_names)}
@@ -103,20 +128,13 @@ def export_model(
             "bert-base-uncased vocab.txt/tokenizer.json yourself)",
             stacklevel=2,
         )
-    if kind == "classifier" and model.cfg.pooling != "cls":
-        warnings.warn(
-            f"{out}: the model's head mean-pools token states; transformers' BertForSequenceClassification "
-            "reads [CLS] and will give other logits (config.json records tinylm_pooling; tinylm import "
-            "restores it)",
-            stacklevel=2,
-        )
     with atomic_dir(out) as tmp:
-        config = hf_config(model.cfg, kind, label_names)
+        config = hf_config(model.cfg, kind, label_names, getattr(model, "num_labels", None))
         state = state_for_saving(model)
         if encoder_only and kind == "mlm":
             config["architectures"] = ["BertModel"]
             state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        write_hf_config(tmp, config)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_dir is not None:
             for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -132,7 +150,7 @@ def read_hf_config(path: Path) -> dict[str, Any]:
 
 
 def config_from_hf(cfg: dict[str, Any], where: str) -> ModelConfig:
-    if cfg.get("model_type") != "bert":
+    if cfg.get("model_type") not in ("bert", MEAN_POOLED_TYPE):
         raise CheckpointError(
             f"{where}: model_type is {cfg.get('model_type')!r}; only BERT directories can be imported"
         )

@@ -13,7 +13,7 @@ from typing import Any
 from tinylm.config import ModelConfig
 from tinylm.errors import CheckpointError
 from tinylm.fileio import write_json
-from tinylm.hf import hf_config, write_tokenizer_files
+from tinylm.hf import REMOTE_CODE, hf_config, write_hf_config, write_tokenizer_files
 from tinylm.model import TinyBert, TinyBertForMaskedLM, TinyBertForSequenceClassification
 from tinylm.weights import load_state, read_weights, save_weights
 
@@ -37,6 +37,7 @@ MODEL_FILES = (
     *TOKENIZER_FILES,
     "tokenizer_config.json",
     "special_tokens_map.json",
+    REMOTE_CODE,
 )
 
 
@@ -88,10 +89,10 @@ def save_model(model: TinyBert, directory: Path, tokenizer: str | None = None, *
     write_json(directory / "model.json", meta)
     if not model.cfg.conv_layers:
         kind = "classifier" if isinstance(model, TinyBertForSequenceClassification) else "mlm"
-        config = hf_config(model.cfg, kind, extra.get("label_names"))
+        config = hf_config(model.cfg, kind, extra.get("label_names"), getattr(model, "num_labels", None))
         if untrained:  # an encoder: transformers loads it as one, and warns if asked for a masked LM
             config |= {"architectures": ["BertModel"], "tinylm_mlm_head": "untrained (not saved)"}
-        write_json(directory / "config.json", config)
+        write_hf_config(directory, config)
 
 
 def read_model_meta(directory: Path) -> dict[str, Any]:
