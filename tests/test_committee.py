@@ -342,10 +342,13 @@ def test_onnx_export_of_a_model_and_a_committee_matches_torch(
     one graph) run in onnxruntime with logits within 1e-4 of torch, and `predict` on the export directory
     gives torch's probabilities."""
     import os
+    import shutil
 
     import onnxruntime as ort
+    import transformers
 
     from tinylm.cli import main
+    from tinylm.model_dir import load_model
 
     other = finetune(
         ft(
@@ -376,10 +379,29 @@ def test_onnx_export_of_a_model_and_a_committee_matches_torch(
     att = torch.ones_like(ids)
     att[2, 9:] = 0
     session = ort.InferenceSession(str(tmp_path / "com.onnx" / "model.onnx"))
-    member_logits, probs = session.run(None, {"input_ids": ids.numpy(), "attention_mask": att.numpy()})
+    feed = {"input_ids": ids.numpy(), "attention_mask": att.numpy(), "token_type_ids": np.zeros_like(ids)}
+    member_logits, probs = session.run(None, feed)
     want = com.member_logits(ids, att, "sequential")
     assert np.abs(member_logits - want.numpy()).max() <= 1e-4
     assert np.abs(probs - want.softmax(-1).mean(0).numpy()).max() <= 1e-5
+    # the single model as ONNX users load it: config.json (model_type, labels), the tokenizer's full
+    # output (token_type_ids included) fed as is, weights inside model.onnx (the file alone suffices)
+    one = tmp_path / "one.onnx"
+    config = json.loads((one / "config.json").read_text())
+    labels = json.loads((one / "onnx.json").read_text())["label_names"]
+    assert config["model_type"] == "bert" and config["id2label"] == {str(i): n for i, n in enumerate(labels)}
+    assert sorted(p.name for p in one.iterdir() if "onnx" in p.name) == ["model.onnx", "onnx.json"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(one / "model.onnx", alone / "model.onnx")
+    tok = transformers.AutoTokenizer.from_pretrained(one)
+    enc = tok(["the city news report", "stock market price rose"], padding=True, return_tensors="np")
+    assert set(enc) == {"input_ids", "attention_mask", "token_type_ids"}
+    (logits,) = ort.InferenceSession(str(alone / "model.onnx")).run(None, dict(enc))
+    model, _ = load_model(Path(members[0]))
+    with torch.no_grad():
+        want_one = model.eval()(torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"]))
+    assert np.abs(logits - want_one.numpy()).max() <= 1e-4
     env = {k: v for k, v in os.environ.items() if k != "TINYLM_DATA_DIR"}
     texts = "the city news report\nstock market price\n"
     runs = {

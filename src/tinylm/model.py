@@ -436,7 +436,11 @@ class TinyBertForSequenceClassification(nn.Module):
         init_weights(self, cfg)
 
     def forward(
-        self, input_ids: Tensor, attention: Tensor | None = None, cls_only: bool | None = None
+        self,
+        input_ids: Tensor,
+        attention: Tensor | None = None,
+        cls_only: bool | None = None,
+        token_type_ids: Tensor | None = None,
     ) -> Tensor:
         # The pooler reads only [CLS], so the last block can compute only that row (`cls_only`): the same
         # logits for ~1/6 of that block's FLOPs (3-5× faster for a 1-block model). Default: in eval mode only,
@@ -444,7 +448,7 @@ class TinyBertForSequenceClassification(nn.Module):
         if cls_only is None:
             cls_only = not self.training
         cls_only = cls_only and self.cfg.pooling == "cls"
-        h = self.bert(input_ids, attention, cls_only=cls_only)
+        h = self.bert(input_ids, attention, token_type_ids, cls_only=cls_only)
         assert self.bert.pooler is not None
         return self.classifier(self.dropout(self.bert.pooler(h, attention)))
 

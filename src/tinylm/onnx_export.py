@@ -23,6 +23,7 @@ from tinylm.committee import Committee
 from tinylm.config import ModelConfig
 from tinylm.errors import TinylmError
 from tinylm.fileio import atomic_dir, write_json
+from tinylm.hf import hf_config
 from tinylm.logs import quiet_logger
 from tinylm.model import TinyBertForSequenceClassification, stack_members
 from tinylm.model_dir import TOKENIZER_FILES
@@ -41,53 +42,73 @@ class CommitteeGraph(nn.Module):
         self.stacked = nn.ModuleList(stack_members([members[i] for i in g]) for g in groups)
         self.size = len(members)
 
-    def forward(self, input_ids: Tensor, attention: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, input_ids: Tensor, attention: Tensor, token_type_ids: Tensor) -> tuple[Tensor, Tensor]:
         out: list[Tensor | None] = [None] * self.size
         for g, model in zip(self.groups, self.stacked, strict=True):
-            logits = model(input_ids, attention)
+            logits = model(input_ids, attention, token_type_ids=token_type_ids)
             for j, i in enumerate(g):
                 out[i] = logits[j]
         member_logits = torch.stack(out)  # type: ignore[arg-type]
         return member_logits, member_logits.softmax(-1).mean(0)
 
 
-def _example(max_length: int, vocab: int) -> tuple[Tensor, Tensor]:
+class ClassifierGraph(nn.Module):
+    """A classifier with BERT's three inputs (what a tokenizer returns), token types included."""
+
+    def __init__(self, model: TinyBertForSequenceClassification):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention: Tensor, token_type_ids: Tensor) -> Tensor:
+        return self.model(input_ids, attention, token_type_ids=token_type_ids)
+
+
+#: The graph's inputs: a tokenizer's full output (BERT's names).
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def _example(max_length: int, vocab: int) -> tuple[Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 % vocab, vocab, (3, min(max_length, 24)), generator=g)
     att = torch.ones_like(ids)
     att[1, ids.shape[1] // 2 :] = 0  # one padded row: the graph must keep the mask
-    return ids, att
+    types = torch.zeros_like(ids)
+    types[2, ids.shape[1] // 2 :] = 1  # a second segment: the graph must keep the token types
+    return ids, att, types
 
 
 _TORCH_ONNX_REGISTRY = "torch.onnx._internal.exporter._registration"
 
 
 def export_module(module: nn.Module, path: Path, outputs: list[str], max_length: int, vocab: int) -> float:
-    """Export `module` (inputs input_ids, attention_mask; batch and sequence dynamic) to `path`, then run
-    it in onnxruntime on a padded batch of another shape; returns the largest logit difference to torch."""
+    """Export `module` (inputs input_ids, attention_mask, token_type_ids; batch and sequence dynamic; the
+    weights inside the file) to `path`, then run it in onnxruntime on a padded batch of another shape;
+    returns the largest logit difference to torch."""
     import onnxruntime as ort
 
     module = module.eval()
-    ids, att = _example(max_length, vocab)
+    example = _example(max_length, vocab)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
+    axes = {0: batch, 1: seq}
     # the exporter logs "torchvision is not installed. Skipping torchvision::nms" (4 lines) per export
     with warnings.catch_warnings(), torch.no_grad(), quiet_logger(_TORCH_ONNX_REGISTRY):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (ids, att),
+            example,
             str(path),
-            input_names=["input_ids", "attention_mask"],
+            input_names=INPUTS,
             output_names=outputs,
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention": {0: batch, 1: seq}},
+            dynamic_shapes={"input_ids": axes, "attention": axes, "token_type_ids": axes},
             dynamo=True,
+            external_data=False,  # one file: copying model.onnx alone keeps it working (< 2 GB)
             verbose=False,
         )
-    ids2, att2 = ids[:2, :-3], att[:2, :-3]
+    other = tuple(t[:, :-3] for t in example)  # another shape, the padded and two-segment rows kept
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input_ids": ids2.numpy(), "attention_mask": att2.numpy()})
+    got = session.run(None, dict(zip(INPUTS, (t.numpy() for t in other), strict=True)))
     with torch.no_grad():
-        want = module(ids2, att2)
+        want = module(*other)
     want = want if isinstance(want, tuple) else (want,)
     return max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want, strict=True))
 
@@ -102,7 +123,9 @@ def export_onnx(source: Path, out: Path) -> dict[str, Any]:
     members = [m.cpu() for m in committee.members]
     cfg = members[0].cfg
     kind = "committee" if (source / "manifest.json").is_file() else "classifier"
-    module: nn.Module = CommitteeGraph(members, committee.groups) if kind == "committee" else members[0]
+    module: nn.Module = (
+        CommitteeGraph(members, committee.groups) if kind == "committee" else ClassifierGraph(members[0])
+    )
     outputs = ["member_logits", "probs"] if kind == "committee" else ["logits"]
     if out.exists():
         out.rmdir()
@@ -123,12 +146,15 @@ def export_onnx(source: Path, out: Path) -> dict[str, Any]:
             "label_names": committee.label_names,
             "max_length": cfg.max_length,
             "tokenizer": Path(committee.tokenizer).name if committee.tokenizer else None,
-            "inputs": ["input_ids", "attention_mask"],
+            "inputs": INPUTS,
             "outputs": outputs,
             "source": str(source),
             "check": {"max_abs_logit_diff_vs_torch": diff, "tolerance": TOLERANCE},
         }
         write_json(tmp / "onnx.json", meta)
+        if kind == "classifier":  # what ONNX tooling (optimum, pipelines) reads: model_type and labels
+            config = hf_config(cfg, "classifier", committee.label_names, members[0].num_labels)
+            write_json(tmp / "config.json", config | {"tinylm_format": "onnx"})
     return meta
 
 
@@ -147,9 +173,10 @@ class OnnxClassifier:
         self.tokenizer = str(directory / tok) if tok and (directory / tok).is_file() else None
 
     def probabilities(self, ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
-        outs = self.session.run(
-            None, {"input_ids": ids.astype(np.int64), "attention_mask": attention.astype(np.int64)}
-        )
+        feed = {"input_ids": ids.astype(np.int64), "attention_mask": attention.astype(np.int64)}
+        if "token_type_ids" in {i.name for i in self.session.get_inputs()}:  # (exports before 0.2: two)
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        outs = self.session.run(None, feed)
         if self.meta["kind"] == "committee":
             return outs[1]
         e = np.exp(outs[0] - outs[0].max(-1, keepdims=True))
@@ -170,12 +197,14 @@ def time_onnx(module: nn.Module, ids: Tensor, reps: int, outputs: list[str]) -> 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.onnx"
         first = module.stacked[0] if isinstance(module, CommitteeGraph) else module
+        module = module if isinstance(module, CommitteeGraph) else ClassifierGraph(module)  # type: ignore[arg-type]
         cfg: ModelConfig = first.cfg  # type: ignore[assignment]
         export_module(module, path, outputs, max(cfg.max_length, ids.shape[1]), cfg.vocab_size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        feed = {"input_ids": ids.cpu().numpy(), "attention_mask": np.ones(tuple(ids.shape), dtype=np.int64)}
+        ones = np.ones(tuple(ids.shape), dtype=np.int64)
+        feed = {"input_ids": ids.cpu().numpy(), "attention_mask": ones, "token_type_ids": ones * 0}
         for _ in range(2):
             session.run(None, feed)
         ts = []
