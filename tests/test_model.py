@@ -275,6 +275,8 @@ def test_import_keeps_the_pooler_and_export_invents_nothing(tmp_path: Path) -> N
     assert any(k.startswith("cls.predictions") for k in mlm_info["missing_keys"])  # transformers warns
     from tinylm.model_dir import load_model
 
+    card = (tmp_path / "ours" / "README.md").read_text()
+    assert "Imported from the transformers directory" in card and 'AutoModel.from_pretrained("DIR")' in card
     reloaded, _ = load_model(tmp_path / "ours")  # tinylm still loads it (the head: fresh, untrained)
     assert isinstance(reloaded, TinyBertForMaskedLM)
     assert main(["export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0

@@ -163,6 +163,9 @@ class Committee:
                 **(provenance or {}),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            from tinylm.model_card import write_card
+
+            write_card(tmp)
         return out
 
     @classmethod

@@ -77,6 +77,10 @@ def run_once(settings: S, prefix: str, what: str, body: Callable[[S, Run], None]
         train = resolve_precision(settings.train, log if d.main else quiet, d)  # config.yaml keeps "auto"
         body(settings.with_sections(train=train), Run(run, d, flat, log if d.main else quiet))
         distributed.barrier(d)  # every rank is done with the checkpoints
+        if d.main and run.is_finished() and (run.path / "model.json").is_file():
+            from tinylm.model_card import write_card
+
+            write_card(run.path, fmt="transformers" if (run.path / "config.json").is_file() else "tinylm")
         if settings.train.prune:
             run.prune()
     return run

@@ -155,6 +155,9 @@ def export_onnx(source: Path, out: Path) -> dict[str, Any]:
         if kind == "classifier":  # what ONNX tooling (optimum, pipelines) reads: model_type and labels
             config = hf_config(cfg, "classifier", committee.label_names, members[0].num_labels)
             write_json(tmp / "config.json", config | {"tinylm_format": "onnx"})
+        from tinylm.model_card import write_card
+
+        write_card(tmp, source, "onnx")
     return meta
 
 

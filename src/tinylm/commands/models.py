@@ -163,6 +163,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         return _export_onnx(args)
     from tinylm.hf import export_model
+    from tinylm.model_card import write_card
     from tinylm.model_dir import load_model, model_tokenizer
 
     model, meta = load_model(Path(args.run))
@@ -170,6 +171,7 @@ def _export(args: argparse.Namespace) -> int:
     tok = Path(tok_file).parent if tok_file else None
     encoder_only = str(meta.get("mlm_head", "")).startswith("random")
     out = export_model(model, Path(args.out), meta.get("label_names"), tok, encoder_only=encoder_only)
+    write_card(out, Path(args.run))
     auto = {"classifier": "ForSequenceClassification", "mlm": "ForMaskedLM"}[meta["kind"]]
     auto = "" if encoder_only else auto
     print(
@@ -182,6 +184,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from tinylm.hf import hf_tokenizer_file, import_model
+    from tinylm.model_card import write_card
     from tinylm.model_dir import save_model
 
     model, report = import_model(Path(args.hf_dir))
@@ -200,6 +203,7 @@ def _import(args: argparse.Namespace) -> int:
         **head,
         **labels,
     )
+    write_card(out)
     pooler = "kept" if model.bert.pooler is not None else "none in the source"
     heads = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in head.items())
     print(
