@@ -427,3 +427,32 @@ def test_gpu_estimate_of_tiny_models_has_a_per_step_floor() -> None:
     assert gpu_minutes(big, 100.0, 10.0, None)["gpu_bound"] == "FLOPs"
     measured = gpu_minutes(tiny, 100.0, 10.0, measured_tps=93.0 * 32 / 0.004)  # 4 ms a step, timed
     assert measured["gpu_step_floor_s"] == pytest.approx(0.004)
+
+
+def test_grid_status_shows_running_jobs_and_a_corrected_eta(tmp_path: Path) -> None:
+    """Under the jobs bar: each running training job's steps of total and tokens/s (from its metrics log)
+    and the grid's ETA (the estimate scaled by measured ÷ estimated of the finished jobs, over the workers);
+    not a terminal: no bars, one line per finished job."""
+    from tinylm.paper.status import GridStatus
+
+    run = tmp_path / "runs" / "pretrain-a"
+    run.mkdir(parents=True)
+    rec = {"step": 250, "total_steps": 1000, "epoch": 0, "loss": 7.1, "tokens_per_s": 4700.0, "tokens": 1}
+    (run / "metrics.jsonl").write_text(json.dumps(rec) + "\n" + json.dumps({"step": 250, "eval": {}}) + "\n")
+    expected = {"done-1": 100.0, "pretrain-a": 400.0, "later": 200.0}
+    lines: list[str] = []
+    tty = GridStatus(3, 0, tmp_path / "runs", expected, workers=2, log=lines.append, tty=True)
+    tty.finished("done-1", 200.0, ["pretrain-a"], ["later"])  # took twice its estimate
+    tty.refresh(["pretrain-a"], ["later"])
+    line = tty.lines["pretrain-a"]
+    assert (line.n, line.total) == (250, 1000) and "4,700 tok/s" in str(line)
+    # left: 200 (later) + 400 × 0.75 (pretrain-a) = 500 expected seconds × 2 (measured/expected) ÷ 2 workers
+    assert tty.eta(["pretrain-a"], ["later"], {"pretrain-a": 0.25}) == pytest.approx(500.0)
+    assert "grid ETA 8m20s" in str(tty.bar)
+    tty.close()
+    assert not lines
+    plain = GridStatus(3, 0, tmp_path / "runs", expected, workers=2, log=lines.append, tty=False)
+    plain.refresh(["pretrain-a"], ["later"])
+    plain.finished("done-1", 200.0, ["pretrain-a"], ["later"])
+    plain.close()
+    assert lines == ["[1/3] done-1 finished in 200s; grid ETA 10m00s"]

@@ -319,6 +319,7 @@ class Trainer:
         p = self.progress
         rec = {
             "step": p.step,
+            "total_steps": self.total_steps,
             "epoch": p.epoch,
             "loss": round(win.loss / win.steps, 5),
             "accuracy": round(win.correct / max(1, win.count), 5),

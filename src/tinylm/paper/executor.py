@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from tinylm.errors import TinylmError
 from tinylm.paper import steps
 from tinylm.paper.grid import Job
+from tinylm.paper.status import GridStatus
 from tinylm.paper.steps import Context
 from tinylm.process import die_with_parent
 
@@ -46,31 +47,40 @@ def _ready(pending: list[Job], done: set[str], running: int) -> list[Job]:
 
 
 def run_local(
-    jobs: list[Job], ctx: Context, n_jobs: int, log: Callable[[str], None] = print
+    jobs: list[Job],
+    ctx: Context,
+    n_jobs: int,
+    log: Callable[[str], None] = print,
+    expected: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Run every unfinished job; returns wall seconds per job (0 for reused ones)."""
+    """Run every unfinished job; returns wall seconds per job (0 for reused ones). `expected`: estimated
+    seconds per job, for the grid's ETA."""
     todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
     seconds = {j.id: 0.0 for j in jobs}
     log(
         f"grid: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished (reused), {len(todo)} to run, "
         f"{n_jobs} worker(s)"
     )
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="job", desc="jobs", dynamic_ncols=True)
+    status = GridStatus(len(jobs), len(jobs) - len(todo), ctx.runs_dir, expected, n_jobs, log)
     try:
         if n_jobs <= 1:
-            for j in todo:
-                bar.set_postfix_str(j.id)
+            for i, j in enumerate(todo):
+                status.bar.set_postfix_str(j.id)
                 seconds[j.id] = steps.run_job(j, ctx)["seconds"]
-                bar.update(1)
+                status.finished(j.id, seconds[j.id], [], [t.id for t in todo[i + 1 :]])
         else:
-            _run_pool(jobs, todo, ctx, n_jobs, seconds, bar)
+            _run_pool(jobs, todo, ctx, n_jobs, seconds, status)
     finally:
-        bar.close()
+        status.close()
     return seconds
 
 
+#: Seconds between redraws of the running jobs' lines (a terminal only).
+REFRESH_S = 5.0
+
+
 def _run_pool(
-    jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, seconds: dict[str, float], bar: tqdm
+    jobs: list[Job], todo: list[Job], ctx: Context, n_jobs: int, seconds: dict[str, float], status: GridStatus
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     done = {j.id for j in jobs} - {j.id for j in todo}
@@ -91,14 +101,17 @@ def _run_pool(
                 raise TinylmError(
                     f"grid cannot proceed: jobs wait for unknown or failed dependencies {missing[:3]}"
                 )
-            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            timeout = REFRESH_S if status.tty else None
+            finished, _ = cf.wait(running, timeout=timeout, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 j = running.pop(fut)
                 res = fut.result()  # re-raises a worker's error
                 seconds[j.id] = res["seconds"]
                 done.add(j.id)
-                bar.update(1)
-                bar.set_postfix_str(f"{j.id} {res['seconds']:.0f}s")
+                status.finished(
+                    j.id, res["seconds"], [r.id for r in running.values()], [p.id for p in pending]
+                )
+            status.refresh([r.id for r in running.values()], [p.id for p in pending])
 
 
 def _ray_task(job: Job, ctx: Context, threads: int, *deps: Any) -> dict[str, Any]:

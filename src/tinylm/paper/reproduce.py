@@ -156,9 +156,12 @@ def reproduce(
         return outp
     # the lock first: a second reproduce on the same OUT stops here, changing nothing and timing nothing
     with DirLock(outp, "reproduce"):
+        expected = None
         if not dry_run:
-            _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
-        return _run_grid(outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address)
+            expected = _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
+        return _run_grid(
+            outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address, expected
+        )
 
 
 def _print_estimate(
@@ -169,12 +172,14 @@ def _print_estimate(
     gpus: list[int] | None,
     gpu: tuple[float, float],
     log: Log,
-) -> None:
-    """`gpu`: the assumed sustained TFLOP/s and µs per operator launch of one GPU."""
+) -> dict[str, float]:
+    """Prints the estimate (`gpu`: the assumed sustained TFLOP/s and µs per operator launch of one GPU);
+    returns the estimated seconds of each training job on this machine (the grid's ETA starts from them)."""
     from tinylm.paper.estimate import estimate, format_estimate
 
     cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], *gpu)
     log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
+    return {r["id"]: 60.0 * r["minutes_here"] for r in cost["rows"]}
 
 
 def _run_grid(
@@ -189,6 +194,7 @@ def _run_grid(
     log: Log,
     executor: str = "local",
     ray_address: str | None = None,
+    expected: dict[str, float] | None = None,
 ) -> Path:
     plan = [
         {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs
@@ -215,7 +221,7 @@ def _run_grid(
         if executor == "ray":
             seconds = run_ray(jobs, ctx, ray_address, log, num_cpus=n_jobs if n_jobs > 1 else None)
         else:
-            seconds = run_local(jobs, ctx, n_jobs, log)
+            seconds = run_local(jobs, ctx, n_jobs, log, expected)
     except BaseException:
         if clock is not None:
             clock.stop("interrupted")
