@@ -54,7 +54,10 @@ def main() -> None:
             f()
             times[k].append(time.perf_counter() - t)
     base = statistics.median(times["plain"])
-    print(f"CPU: {cpu_name()}; {args.threads} thread(s); {rows} rows × {vocab} × {d}, fp32; median of {args.rounds}")
+    print(
+        f"CPU: {cpu_name()}; {args.threads} thread(s); {rows} rows × {vocab} × {d}, fp32; "
+        f"median of {args.rounds}"
+    )
     for k, v in times.items():
         m = statistics.median(v)
         print(f"{k:<24} {m * 1000:8.1f} ms  ×{base / m:.2f}")
