@@ -332,7 +332,7 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
         "cache_dir": str(tmp_path / "c"),
     }
     r = ttg.bench_time_to_gate(["batch 16"], -1.0, 40_000, 5, 2, base=base, common=common)
-    assert [x["recipe"] for x in r["lanes"]] == ["tiny-pretrain", "batch 16"]
+    assert [x["recipe"] for x in r["lanes"]] == ["tiny-pretrain-v1", "batch 16"]
     assert r["lanes"][0]["baseline"] and not r["lanes"][1]["baseline"] and r["gate_nats"] == -1.0
     keys = {"recipe", "baseline", "tokens_per_s", "steps_to_gate", "tokens_to_gate", "seconds_to_gate"}
     for x in r["lanes"]:
@@ -343,7 +343,7 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
     assert r["lanes"][0]["seconds_to_gate_vs_baseline"] == 1.0
     assert r["lanes"][1]["settings"]["batch_size"] == 16
     table = ttg.format_time_to_gate(r)
-    assert "tiny-pretrain (baseline)" in table and "batch 16" in table and r["cpu"] in table
+    assert "tiny-pretrain-v1 (baseline)" in table and "batch 16" in table and r["cpu"] in table
     json.dumps(r)  # the JSON the command writes
     ttg.plot_time_to_gate(r, tmp_path / "ttg.png")
     assert (tmp_path / "ttg.png").stat().st_size > 1000

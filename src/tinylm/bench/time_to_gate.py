@@ -19,18 +19,38 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-#: Recipes: changes to the baseline (`tiny-pretrain`); the baseline lane is always run first.
-BASELINE = "tiny-pretrain"
+#: The baseline lane: the recipe as it shipped before the time-to-gate work (`tiny-pretrain-v1`, the plain
+#: loss path); it is always run, and every ratio is to it.
+BASELINE = "tiny-pretrain-v1"
+#: The current recipe: its lane runs `tiny-pretrain`'s differences from the baseline (also on another base).
+CURRENT = "tiny-pretrain"
+CURRENT_PLAIN = "tiny-pretrain, plain loss"
+#: Recipes: changes to the baseline's settings.
 RECIPES: dict[str, dict[str, Any]] = {
-    BASELINE: {},
+    BASELINE: {"fused_loss": False},
+    CURRENT: {},
+    CURRENT_PLAIN: {"fused_loss": False},
+    "fused loss": {},
     "batch 16": {"batch_size": 16, "warmup_steps": 460},
     "lr 3e-3": {"lr": 3e-3},
     "warm-up 1%": {"warmup_steps": 45},
     "mask 30→15%": {"mask_prob_start": 0.3},
+    "mask 40→15%": {"mask_prob_start": 0.4},
     "sinusoidal positions": {"position_init": "sinusoidal"},
+    "mimetic attention": {"attention_init": "mimetic"},
     "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
     "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
 }
+
+
+def recipe_changes(name: str) -> dict[str, Any]:
+    """A recipe's changes to the baseline's settings (the current recipe's: what its config file changes)."""
+    from tinylm.config import named_config, read_yaml
+
+    if name in (CURRENT, CURRENT_PLAIN):
+        v1, now = read_yaml(named_config(BASELINE)), read_yaml(named_config(CURRENT))
+        return {k: v for k, v in now.items() if v1.get(k) != v} | RECIPES[name]
+    return RECIPES[name]
 
 
 class GateReached(Exception):
@@ -46,7 +66,7 @@ def recipe_settings(name: str, base: dict[str, Any] | None = None) -> dict[str, 
 
         raise ConfigError([f"recipe: unknown recipe {name!r} (expected one of {', '.join(RECIPES)})"])
     start = read_yaml(named_config(BASELINE)) if base is None else dict(base)
-    return start | RECIPES[name]
+    return start | recipe_changes(name)
 
 
 def crossing(path: Path, gate: float) -> dict[str, Any]:
