@@ -235,10 +235,32 @@ def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Pa
         and "tiny-finetune" not in stuck_large_lr
     )
     tiny = FinetuneSettings.build(read_yaml_config("tiny-finetune") | {"task": "agnews"})
-    assert tiny.train.lr == 1e-3 and tiny.task.validation_per_label == 20
+    assert tiny.train.lr == 1e-3 and tiny.task.validation_per_label == 30 and tiny.train.patience == 3
 
 
 def read_yaml_config(name: str) -> dict:
     from tinylm.config import named_config, read_yaml
 
     return read_yaml(str(named_config(name)))
+
+
+def test_patience_stops_when_validation_accuracy_stops_improving(data_dir: Path, tmp_path: Path) -> None:
+    """`patience: 1` with a model that cannot improve (lr 1e-12): the run stops after the second evaluation
+    instead of running 30 epochs, says so, and the result is the best (first) epoch's model."""
+    from tinylm.errors import ConfigError
+    from tinylm.finetune import patience_stop
+
+    stop = patience_stop(2, [])
+    assert [stop({"accuracy": a}) for a in (0.5, 0.6, 0.6, 0.55)] == [False, False, False, True]
+    resumed = patience_stop(1, [0.7, 0.6])  # a resumed run's history counts
+    assert resumed({"accuracy": 0.65}) is True
+    s = ft(data_dir, tmp_path, **model_settings(data_dir), epochs=30, lr=1e-12, validation_per_label=2,
+           patience=1, name="p")  # fmt: skip
+    run = finetune(s, **QUIET).path
+    res = json.loads((run / "results.json").read_text())
+    assert res["training"]["stopped_early"] is True and res["training"]["epochs_completed"] == 2
+    assert res["test"]["epoch"] == 1 and len(res["per_epoch"]) == 2
+    with pytest.raises(ConfigError, match="patience: stops on validation accuracy"):
+        finetune(ft(data_dir, tmp_path, **model_settings(data_dir), patience=1, name="q"), **QUIET)
+    with pytest.raises(ConfigError, match="patience: must be at least 1"):
+        ft(data_dir, tmp_path, patience=0)

@@ -156,6 +156,11 @@ class TrainConfig:
     )
     compile: bool = opt(False, "wrap the model in torch.compile")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
+    patience: int | None = opt(
+        None,
+        "fine-tuning with a validation split: stop once the validation accuracy has not improved for this "
+        "many evaluations (epochs); the best epoch's model is the result either way; None: every epoch",
+    )
     log_every: int = opt(10, "write a metrics line every N steps")
     eval_every: int | None = opt(None, "evaluate every N steps (default: at the end of each epoch)")
     checkpoint_every: int | None = opt(None, "checkpoint every N steps (default: at the end of each epoch)")
@@ -185,6 +190,8 @@ class TrainConfig:
         p: list[str] = []
         if not self.epochs > 0:  # also catches nan
             p.append(f"epochs: must be positive, got {self.epochs}")
+        if self.patience is not None and self.patience < 1:
+            p.append(f"patience: must be at least 1 (or null: no early stop), got {self.patience}")
         try:
             self.snapshot_counts()
         except ValueError as e:

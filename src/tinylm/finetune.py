@@ -127,6 +127,8 @@ def resolve_model_config(settings: FinetuneSettings) -> ModelConfig:
 
 def finetune(settings: FinetuneSettings, log: Callable[[str], None] = print) -> RunDir:
     """Fine-tune per the settings; returns the (finished) run directory."""
+    if settings.train.patience and not settings.task.validation_per_label:
+        raise ConfigError(["patience: stops on validation accuracy; it needs validation_per_label > 0"])
     settings = settings.with_sections(model=resolve_model_config(settings))  # errors before any data work
     task = settings.task.task
     prefix = f"finetune-{task.replace('file:', 'file-').replace('/', '_')}"
@@ -172,6 +174,10 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
     if s.run.resume and trainer.resume():
         step, note = trainer.progress.step, trainer.layout_note()
         log(f"resumed {run.path} at step {step} of {trainer.total_steps}{note}")
+    if tcfg.patience:
+        trainer.stop_when = patience_stop(
+            tcfg.patience, [m["eval"]["accuracy"] for m in run.read_metrics() if "eval" in m]
+        )
     result = trainer.fit()
     if d.main:
         _finish(run, model, task, test, tc, tcfg, tok.path, device, result, best, transfer, log)
@@ -270,6 +276,19 @@ def encode_task(
     )
     splits, hit = encode_records_cached(tok, records, task.description, max_length, cache_dir)
     return {s: TokenData(a["ids"], a["lengths"], a["labels"]) for s, a in splits.items()}, hit
+
+
+def patience_stop(patience: int, history: list[float]) -> Callable[[dict[str, Any]], bool]:
+    """`Trainer.stop_when` for fine-tuning: True once the last `patience` validation accuracies brought no
+    improvement on the best before them (`history`: the accuracies of a resumed run's evaluations so far;
+    every rank computes the same, from the same evaluations)."""
+
+    def stop(metrics: dict[str, Any]) -> bool:
+        history.append(float(metrics["accuracy"]))
+        best_at = max(range(len(history)), key=lambda i: (history[i], -i))  # ties: the earlier one
+        return len(history) - 1 - best_at >= patience
+
+    return stop
 
 
 class BestOnValidation:

@@ -45,7 +45,12 @@ NON_IDENTITY_KEYS = frozenset(
 )
 #: Settings added after runs were named, hashed only when they differ from these defaults: a run made
 #: before a setting existed keeps its name (and is reused) as long as the setting stays at its default.
-HASHED_WHEN_CHANGED = {"position_init": "normal", "attention_init": "normal", "mask_prob_start": None}
+HASHED_WHEN_CHANGED = {
+    "position_init": "normal",
+    "attention_init": "normal",
+    "mask_prob_start": None,
+    "patience": None,
+}
 #: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
 RESUME_ONLY = ("checkpoints", "best.safetensors")
 

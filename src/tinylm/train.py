@@ -110,6 +110,8 @@ class Progress:
     seconds: float = 0.0  #: wall time of the training kept so far, over every resumed segment
     #: how each segment (a start, then each resume) computed its steps: from step, processes, grad_accum
     segments: list[dict[str, int]] = field(default_factory=list)
+    #: training ended before its budget because `Trainer.stop_when` said so (fine-tuning's patience)
+    stopped: bool = False
 
 
 class Trainer:
@@ -142,6 +144,8 @@ class Trainer:
         self.forward_model: nn.Module = torch.compile(model) if cfg.compile else model  # type: ignore[assignment]
         self.objective, self.data, self.run = objective, data, run
         self.evaluate_fn, self.on_step = evaluate, on_step
+        #: after each evaluation: True ends the training there (e.g. no better validation accuracy lately)
+        self.stop_when: Callable[[dict[str, Any]], bool] | None = None
         self.steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
         self.total_steps = self._total_steps()
         self.optimizer = make_optimizer(model, cfg, self.device)
@@ -252,6 +256,13 @@ class Trainer:
         self.run.log(rec)
         return out
 
+    def _eval_and_check(self) -> dict[str, Any]:
+        """An evaluation, then `stop_when` asked whether training ends here."""
+        out = self._eval()
+        if self.stop_when is not None and out and self.stop_when(out):
+            self.progress.stopped = True
+        return out
+
     def _micro_batches(self, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """This rank's micro-batches of a global batch, each with its rows' places in the global batch: the
         batch is split into ranks × grad_accum parts, rank r takes parts r·G … r·G+G−1 (one process: all of
@@ -338,6 +349,7 @@ class Trainer:
             p.batch_in_epoch < self.steps_per_epoch
             and p.step < self.total_steps
             and not self._token_budget_spent()
+            and not p.stopped
         )
 
     def fit(self) -> dict[str, Any]:
@@ -359,7 +371,7 @@ class Trainer:
         # resumed at a step already evaluated (e.g. killed after the final checkpoint): not again
         last_eval, evaluated_at = (self.resumed_eval, p.step) if self.resumed_eval is not None else ({}, -1)
         try:
-            while p.step < self.total_steps and not self._token_budget_spent():
+            while p.step < self.total_steps and not self._token_budget_spent() and not p.stopped:
                 order = self.epoch_order(p.epoch)
                 while self._epoch_continues():
                     idx = order[p.batch_in_epoch * c.batch_size : (p.batch_in_epoch + 1) * c.batch_size]
@@ -369,7 +381,7 @@ class Trainer:
                         win = StepStats()
                     bar.update(1)
                     if c.eval_every and p.step % c.eval_every == 0:
-                        last_eval, evaluated_at = self._eval(), p.step
+                        last_eval, evaluated_at = self._eval_and_check(), p.step
                     if c.checkpoint_every and p.step % c.checkpoint_every == 0:
                         self.checkpoint()
                     if self.on_step is not None:
@@ -377,7 +389,7 @@ class Trainer:
                 if p.batch_in_epoch >= self.steps_per_epoch:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if not c.eval_every:
-                        last_eval, evaluated_at = self._eval(), p.step
+                        last_eval, evaluated_at = self._eval_and_check(), p.step
                     if not c.checkpoint_every:
                         self.checkpoint()
         finally:
@@ -392,6 +404,7 @@ class Trainer:
             "examples": p.examples,
             "train_seconds": round(p.seconds, 2),
             "segments": p.segments,
+            "stopped_early": p.stopped,
             "final_eval": last_eval,
         }
 
