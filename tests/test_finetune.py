@@ -235,7 +235,12 @@ def test_warning_when_training_loss_stays_at_chance(data_dir: Path, tmp_path: Pa
         and "tiny-finetune" not in stuck_large_lr
     )
     tiny = FinetuneSettings.build(read_yaml_config("tiny-finetune") | {"task": "agnews"})
-    assert tiny.train.lr == 1e-3 and tiny.task.validation_per_label == 30 and tiny.train.patience == 3
+    assert (
+        tiny.train.lr == 1e-3
+        and tiny.task.validation_per_label == 30
+        and tiny.train.patience == 3
+        and tiny.train.sweep_rates() == [3e-4, 1e-3, 3e-3]
+    )
 
 
 def read_yaml_config(name: str) -> dict:
@@ -260,7 +265,33 @@ def test_patience_stops_when_validation_accuracy_stops_improving(data_dir: Path,
     res = json.loads((run / "results.json").read_text())
     assert res["training"]["stopped_early"] is True and res["training"]["epochs_completed"] == 2
     assert res["test"]["epoch"] == 1 and len(res["per_epoch"]) == 2
-    with pytest.raises(ConfigError, match="patience: stops on validation accuracy"):
+    with pytest.raises(ConfigError, match="patience: chooses on validation accuracy"):
         finetune(ft(data_dir, tmp_path, **model_settings(data_dir), patience=1, name="q"), **QUIET)
     with pytest.raises(ConfigError, match="patience: must be at least 1"):
         ft(data_dir, tmp_path, patience=0)
+
+
+def test_lr_sweep_keeps_the_rate_with_the_best_validation_accuracy(data_dir: Path, tmp_path: Path) -> None:
+    """`lr_sweep`: one run per rate (NAME-lr<rate>), the best validation score's run copied in as this run
+    with the sweep recorded; a rerun reuses everything; bad lists are one clear error."""
+    from tinylm.errors import ConfigError
+    from tinylm.finetune import validation_score
+
+    s = ft(data_dir, tmp_path, **model_settings(data_dir), lr_sweep="1e-12,3e-3", validation_per_label=2,
+           epochs=3, name="sw")  # fmt: skip
+    run = finetune(s, **QUIET).path
+    res = json.loads((run / "results.json").read_text())
+    sweep = res["lr_sweep"]
+    parts = [json.loads((Path(r) / "results.json").read_text()) for r in sweep["runs"]]
+    assert [Path(r).name for r in sweep["runs"]] == ["sw-lr1e-12", "sw-lr0.003"]
+    assert sweep["validation"] == [validation_score(r) for r in parts]
+    best = sweep["validation"].index(max(sweep["validation"]))
+    assert sweep["chosen_lr"] == sweep["rates"][best]
+    assert res["test"] == parts[best]["test"] and (run / "model.safetensors").is_file()
+    again = finetune(s, **QUIET).path
+    assert again == run and json.loads((run / "results.json").read_text()) == res
+    for bad in ("3e-4", "x,1e-3", "1e-3,-1"):
+        with pytest.raises(ConfigError, match="lr_sweep: expected"):
+            ft(data_dir, tmp_path, lr_sweep=bad)
+    with pytest.raises(ConfigError, match="lr_sweep: chooses on validation accuracy"):
+        finetune(ft(data_dir, tmp_path, lr_sweep="auto", name="nv"), **QUIET)

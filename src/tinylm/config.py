@@ -122,6 +122,10 @@ class ModelConfig:
         return (k[0], k[-1])
 
 
+#: `lr_sweep: auto`: the learning rates tried (around tiny-finetune's 1e-3).
+AUTO_LR_SWEEP = "3e-4,1e-3,3e-3"
+
+
 @dataclass
 class TrainConfig:
     epochs: float = opt(1.0, "passes over the training data (may be fractional)")
@@ -156,6 +160,12 @@ class TrainConfig:
     )
     compile: bool = opt(False, "wrap the model in torch.compile")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
+    lr_sweep: str | None = opt(
+        None,
+        "fine-tuning: one run per learning rate (comma-separated, e.g. 3e-4,1e-3,3e-3; 'auto' = those "
+        "three), the run with the best validation accuracy kept as this run (the grid's rule; needs "
+        "validation_per_label); each rate's run stays next to it as NAME-lr<rate>",
+    )
     patience: int | None = opt(
         None,
         "fine-tuning with a validation split: stop once the validation accuracy has not improved for this "
@@ -177,6 +187,21 @@ class TrainConfig:
         "comma-separated (e.g. 0,1000000,4000000), under RUN/snapshots/tokens-N",
     )
 
+    def sweep_rates(self) -> list[float]:
+        """The learning rates of `lr_sweep` (empty: no sweep); ValueError names what is wrong."""
+        if not self.lr_sweep:
+            return []
+        text = AUTO_LR_SWEEP if str(self.lr_sweep).strip() == "auto" else str(self.lr_sweep)
+        try:
+            rates = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(
+                f"expected 'auto' or comma-separated positive numbers, got {self.lr_sweep!r}"
+            ) from None
+        if len(rates) < 2 or not all(r > 0 for r in rates):
+            raise ValueError(f"expected at least two positive learning rates, got {self.lr_sweep!r}")
+        return rates
+
     def snapshot_counts(self) -> list[int]:
         """The token counts of `snapshot_tokens`, sorted (ValueError names what is wrong)."""
         if not self.snapshot_tokens:
@@ -190,6 +215,10 @@ class TrainConfig:
         p: list[str] = []
         if not self.epochs > 0:  # also catches nan
             p.append(f"epochs: must be positive, got {self.epochs}")
+        try:
+            self.sweep_rates()
+        except ValueError as e:
+            p.append(f"lr_sweep: {e}")
         if self.patience is not None and self.patience < 1:
             p.append(f"patience: must be at least 1 (or null: no early stop), got {self.patience}")
         try:

@@ -30,7 +30,7 @@ from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.model_dir import read_model_meta, save_model
 from tinylm.objectives import ClassificationObjective, classification_metrics
 from tinylm.predict import class_probabilities
-from tinylm.runs import RunDir
+from tinylm.runs import RunDir, run_name
 from tinylm.settings import FinetuneSettings
 from tinylm.train import Trainer
 from tinylm.weights import load_state, read_weights, save_weights
@@ -127,12 +127,64 @@ def resolve_model_config(settings: FinetuneSettings) -> ModelConfig:
 
 def finetune(settings: FinetuneSettings, log: Callable[[str], None] = print) -> RunDir:
     """Fine-tune per the settings; returns the (finished) run directory."""
-    if settings.train.patience and not settings.task.validation_per_label:
-        raise ConfigError(["patience: stops on validation accuracy; it needs validation_per_label > 0"])
+    needs_validation = [k for k in ("patience", "lr_sweep") if getattr(settings.train, k)]
+    if needs_validation and not settings.task.validation_per_label:
+        raise ConfigError(
+            [
+                f"{k}: chooses on validation accuracy; it needs validation_per_label > 0"
+                for k in needs_validation
+            ]
+        )
     settings = settings.with_sections(model=resolve_model_config(settings))  # errors before any data work
     task = settings.task.task
     prefix = f"finetune-{task.replace('file:', 'file-').replace('/', '_')}"
+    if settings.train.lr_sweep:
+        return finetune_lr_sweep(settings, prefix, log)
     return run_once(settings, prefix, "fine-tuning run", _finetune, log)
+
+
+def validation_score(result: dict[str, Any]) -> float:
+    """What chooses among a learning-rate sweep's runs: the validation accuracy of the selected epoch."""
+    if "test" in result:
+        return float(result["test"]["validation_accuracy"])
+    return float(result["best_epoch"]["accuracy"])
+
+
+def finetune_lr_sweep(settings: FinetuneSettings, prefix: str, log: Callable[[str], None] = print) -> RunDir:
+    """One fine-tuning per rate of `lr_sweep` (each a run of its own, NAME-lr<rate>, reused when finished),
+    then the one with the best validation score (ties: the first rate) copied into this run's directory,
+    with `lr_sweep` in its results. Rerun: every finished part is reused."""
+    import shutil
+
+    from tinylm.fileio import atomic_dir
+
+    name = settings.run.name or run_name(prefix, settings.flat())
+    main = RunDir(Path(settings.run.out) / name)
+    if main.is_finished():
+        log(f"{main.path}: already finished; reusing it (results.json)")
+        return main
+    if main.path.exists():
+        raise TinylmError(
+            f"{main.path} exists and is not a finished sweep; choose another --name or remove it"
+        )
+    runs = []
+    for lr in settings.train.sweep_rates():
+        train = dataclasses.replace(settings.train, lr=lr, lr_sweep=None)
+        one = settings.with_sections(
+            train=train, run=dataclasses.replace(settings.run, name=f"{name}-lr{lr:g}")
+        )
+        runs.append((lr, run_once(one, prefix, "fine-tuning run", _finetune, log)))
+    scores = [validation_score(json.loads((r.path / "results.json").read_text())) for _, r in runs]
+    best = scores.index(max(scores))
+    tried = ", ".join(f"lr {lr:g} validation {v:.4f}" for (lr, _), v in zip(runs, scores, strict=True))
+    log(f"lr sweep: {tried} -> lr {runs[best][0]:g}")
+    sweep = {"rates": [lr for lr, _ in runs], "validation": scores, "chosen_lr": runs[best][0],
+             "runs": [str(r.path) for _, r in runs]}  # fmt: skip
+    with atomic_dir(main.path) as tmp:
+        shutil.copytree(runs[best][1].path, tmp, dirs_exist_ok=True)
+        results = json.loads((tmp / "results.json").read_text()) | {"lr_sweep": sweep}
+        write_json(tmp / "results.json", results)
+    return RunDir(main.path)
 
 
 def _finetune(s: FinetuneSettings, r: Run) -> None:

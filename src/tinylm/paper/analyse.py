@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.finetune import validation_score
 from tinylm.paper.grid import Job, by_role
 from tinylm.paper.presets import Preset
 from tinylm.paper.stats import (
@@ -56,13 +57,6 @@ class Results:
 
     def one(self, kind: str, **role: Any) -> Job:
         return by_role(self.jobs, kind, **role)[0]
-
-
-def validation_score(result: dict[str, Any]) -> float:
-    """What chooses among a learning-rate sweep's runs: the validation accuracy of the selected epoch."""
-    if "test" in result:
-        return float(result["test"]["validation_accuracy"])
-    return float(result["best_epoch"]["accuracy"])
 
 
 def choose_by_validation(jobs: list[Job], results: dict[str, dict[str, Any]]) -> list[Job]:
