@@ -178,8 +178,12 @@ def finetune_lr_sweep(settings: FinetuneSettings, prefix: str, log: Callable[[st
     best = scores.index(max(scores))
     tried = ", ".join(f"lr {lr:g} validation {v:.4f}" for (lr, _), v in zip(runs, scores, strict=True))
     log(f"lr sweep: {tried} -> lr {runs[best][0]:g}")
-    sweep = {"rates": [lr for lr, _ in runs], "validation": scores, "chosen_lr": runs[best][0],
-             "runs": [str(r.path) for _, r in runs]}  # fmt: skip
+    sweep = {
+        "rates": [lr for lr, _ in runs],
+        "validation": scores,
+        "chosen_lr": runs[best][0],
+        "runs": [str(r.path) for _, r in runs],
+    }
     with atomic_dir(main.path) as tmp:
         shutil.copytree(runs[best][1].path, tmp, dirs_exist_ok=True)
         results = json.loads((tmp / "results.json").read_text()) | {"lr_sweep": sweep}

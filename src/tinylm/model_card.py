@@ -25,8 +25,12 @@ CITATION = """@article{gross2025tiny,
 }"""
 
 #: Hub dataset ids of the data tinylm trains on (the cards' `datasets` field).
-HUB_DATASETS = {"wikipedia": "wikimedia/wikipedia", "agnews": "ag_news", "dbpedia": "dbpedia_14",
-                "fewrel": "few_rel"}  # fmt: skip
+HUB_DATASETS = {
+    "wikipedia": "wikimedia/wikipedia",
+    "agnews": "ag_news",
+    "dbpedia": "dbpedia_14",
+    "fewrel": "few_rel",
+}
 
 
 def _read(path: Path) -> dict[str, Any]:

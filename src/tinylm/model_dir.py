@@ -118,6 +118,10 @@ def load_model(directory: Path) -> tuple[TinyBert, dict[str, Any]]:
     meta = read_model_meta(directory)
     model = build_model(meta)
     optional = UNTRAINED_HEAD if untrained_mlm_head(meta) else ()
-    load_state(model, read_weights(directory / "model.safetensors"), str(directory / "model.safetensors"),
-               optional=optional)  # fmt: skip
+    load_state(
+        model,
+        read_weights(directory / "model.safetensors"),
+        str(directory / "model.safetensors"),
+        optional=optional,
+    )
     return model, meta

@@ -167,3 +167,6 @@ def resolve_per_label(task: str | None, value: int | None, split: str) -> int | 
 
 #: Committee rules: average of softmax outputs (the paper's soft committee), of logits, majority vote.
 RULES = ("mean_prob", "mean_logit", "vote")
+
+#: Shapes timed by `tinylm bench pretrain` (short name -> registered architecture).
+BENCH_SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128", "1x128": "tiny-1x128"}

@@ -30,7 +30,7 @@ def _matmul_dtype(h: Tensor) -> torch.dtype:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx, h: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int
     ) -> tuple[Tensor, Tensor]:
         dt = _matmul_dtype(h)
@@ -66,7 +66,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total, hits
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _hits: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor, _hits: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         grad_h, grad_w, grad_b = ctx.saved_tensors
         dh, dw, db = ctx.dtypes
         return (grad_h * grad).to(dh), (grad_w * grad).to(dw), (grad_b * grad).to(db), None, None

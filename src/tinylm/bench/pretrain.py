@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinylm.bench.pretrain_cli import SHAPES
 from tinylm.config import ModelConfig, TrainConfig
 from tinylm.device import bf16_supported
 from tinylm.hf import hf_config
@@ -29,6 +28,7 @@ from tinylm.model import TinyBertForMaskedLM, train_flops_per_token
 from tinylm.objectives import MLMObjective
 from tinylm.perf import tune_cpu_allocator
 from tinylm.predict import autocast
+from tinylm.registry import BENCH_SHAPES as SHAPES
 from tinylm.registry import BERT_VOCAB_SIZE, CLS_ID, NAMED_MODELS, PAPER_CORPUS_SEED, SEP_ID
 from tinylm.train import make_optimizer
 

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-#: Shapes timed by `bench pretrain` (short name -> registered architecture).
-SHAPES = {"bert6": "bert6", "1x256": "tiny-1x256", "2x128": "tiny-2x128", "1x128": "tiny-1x128"}
+from tinylm.registry import BENCH_SHAPES as SHAPES
 
 DESCRIPTION = """`tinylm bench pretrain`: throughput against the transformers reference, in one process.
 

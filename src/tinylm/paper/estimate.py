@@ -85,11 +85,11 @@ def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> di
     }
 
 
-class _OpCounter(TorchDispatchMode):
+class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts the operators dispatched (views excluded): each is a kernel launch on a GPU."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.count = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -116,7 +116,7 @@ def launches_per_step(kind: str, cfg: ModelConfig) -> int:
     step()
     with _OpCounter() as counter:
         step()
-    return counter.count
+    return int(counter.count)
 
 
 def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budget_s: float = 3.0) -> float:

@@ -52,8 +52,9 @@ class GridStatus:
         tty: bool | None = None,
     ):
         self.tty = sys.stderr.isatty() if tty is None else tty
-        self.bar = tqdm(total=total, initial=finished, unit="job", desc="jobs", dynamic_ncols=True,
-                        disable=not self.tty)  # fmt: skip
+        self.bar = tqdm(
+            total=total, initial=finished, unit="job", desc="jobs", dynamic_ncols=True, disable=not self.tty
+        )
         self.runs_dir, self.expected, self.workers, self.log = runs_dir, expected or {}, workers, log
         self.lines: dict[str, tqdm] = {}
         self.spent: list[tuple[float, float]] = []  # (measured, expected) seconds of finished jobs
@@ -81,8 +82,14 @@ class GridStatus:
             shares[job_id] = step / max(1, steps)
             line = self.lines.get(job_id)
             if line is None:
-                line = tqdm(total=steps, desc=f"  {job_id}", unit="step", leave=False, dynamic_ncols=True,
-                            position=len(self.lines) + 1)  # fmt: skip
+                line = tqdm(
+                    total=steps,
+                    desc=f"  {job_id}",
+                    unit="step",
+                    leave=False,
+                    dynamic_ncols=True,
+                    position=len(self.lines) + 1,
+                )
                 self.lines[job_id] = line
             line.total = steps
             line.update(step - line.n)

@@ -137,7 +137,7 @@ def run_committee(job: Job, ctx: Context) -> None:
 
 def _best_of(job_ids: list[str], ctx: Context) -> str:
     """Of a learning-rate sweep's runs, the one with the best validation score."""
-    from tinylm.paper.analyse import validation_score
+    from tinylm.finetune import validation_score
 
     scores = [validation_score(json.loads(ctx.result_path(i).read_text())) for i in job_ids]
     return job_ids[scores.index(max(scores))]

@@ -22,7 +22,7 @@ class TinylmBertConfig(BertConfig):
 class TinylmBertForSequenceClassification(BertForSequenceClassification):
     config_class = TinylmBertConfig
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -39,6 +39,7 @@ class TinylmBertForSequenceClassification(BertForSequenceClassification):
         else:
             w = attention_mask.to(h.dtype)[..., None]
             mean = (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
+        assert self.bert.pooler is not None, "BERT with a pooler"
         pooled = torch.tanh(self.bert.pooler.dense(mean))
         logits = self.classifier(self.dropout(pooled))
         loss = None
