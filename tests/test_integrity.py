@@ -235,6 +235,15 @@ def test_prune_command_frees_a_kept_run_and_refuses_an_unfinished_one(
     assert "pruned 1 finished run(s)" in capsys.readouterr().out
     assert not (kept.path / "checkpoints").exists() and not (kept.path / "best.safetensors").exists()
     assert (kept.path / "model.safetensors").is_file() and (kept.path / "results.json").is_file()
+    # `tinylm prune OUT`: every run under a reproduce-style OUT/runs/
+    other = finetune(
+        ft(data_dir, tmp_path, **model_settings(data_dir), validation_per_label=2, prune=False, name="k2"),
+        **QUIET,
+    )
+    assert other.path.parent == tmp_path / "runs" and (other.path / "checkpoints").is_dir()
+    assert main(["prune", str(tmp_path)]) == 0
+    assert "pruned 2 finished run(s)" in capsys.readouterr().out
+    assert not (other.path / "checkpoints").exists() and (other.path / "model.safetensors").is_file()
     unfinished = tmp_path / "half"
     unfinished.mkdir()
     (unfinished / "config.yaml").write_text("lr: 1\n")
