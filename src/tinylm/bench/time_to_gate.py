@@ -32,6 +32,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     CURRENT_PLAIN: {"fused_loss": False},
     "fused loss": {},
     "batch 16": {"batch_size": 16, "warmup_steps": 460},
+    "batch 16, lr 1.4e-3": {"batch_size": 16, "warmup_steps": 460, "lr": 1.4e-3},
     "lr 3e-3": {"lr": 3e-3},
     "warm-up 1%": {"warmup_steps": 45},
     "mask 30→15%": {"mask_prob_start": 0.3},
