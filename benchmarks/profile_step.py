@@ -4,7 +4,8 @@ loss, the optimizer and the rest; with the plain loss path and with the fused on
 
     python benchmarks/profile_step.py [--layers 2] [--steps 10] [--threads 1]
 
-Batch 32 × 128 real Wikipedia tokens when TINYLM_DATA_DIR is set (else random ids), dropout off, fp32.
+Batch 32 × 128 real Wikipedia tokens when TINYLM_DATA_DIR is set (else random ids), dropout off, fp32,
+glibc's allocator tuned as the trainer tunes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tinylm.config import ModelConfig, TrainConfig
 from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM
 from tinylm.objectives import MLMObjective
+from tinylm.perf import tune_cpu_allocator
 from tinylm.train import make_optimizer
 
 #: Operator name fragments → the part of the step they belong to (first match wins).
@@ -84,6 +86,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    tune_cpu_allocator()  # as the trainer does: large buffers reused, not re-faulted every step
     print(f"CPU: {cpu_name()}; {args.threads} thread(s); torch {torch.__version__}; fp32; batch 32 x 128")
     for layers in args.layers:
         for fused in (False, True):

@@ -4,7 +4,8 @@ models, for one or several source trees, alternated in rounds so that machine no
     python benchmarks/train_step.py --trees /path/to/old/src src --rounds 3
 
 Each measurement runs in a fresh process with PYTHONPATH set to the tree (batch 32 × 128 real Wikipedia
-tokens when TINYLM_DATA_DIR is set, dropout off, fp32, torch's default threads); the table gives the
+tokens when TINYLM_DATA_DIR is set, dropout off, fp32, torch's default threads, glibc's allocator tuned as
+the trainer tunes it); the table gives the
 median over rounds and the ratio of every tree to the first, with the CPU named.
 """
 
@@ -25,6 +26,8 @@ from tinylm.model import TinyBertForMaskedLM
 from tinylm.objectives import MLMObjective
 from tinylm.train import make_optimizer
 from tinylm.bench.pretrain import sample_batch
+from tinylm.perf import tune_cpu_allocator
+tune_cpu_allocator()  # as the trainer does
 layers, steps = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
 cfg = ModelConfig(layers=layers, hidden_size=128, heads=2, ffn_size=512, dropout=0.0, attention_dropout=0.0)

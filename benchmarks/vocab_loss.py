@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from tinylm.machine import cpu_name
 from tinylm.objectives import cross_entropy_and_hits
+from tinylm.perf import tune_cpu_allocator
 from tinylm.vocab_loss import linear_cross_entropy
 
 
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    tune_cpu_allocator()  # as the trainer does
     g = torch.Generator().manual_seed(0)
     rows, valid, vocab, d = args.rows, args.rows - 20, 30522, 128
     h = torch.randn(rows, d, generator=g).requires_grad_()
