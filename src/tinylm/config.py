@@ -156,7 +156,7 @@ class TrainConfig:
     fused_loss: bool = opt(
         True,
         "MLM: vocabulary projection and cross-entropy fused over chunks of rows (the logit matrix is never "
-        "stored; same mathematics, ~1.3x the tokens/s of a 2/128 step on a CPU); false: the plain path",
+        "stored; same mathematics; benchmarks/README.md has its speed); false: the plain path",
     )
     compile: bool = opt(False, "wrap the model in torch.compile")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
