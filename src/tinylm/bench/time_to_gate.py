@@ -5,7 +5,7 @@ side on the same machine, on the same articles and held-out articles) until its 
 `--gate` nats below the unigram baseline of the same masked targets, or until `--max-tokens`; the
 held-out loss is evaluated every `--eval-every` steps. Time to gate = tokens to gate ÷ tokens per second:
 the table gives both halves, the wall seconds of training (evaluations excluded) and each lane's ratio to
-the baseline lane (today's `tiny-pretrain`, always run), all measured in one run.
+the baseline lane (`tiny-pretrain-v1`, the first recipe, always run), all measured in one run.
 """
 
 from __future__ import annotations
@@ -238,7 +238,11 @@ def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument(
-        "--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes (baseline always)"
+        "--recipes",
+        nargs="+",
+        default=[CURRENT],
+        choices=list(RECIPES),
+        help=f"recipes (default: {CURRENT}; the baseline {BASELINE} always runs)",
     )
     q.add_argument("--gate", type=float, default=1.5, help="nats below the unigram baseline (default 1.5)")
     q.add_argument(
