@@ -1,14 +1,13 @@
 """The MLM output layer and its loss fused: vocabulary projection + cross-entropy over chunks of rows.
 
-A 2/128 training step spends more time around the 30,522-way projection at the masked rows than in all of
-its encoder: the plain path writes the (rows × vocab) logit matrix (~80 MB at batch 32), keeps it for the
-backward pass, and reads or rewrites it about six times (row max, exp, sum, softmax − one-hot, the
-gradient of the slice that drops padding rows, the two gradient matmuls), each pass a trip to main
-memory. Here the rows are taken `chunk` at a time: the chunk's logits are made, turned into their
-gradient (softmax − one-hot) in place while they are still in cache, and immediately multiplied into the
-gradients of the rows, the weight and the bias; the logits are never kept. The loss is the last node of
-the graph, so the gradients can be computed in the forward pass and only scaled in the backward pass
-(as Liger's and Apple's fused linear-cross-entropy kernels do). Same mathematics as the plain path:
+The plain path writes the (rows × vocab) logit matrix (~80 MB at batch 32), keeps it for the backward
+pass, and reads or rewrites it several times (row max, exp, sum, softmax − one-hot, the gradient of the
+slice that drops padding rows); on a 2-core AMD EPYC (AVX2) those passes were ~20 % of a 2/128 step
+(benchmarks/README.md, profile). Here the rows are taken `chunk` at a time: the chunk's logits are made,
+turned into their gradient (softmax − one-hot) in place, and immediately multiplied into the gradients of
+the rows, the weight and the bias; the logits are never kept. The loss is the last node of the graph, so
+the gradients can be computed in the forward pass and only scaled in the backward pass (as Liger's and
+Apple's fused linear-cross-entropy kernels do). Same mathematics as the plain path:
 `tests/test_vocab_loss.py` compares loss, hits and gradients in fp32 and bf16.
 """
 
@@ -17,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: Rows per chunk: its fp32 logits (256 × 30,522 × 4 B ≈ 31 MB) bound the memory of the loss,
-#: and the weight is read twice per chunk. `benchmarks/vocab_loss.py` measures the choice.
+#: Rows per chunk: its fp32 logits (256 × 30,522 × 4 B ≈ 31 MB) bound the memory of the loss, and the
+#: weight is read twice per chunk. `benchmarks/vocab_loss.py` times chunk sizes (differences within noise).
 CHUNK_ROWS = 256
 
 
