@@ -5,7 +5,9 @@ side on the same machine, on the same articles and held-out articles) until its 
 `--gate` nats below the unigram baseline of the same masked targets, or until `--max-tokens`; the
 held-out loss is evaluated every `--eval-every` steps. Time to gate = tokens to gate ÷ tokens per second:
 the table gives both halves, the wall seconds of training (evaluations excluded) and each lane's ratio to
-the baseline lane (`tiny-pretrain-v1`, the first recipe, always run), all measured in one run.
+the baseline lane (`--baseline`: by default `tiny-pretrain-v1`, the first recipe; always run), all
+measured in one run. The `member …` recipes are the committee members (1-layer/128, plain, 4 heads, or
+with the paper's Conv2d front-end) on today's recipe: run them with `--baseline "member 1/128"`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ BASELINE = "tiny-pretrain-v1"
 #: The current recipe: its lane runs `tiny-pretrain`'s differences from the baseline (also on another base).
 CURRENT = "tiny-pretrain"
 CURRENT_PLAIN = "tiny-pretrain, plain loss"
+#: A 1-layer/128 committee member, plain and with the paper's Conv2d front-end (the `cpu` preset's member).
+MEMBER = "member 1/128"
+MEMBER_CONV = "member 1/128 + conv"
+CONV_FRONT_END: dict[str, Any] = {"conv_layers": 2, "conv_kernel": "3", "conv_channels": 8}
 #: Recipes: changes to the baseline's settings.
 RECIPES: dict[str, dict[str, Any]] = {
     BASELINE: {"fused_loss": False},
@@ -41,6 +47,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mimetic attention": {"attention_init": "mimetic"},
     "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
     "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
+    # committee members (issue 21, item 5): the paper's BERT-1 variants at tiny width, on today's recipe
+    MEMBER: {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330},
+    "member 1/128, 4 heads": {"fused_loss": True, "model": "tiny-1x128", "heads": 4, "warmup_steps": 330},
+    MEMBER_CONV: {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330} | CONV_FRONT_END,
 }
 
 
@@ -117,7 +127,7 @@ def run_lane(name: str, settings: dict[str, Any], gate: float, out: str, threads
     run = {"out": out, "name": run_name, "progress": False, "threads": threads, "prune": True}
     with contextlib.suppress(GateReached):
         pretrain(PretrainSettings.build(settings | run), log=lambda *_: None, on_step=stop_at_gate)
-    return {"recipe": name, "baseline": name == BASELINE, "settings": settings} | crossing(metrics, gate)
+    return {"recipe": name, "settings": settings} | crossing(metrics, gate)
 
 
 def bench_time_to_gate(
@@ -129,19 +139,20 @@ def bench_time_to_gate(
     threads: int = 1,
     base: dict[str, Any] | None = None,
     common: dict[str, Any] | None = None,
+    baseline: str = BASELINE,
 ) -> dict[str, Any]:
-    """Every recipe (the baseline first) in `lanes` parallel processes; the rows and their ratios."""
+    """Every recipe (`baseline` first) in `lanes` parallel processes; the rows and their ratios to it."""
     import torch
 
     from tinylm.machine import cpu_name
 
-    names = [BASELINE] + [r for r in recipes if r != BASELINE]
+    names = [baseline] + [r for r in recipes if r != baseline]
     fixed = {"max_tokens": max_tokens, "eval_every": eval_every, "checkpoint_every": 10**9} | (common or {})
     with tempfile.TemporaryDirectory() as out, cf.ProcessPoolExecutor(lanes, mp.get_context("spawn")) as pool:
         futures = [
             pool.submit(run_lane, n, recipe_settings(n, base) | fixed, gate, out, threads) for n in names
         ]
-        rows = [f.result() for f in futures]
+        rows = [f.result() | {"baseline": n == baseline} for n, f in zip(names, futures, strict=True)]
     ref = rows[0]
     for r in rows:
         for key in ("tokens_to_gate", "seconds_to_gate"):
@@ -223,7 +234,13 @@ def _cmd(args: argparse.Namespace) -> int:
     from tinylm.machine import write_benchmark
 
     res = bench_time_to_gate(
-        args.recipes, args.gate, args.max_tokens, args.eval_every, args.lanes, args.threads
+        args.recipes,
+        args.gate,
+        args.max_tokens,
+        args.eval_every,
+        args.lanes,
+        args.threads,
+        baseline=args.baseline,
     )
     code = write_benchmark(Path(args.out), "time_to_gate", res, format_time_to_gate(res))
     plot_time_to_gate(res, Path(args.out) / "time_to_gate.png")
@@ -242,7 +259,14 @@ def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         nargs="+",
         default=[CURRENT],
         choices=list(RECIPES),
-        help=f"recipes (default: {CURRENT}; the baseline {BASELINE} always runs)",
+        help=f"recipes (default: {CURRENT}; the baseline always runs)",
+    )
+    q.add_argument(
+        "--baseline",
+        default=BASELINE,
+        choices=list(RECIPES),
+        help=f"the lane every ratio is to (default {BASELINE}, the first recipe; e.g. '{MEMBER}' for "
+        f"the committee members' lanes)",
     )
     q.add_argument("--gate", type=float, default=1.5, help="nats below the unigram baseline (default 1.5)")
     q.add_argument(
