@@ -43,18 +43,27 @@ def test_smoke_artifacts(smoke: Path) -> None:
     gate = results["gate"]
     assert (
         gate["threshold_nats"] == 1.5
-        and len(gate["models"]) == 10  # 2 deep replicates + 2 more sizes + 2×2 controlled + 2 members
+        and len(gate["models"]) == 12  # 2 deep replicates + 2 more sizes × 2 + 2×2 controlled + 2 members
         and not any(m["passed"] for m in gate["models"])
     )
-    # C2: one pre-training and one fine-tuning seed per size, so its gaps have no spread to print, and the
-    # held-out MLM it quotes for the main corpus is that of seed 0, not of C1's last replicate
+    # C2: every size pre-trained twice (size_seeds 2), replicate r paired with the main corpus's pre-training
+    # r and fine-tuned with r's seed: two gaps per size (with a spread), one slope per (task, replicate)
     e2 = results["E2"]
-    assert all(d["gap_n"] == [1, 1, 1] for d in e2["tasks"].values())
+    assert all(d["gap_n"] == [2, 2, 2] and len(d["slope_per_decade"]) == 2 for d in e2["tasks"].values())
+    assert e2["pooled_test"]["n"] == 6 and "2 pre-training(s) per size" in results["decisions"]["C2"]["test"]
     c2_section = (smoke / "report.md").read_text().split("## C2")[1].split("## C3")[0]
     rows = [line for line in c2_section.splitlines() if line.startswith("| agnews")]
-    assert len(rows) == 1 and "±" not in rows[0] and "@ 400" in c2_section
-    seed0 = [m for m in gate["models"] if m["role"] == {"deep": True, "size": 400, "pseed": 0}]
-    assert len(seed0) == 1 and e2["pretraining_mlm"]["400"]["mlm_loss"] == seed0[0]["mlm_loss"]
+    assert len(rows) == 1 and rows[0].count("±") == 3 and "@ 400" in c2_section
+    assert "2 pre-training(s) per size (seeds 0 … 1" in c2_section
+    for size in (200, 400, 800):
+        reps = [
+            m["mlm_loss"] for m in gate["models"] if m["role"] == {"deep": True, "size": size, "pseed": 0}
+        ]
+        reps += [
+            m["mlm_loss"] for m in gate["models"] if m["role"] == {"deep": True, "size": size, "pseed": 1}
+        ]
+        mlm = e2["pretraining_mlm"][str(size)]
+        assert len(reps) == 2 and mlm["n"] == 2 and mlm["mlm_loss"] == pytest.approx(sum(reps) / 2)
     # C1's replication unit is the pre-training run: 2 replicates × 3 tasks, tasks as fixed effects
     c1 = results["E1"]["pooled_test"]
     assert c1["n"] == 6 and c1["df"] == 3 and "fixed effects" in results["decisions"]["C1"]["test"]
@@ -62,6 +71,13 @@ def test_smoke_artifacts(smoke: Path) -> None:
     e0 = summary_e0 = json.loads((smoke / "summary.json").read_text())["e0"]
     assert [r["tokens"] for r in e0 if r["pooling"] == "cls"][0] == 0 and len(e0) == 2 * 4  # 0, B/4, B/2, B
     assert {"tokens", "mlm_loss", "task", "pooling", "gap_pp"} <= set(summary_e0[0])
+    # E0 with 2 fine-tuning seeds: the gap is the mean of the per-seed gaps, each paired with its scratch run
+    assert all(r["seeds"] == 2 and r["gap_pp"] == pytest.approx(sum(r["gap_pp_per_seed"]) / 2) for r in e0)
+    e0_section = (smoke / "report.md").read_text().split("## E0")[1].split("## C2")[0]
+    e0_rows = [
+        line for line in e0_section.splitlines() if line.startswith("| ") and "tokens seen" not in line
+    ]
+    assert "seed(s) 0 … 1" in e0_section and [row.count("±") for row in e0_rows] == [2] * 4
     tokens = [r["tokens"] for r in e0 if r["pooling"] == "cls"]
     assert tokens == sorted(tokens) and e0[0]["mlm_loss"] > e0[3]["mlm_loss"]
     assert all(m["unigram_loss"] > 0 and m["mlm_loss"] > 0 and m["tokens"] > 0 for m in gate["models"])
@@ -283,7 +299,8 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
         pretrain={"epochs": 1},
         poolings=["cls", "max"],
         pretrain_seeds=0,
-        e0={"tasks": ["sst2"], "points": 2},
+        size_seeds=3,
+        e0={"tasks": ["sst2"], "points": 2, "seeds": 0},
     )
     with pytest.raises(ConfigError) as e:
         load_preset(str(bad))
@@ -292,6 +309,8 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
         "e0.tasks: 'sst2' is not one of the preset's tasks",
         "poolings: 'max' is not a head",
         "pretrain_seeds: must be positive",
+        "size_seeds: must be between 1 and pretrain_seeds (0",
+        "e0.seeds: must be positive, got 0",
     ):
         assert part in str(e.value)
     assert load_preset(str(smoke_variant(tmp_path, controlled=None, e0=None))).controlled is None
@@ -456,3 +475,14 @@ def test_grid_status_shows_running_jobs_and_a_corrected_eta(tmp_path: Path) -> N
     plain.finished("done-1", 200.0, ["pretrain-a"], ["later"])
     plain.close()
     assert lines == ["[1/3] done-1 finished in 200s; grid ETA 10m00s"]
+
+
+def test_epoch_figure_takes_runs_stopped_early(tmp_path: Path) -> None:
+    """With `patience` in a preset's fine-tuning, runs stop at different epochs: E1's figure averages each
+    epoch over the runs that reached it instead of failing on a ragged array."""
+    from tinylm.paper.figures import fig_epochs
+
+    curves = {"agnews": {"pre-trained": [[0.5, 0.6, 0.7], [0.5, 0.6]], "scratch": [[0.4, 0.5]]}}
+    fig_epochs(curves, tmp_path / "e1.png")
+    width, height = png_size(tmp_path / "e1.png")
+    assert width > 200 and height > 200

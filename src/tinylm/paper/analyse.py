@@ -201,31 +201,31 @@ def analyse_e1(r: Results, p: Preset, tasks: list[str]) -> tuple[dict[str, Any],
     return e1, curves
 
 
-def _e0_job(r: Results, lr: float | None, **role: Any) -> Job:
-    """The seed-0 fine-tuning with this role at the E0 learning rate."""
-    return next(j for j in by_role(r.jobs, "finetune", seed=0, **role) if j.settings.get("lr") == lr)
+def _e0_job(r: Results, lr: float | None, seed: int, **role: Any) -> Job:
+    """The fine-tuning with this role and seed at the E0 learning rate."""
+    return next(j for j in by_role(r.jobs, "finetune", seed=seed, **role) if j.settings.get("lr") == lr)
 
 
 def analyse_e0(r: Results, p: Preset, tasks: list[str]) -> list[dict[str, Any]]:
     """E0 rows: per task, head and snapshot, the tokens seen, held-out MLM loss (and the unigram baseline)
-    and the gap to scratch (same seed 0, same lr, same head)."""
+    and the gap to scratch (same seed, same lr, same head), as the mean over e0.seeds fine-tuning seeds
+    (`gap_pp_per_seed` lists them)."""
     if p.e0 is None:
         return []
     pre = r.one("pretrain", deep=True, size=p.main_corpus, pseed=0)
     res = r.of(pre)
     snaps = {s["target_tokens"]: s for s in res.get("snapshots", [])}
     final = {"tokens": res["tokens"]} | res["final_eval"]
-    lr0 = p.finetune.get("lr")
+    final_role = {"init": "pretrained", "size": p.main_corpus, "pseed": 0}
+    lr0, seeds = p.finetune.get("lr"), range(p.e0.seeds)
     rows = []
     for task in [t for t in p.e0.tasks if t in tasks]:
         for pl in p.poolings:
-            scratch = r.accuracy(_e0_job(r, lr0, task=task, pooling=pl, init="scratch"))
-            points = [
-                (snaps[n], _e0_job(r, lr0, task=task, pooling=pl, init="snapshot", tokens=n))
-                for n in sorted(snaps)
-            ]
-            final_job = _e0_job(r, lr0, task=task, pooling=pl, init="pretrained", size=p.main_corpus, pseed=0)
-            for snap, job in [*points, (final, final_job)]:
+            scratch = [r.accuracy(_e0_job(r, lr0, s, task=task, pooling=pl, init="scratch")) for s in seeds]
+            points = [(snaps[n], {"init": "snapshot", "tokens": n}) for n in sorted(snaps)]
+            for snap, role in [*points, (final, final_role)]:
+                acc = [r.accuracy(_e0_job(r, lr0, s, task=task, pooling=pl, **role)) for s in seeds]
+                gaps = [100 * (a - b) for a, b in zip(acc, scratch, strict=True)]
                 rows.append(
                     {
                         "tokens": snap["tokens"],
@@ -233,16 +233,19 @@ def analyse_e0(r: Results, p: Preset, tasks: list[str]) -> list[dict[str, Any]]:
                         "unigram_loss": snap.get("unigram_loss"),
                         "task": task,
                         "pooling": pl,
-                        "accuracy": r.accuracy(job),
-                        "scratch_accuracy": scratch,
-                        "gap_pp": 100 * (r.accuracy(job) - scratch),
+                        "seeds": len(gaps),
+                        "accuracy": float(np.mean(acc)),
+                        "scratch_accuracy": float(np.mean(scratch)),
+                        "gap_pp": float(np.mean(gaps)),
+                        "gap_pp_per_seed": gaps,
                     }
                 )
     return rows
 
 
 def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str, Any]:
-    """C2: the per-(task, seed) slope of the gap against log10(articles) over the nested sizes."""
+    """C2: the per-(task, pre-training replicate, seed) slope of the gap against log10(articles) over the
+    nested sizes (replicate r of every size: pre-training seed r, fine-tuned with the same seeds)."""
     sizes = sorted(p.corpus_sizes)
     e2: dict[str, Any] = {"sizes": sizes, "tasks": {}}
     if len(sizes) < 2:
@@ -255,14 +258,15 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
         scr = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(task, init="scratch", pooling=pl0)}
         per_size = {
             n: {
-                j.role["seed"]: r.accuracy(j) - scr[j.role["seed"]]
-                for j in r.finetunes(task, init="pretrained", size=n, pooling=pl0, pseed=0)
+                (ps, j.role["seed"]): r.accuracy(j) - scr[j.role["seed"]]
+                for ps in range(p.size_seeds)
+                for j in r.finetunes(task, init="pretrained", size=n, pooling=pl0, pseed=ps)
             }
             for n in sizes
         }
+        units = sorted(per_size[sizes[0]])
         slopes = [
-            float(np.polyfit(np.log10(sizes), np.array([per_size[n][s] for n in sizes]), 1)[0])
-            for s in range(seeds)
+            float(np.polyfit(np.log10(sizes), np.array([per_size[n][u] for n in sizes]), 1)[0]) for u in units
         ]
         slopes_all += slopes
         stats = [mean_std(list(per_size[n].values())) for n in sizes]
@@ -276,19 +280,31 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
     e2["pooled_test"] = paired_test(slopes_all)
     means = [float(np.mean(t["slope_per_decade"])) for t in e2["tasks"].values()]
     e2["decision"] = decision(
-        e2["pooled_test"], means, "paired t-test over (task, seed) slopes of gap vs log10(articles)"
+        e2["pooled_test"],
+        means,
+        f"paired t-test over (task, pre-training replicate, seed) slopes of gap vs log10(articles); "
+        f"{p.size_seeds} pre-training(s) per size",
     )
     e2["verdict"] = e2["decision"]["verdict"]
     e2["pretraining_mlm"] = {}
     for j in r.jobs:
-        # C2's models: pre-training seed 0 of each size (the main corpus's other replicates serve C1)
-        if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role and j.role["pseed"] == 0:
+        # C2's models: pre-training seeds 0 … size_seeds−1 of each size (the main corpus's other replicates
+        # serve C1); the mean over the replicates
+        deep = j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role
+        if deep and j.role["pseed"] < p.size_seeds:
             ev = r.of(j).get("final_eval", {})
-            e2["pretraining_mlm"][str(j.role["size"])] = {
-                "mlm_loss": ev.get("mlm_loss"),
-                "mlm_accuracy": ev.get("mlm_accuracy"),
-            }
+            e2["pretraining_mlm"].setdefault(str(j.role["size"]), []).append(ev)
+    e2["pretraining_mlm"] = {
+        size: {k: _mean_or_none([ev.get(k) for ev in evs]) for k in ("mlm_loss", "mlm_accuracy")}
+        | {"n": len(evs)}
+        for size, evs in e2["pretraining_mlm"].items()
+    }
     return e2
+
+
+def _mean_or_none(values: list[Any]) -> float | None:
+    """The mean of numbers, None when one is missing."""
+    return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
 def _not_run(why: str) -> dict[str, Any]:

@@ -39,11 +39,14 @@ def fig_epochs(curves: dict[str, dict[str, list[list[float]]]], path: Path) -> N
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for label, runs in curves[task].items():
-            arr = np.array(runs) * 100
+            # runs stopped early (`patience`) are shorter: an epoch's mean is over the runs that got there
+            arr = np.full((len(runs), max(map(len, runs))), np.nan)
+            for i, run in enumerate(runs):
+                arr[i, : len(run)] = np.array(run) * 100
             ep = np.arange(1, arr.shape[1] + 1)
-            ax.plot(ep, arr.mean(0), marker="o", label=f"{label} (mean of {len(runs)} seeds)")
+            ax.plot(ep, np.nanmean(arr, 0), marker="o", label=f"{label} (mean of {len(runs)} seeds)")
             if len(runs) > 1:
-                ax.fill_between(ep, arr.min(0), arr.max(0), alpha=0.2)
+                ax.fill_between(ep, np.nanmin(arr, 0), np.nanmax(arr, 0), alpha=0.2)
         ax.set_title(task)
         ax.set_xlabel("fine-tuning epoch")
         ax.set_ylabel("test accuracy (%)")
@@ -148,7 +151,7 @@ def write_figures(
             {t: e2["sizes"] for t in tasks},
             gaps,
             "pre-training subset (articles, log scale)",
-            "E2: gap vs corpus size (one pre-training per size; ± std over fine-tuning seeds)",
+            "E2: gap vs corpus size (± std over pre-training replicates × fine-tuning seeds)",
             figs / "e2_gap_vs_size.png",
             logx=True,
         )

@@ -160,7 +160,8 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
         for r in range(p.pretrain_seeds)
     ]
     sizes = {
-        n: g.pretrain(p.deep, n, 0, {"deep": True, "size": n, "pseed": 0})
+        (n, r): g.pretrain(p.deep, n, r, {"deep": True, "size": n, "pseed": r})
+        for r in range(p.size_seeds)
         for n in p.corpus_sizes
         if n != p.main_corpus
     }
@@ -197,35 +198,44 @@ def _task_finetunes(
     task: str,
     seeds: int,
     main: list[Job],
-    sizes: dict[int, Job],
+    sizes: dict[tuple[int, int], Job],
     ctl_pre: dict[tuple[str, int], Job],
     members: list[Job],
     snaps: list[int],
 ) -> None:
     """A task's fine-tunings. Replicate r (pre-training seed r of the main corpus) fine-tunes both arms
-    with seeds r·F … r·F+F−1 (F = `seeds`), every head; the other sizes, the controlled corpora and the
-    members use replicate 0's seeds and the first head; E0 fine-tunes seed 0 at the finetune section's lr."""
+    with seeds r·F … r·F+F−1 (F = `seeds`), every head; replicate r of another size uses the same seeds
+    and the first head; the controlled corpora and the members use replicate 0's seeds and the first head;
+    E0 fine-tunes seeds 0 … e0.seeds−1 at the finetune section's lr."""
     p, pl0 = g.p, g.p.poolings[0]
     for r, pre in enumerate(main):
         for seed in range(r * seeds, (r + 1) * seeds):
             for pl in p.poolings:
                 g.finetune(None, task, seed, {"init": "scratch"}, pl)
                 g.finetune(pre, task, seed, {"init": "pretrained", "size": p.main_corpus, "pseed": r}, pl)
+    for (n, r), j in sizes.items():
+        for seed in range(r * seeds, (r + 1) * seeds):
+            g.finetune(j, task, seed, {"init": "pretrained", "size": n, "pseed": r}, pl0)
     for seed in range(seeds):
-        for n, j in sizes.items():
-            g.finetune(j, task, seed, {"init": "pretrained", "size": n, "pseed": 0}, pl0)
         if p.controlled is not None and task == p.controlled.task:
             for (d, r), j in ctl_pre.items():
                 g.finetune(j, task, seed, {"init": "controlled", "selection": d, "pseed": r}, pl0)
     for i, j in enumerate(members):
         g.finetune(j, task, 0, {"init": "member", "member": i}, pl0)
     if p.e0 is not None and task in p.e0.tasks:
-        for pl in p.poolings:
-            g.finetune(None, task, 0, {"init": "scratch"}, pl, sweep=False)
-            final = {"init": "pretrained", "size": p.main_corpus, "pseed": 0}
-            g.finetune(main[0], task, 0, final, pl, sweep=False)
+        _e0_finetunes(g, task, main[0], snaps)
+
+
+def _e0_finetunes(g: GridBuilder, task: str, pre: Job, snaps: list[int]) -> None:
+    """E0: scratch, the finished run and every snapshot, per fine-tuning seed and head, at one lr."""
+    assert g.p.e0 is not None
+    for seed in range(g.p.e0.seeds):
+        for pl in g.p.poolings:
+            g.finetune(None, task, seed, {"init": "scratch"}, pl, sweep=False)
+            final = {"init": "pretrained", "size": g.p.main_corpus, "pseed": 0}
+            g.finetune(pre, task, seed, final, pl, sweep=False)
             for n in snaps:
-                g.finetune(main[0], task, 0, {"init": "snapshot", "tokens": n}, pl, snapshot=n, sweep=False)
+                g.finetune(pre, task, seed, {"init": "snapshot", "tokens": n}, pl, snapshot=n, sweep=False)
 
 
 def _committees(g: GridBuilder, tasks: list[str]) -> None:

@@ -35,10 +35,12 @@ class Controlled:
 @dataclass(frozen=True)
 class E0:
     """E0 (beyond the paper): fine-tune snapshots of the main deep pre-training, taken at 0 and at
-    budget/2^k tokens (k = points … 1) plus the finished run, on `tasks` with every head."""
+    budget/2^k tokens (k = points … 1) plus the finished run, on `tasks` with every head, each with
+    fine-tuning seeds 0 … `seeds`−1 (the gap is paired with the scratch run of the same seed)."""
 
     tasks: list[str]
     points: int
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Preset:
     finetune_lrs: list[float] = field(default_factory=list)
     #: independent pre-trainings of the deep model on the main corpus: C1's replication unit
     pretrain_seeds: int = 1
+    #: independent pre-trainings of each other corpus size (seeds 0 … size_seeds−1; at most
+    #: pretrain_seeds): C2's replication unit, paired with the main corpus's pre-training of the same seed
+    size_seeds: int = 1
     #: classifier heads fine-tuned in E1 and E0 (the first one also in E2–E4): cls (the paper's), mean
     poolings: list[str] = field(default_factory=lambda: ["cls"])
     #: E0, gap vs pre-training budget; none: not run
@@ -188,6 +193,12 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     out += _duplicate_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
+    if not 1 <= raw.get("size_seeds", 1) <= raw.get("pretrain_seeds", 1):
+        out.append(
+            f"size_seeds: must be between 1 and pretrain_seeds ({raw.get('pretrain_seeds', 1)}: each "
+            "replicate of a size is paired with the main corpus's pre-training of the same seed), got "
+            f"{raw['size_seeds']}"
+        )
     out += [
         f"poolings: {x!r} is not a head (expected cls or mean)"
         for x in raw.get("poolings", ["cls"])
@@ -249,6 +260,8 @@ def _e0_problems(raw: dict[str, Any]) -> list[str]:
     out = [f"e0.tasks: {t!r} is not one of the preset's tasks" for t in e0["tasks"] if t not in raw["tasks"]]
     if e0["points"] < 1:
         out.append(f"e0.points: must be positive, got {e0['points']}")
+    if e0.get("seeds", 1) < 1:
+        out.append(f"e0.seeds: must be positive, got {e0['seeds']}")
     budget = raw["pretrain"].get("max_tokens")
     if not isinstance(budget, int) or budget < 2 ** max(1, e0["points"]):
         out.append("e0: needs pretrain.max_tokens (the budget its snapshots divide), an integer >= 2^points")

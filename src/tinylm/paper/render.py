@@ -239,7 +239,8 @@ def _c1(p: Preset, r: dict[str, Any]) -> list[str]:
     L += ["![E1](figures/e1_accuracy_per_epoch.png)", ""]
     if done:
         L += [
-            "Held-out MLM of the deep models C2 compares (pre-training seed 0; articles: loss / accuracy; "
+            "Held-out MLM of the deep models C2 compares (mean over each size's pre-training replicates; "
+            "articles: loss / accuracy; "
             "unigram baseline in the gate table): "
             + "; ".join(f"{n:,}: {d['mlm_loss']:.3f} / {100 * d['mlm_accuracy']:.1f}%" for n, d in done)
             + ".",
@@ -253,6 +254,12 @@ def _budget(p: Preset) -> str:
     return f"{t:,} training tokens" if t else f"{p.pretrain.get('epochs')} epochs"
 
 
+def _gap_cell(row: dict[str, Any]) -> str:
+    """An E0 gap: the mean over fine-tuning seeds, with its std where there are several."""
+    per_seed = row.get("gap_pp_per_seed") or [row["gap_pp"]]
+    return f"{row['gap_pp']:+.2f}" + (f" ± {np.std(per_seed, ddof=1):.2f}" if len(per_seed) > 1 else "")
+
+
 def _e0(p: Preset, r: dict[str, Any]) -> list[str]:
     rows = r.get("E0") or []
     if not rows:
@@ -261,8 +268,9 @@ def _e0(p: Preset, r: dict[str, Any]) -> list[str]:
         "## E0 — gap vs pre-training budget (beyond the paper)",
         "",
         f"Snapshots of the first deep pre-training run (seed 0) at 0 tokens (the initial model) and "
-        f"budget/2^k tokens, and the finished run; each fine-tuned with seed 0 at lr {p.finetune.get('lr')} "
-        "(no lr sweep), gap against the scratch run with the same seed, lr and head.",
+        "budget/2^k tokens, and the finished run; each fine-tuned with seed(s) 0 … "
+        f"{rows[0].get('seeds', 1) - 1} at lr {p.finetune.get('lr')} (no lr sweep), gap against the scratch "
+        "run with the same seed, lr and head; mean over the seeds (± std where there are several).",
         "",
         "| tokens seen | held-out MLM − unigram (nats) | "
         + " | ".join(f"{t} {pl} gap pp" for t, pl in dict.fromkeys((x["task"], x["pooling"]) for x in rows))
@@ -272,10 +280,13 @@ def _e0(p: Preset, r: dict[str, Any]) -> list[str]:
     for tokens in sorted({x["tokens"] for x in rows}):
         at = [x for x in rows if x["tokens"] == tokens]
         d = at[0]["mlm_loss"] - at[0]["unigram_loss"] if at[0]["mlm_loss"] is not None else None
-        L.append(
-            f"| {tokens:,} | {_fmt(d, '+.2f')} | " + " | ".join(f"{x['gap_pp']:+.2f}" for x in at) + " |"
-        )
+        L.append(f"| {tokens:,} | {_fmt(d, '+.2f')} | " + " | ".join(_gap_cell(x) for x in at) + " |")
     return L + ["", "![E0](figures/e0_gap_vs_tokens.png)", ""]
+
+
+def _replicates(e2: dict[str, Any]) -> int:
+    """Pre-trainings per corpus size in C2 (the fewest over the sizes)."""
+    return min((int(d.get("n", 1)) for d in e2.get("pretraining_mlm", {}).values()), default=1)
 
 
 def _c2(r: dict[str, Any]) -> list[str]:
@@ -285,8 +296,10 @@ def _c2(r: dict[str, Any]) -> list[str]:
     L = [
         "## C2 — gap vs pre-training corpus size (E2)",
         "",
-        "Nested subsets (each the first N of one article order), one pre-training each (seed 0); a gap is "
-        "pre-trained − scratch per fine-tuning seed, shown as mean ± std where there are several.",
+        "Nested subsets (each the first N of one article order), "
+        f"{_replicates(e2)} pre-training(s) per size (seeds 0 … {_replicates(e2) - 1}; replicate r of every "
+        "size is fine-tuned with the same seeds); a gap is pre-trained − scratch per (replicate, fine-tuning "
+        "seed), shown as mean ± std where there are several; one slope per (task, replicate, seed).",
         "",
         "| task | "
         + " | ".join(f"gap pp @ {n:,}" for n in e2["sizes"])
