@@ -256,8 +256,15 @@ class TrainConfig:
 class CorpusConfig:
     data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
     cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
+    corpus: str = opt(
+        "wikipedia",
+        "pre-training documents: 'wikipedia' (the article leads of the data directory or the hub), or "
+        "file:PATH — a .txt (one document per line, or blank-line separated when it has blank lines), a "
+        ".jsonl[.gz] with a 'text' field per line, or a directory of them (e.g. one written by `tinylm "
+        "corpus select`); ordered, nested, held out and cached like Wikipedia",
+    )
     num_articles: int = opt(
-        40000, "Wikipedia articles in the pre-training subset (nested: first N of one order)"
+        40000, "documents in the pre-training subset (nested: first N of one seeded order)"
     )
     corpus_seed: int = opt(42, "seed of the article order (the paper: 42)")
     eval_articles: int = opt(1000, "held-out articles for MLM evaluation (the end of the order)")
@@ -291,6 +298,13 @@ class CorpusConfig:
             p.append(f"num_articles: must be positive, got {self.num_articles}")
         if self.eval_articles < 1:
             p.append(f"eval_articles: must be positive, got {self.eval_articles}")
+        if self.corpus != "wikipedia" and not (self.corpus.startswith("file:") and len(self.corpus) > 5):
+            p.append(f"corpus: expected 'wikipedia' or file:PATH, got {self.corpus!r}")
+        elif self.corpus != "wikipedia" and self.selection != "nested":
+            p.append(
+                "selection: high/low selects from Wikipedia; for a file: corpus, select with `tinylm corpus "
+                "select --from file:PATH` and pre-train on its output"
+            )
         if self.packing and self.selection != "nested":
             p.append("packing: applies to nested corpora only (selection 'nested')")
         if self.selection != "nested" and not self.selection_task:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tinylm.config import CorpusConfig
-from tinylm.data.corpus import WikiCorpus, load_wiki_corpus
+from tinylm.data.corpus import WikiCorpus, load_file_corpus, load_wiki_corpus
 from tinylm.data.selection import load_selected_corpus
 from tinylm.data.sources import DataSource, resolve_source
 from tinylm.data.tokenize import TokenizerInfo, load_tokenizer
@@ -28,9 +28,13 @@ from tinylm.train import Progress, Trainer
 
 
 def load_corpus(ccfg: CorpusConfig, max_length: int, source: DataSource, tok: TokenizerInfo) -> WikiCorpus:
-    """The pre-training corpus a config describes: the first N articles of the seeded order, or an
-    overlap-controlled selection."""
+    """The pre-training corpus a config describes: the first N documents of the seeded order (Wikipedia or
+    a `file:` corpus), or an overlap-controlled selection."""
     c = ccfg
+    if c.corpus != "wikipedia":
+        return load_file_corpus(
+            c.corpus, tok, c.num_articles, c.corpus_seed, max_length, c.eval_articles, c.cache_dir, c.packing
+        )
     if c.selection == "nested":
         return load_wiki_corpus(
             source, tok, c.num_articles, c.corpus_seed, max_length, c.eval_articles, c.cache_dir, c.packing
@@ -115,7 +119,8 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
     if d.main:
         write_json(run.path / "data.json", corpus.description | {"tokenizer": tok.path})
     log(
-        f"corpus: {ccfg.num_articles:,} articles ({ccfg.selection}, seed {ccfg.corpus_seed}), "
+        f"corpus: {corpus.description['corpus']}, {ccfg.num_articles:,} documents ({ccfg.selection}, seed "
+        f"{ccfg.corpus_seed}), "
         f"{corpus.description['tokens']:,} tokens; held out {ccfg.eval_articles:,}"
     )
     torch.manual_seed(tcfg.seed)

@@ -50,6 +50,7 @@ HASHED_WHEN_CHANGED = {
     "attention_init": "normal",
     "mask_prob_start": None,
     "patience": None,
+    "corpus": "wikipedia",
 }
 #: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
 RESUME_ONLY = ("checkpoints", "best.safetensors")

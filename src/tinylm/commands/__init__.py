@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tinylm.commands.data import add_data_parser, add_overlap
+from tinylm.commands.data import add_corpus, add_data_parser, add_overlap
 from tinylm.commands.experiments import add_bench, add_reproduce
 from tinylm.commands.models import add_committee, add_export, add_predict, add_prune
 from tinylm.commands.training import add_finetune, add_pretrain
@@ -19,6 +19,7 @@ REGISTER: list[Callable[[argparse._SubParsersAction[Any]], None]] = [
     add_pretrain,
     add_finetune,
     add_overlap,
+    add_corpus,
     add_committee,
     add_predict,
     add_export,

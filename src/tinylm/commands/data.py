@@ -1,4 +1,5 @@
-"""`tinylm data stats` and `tinylm overlap`: what the datasets hold and how corpora and tasks overlap."""
+"""`tinylm data stats`, `tinylm overlap` and `tinylm corpus select`: what the datasets hold, how corpora and
+tasks overlap, and corpora chosen for a task."""
 
 from __future__ import annotations
 
@@ -181,3 +182,74 @@ def add_overlap(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", help="write the rows to this JSON file")
     p.add_argument("--print-json", action="store_true", help="print the rows as JSON after the table")
     p.set_defaults(handler=_overlap)
+
+
+def _corpus_select(args: argparse.Namespace) -> int:
+    from tinylm.corpus_select import select_corpus
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+
+    source = resolve_source(args.data_dir)
+    sel = select_corpus(
+        args.task,
+        args.source,
+        args.articles,
+        args.by,
+        args.out,
+        source,
+        load_tokenizer(source),
+        pool=args.pool,
+        eval_articles=args.eval_articles,
+        seed=args.seed,
+        max_length=args.max_length,
+        cache_dir=args.cache_dir,
+        per_label=(args.samples_per_label_train, args.samples_per_label_test),
+    )
+    m = sel.manifest
+    print(
+        f"selected {m['documents']:,} of {m['pool_documents']:,} documents of {m['pool']} by {m['metric']} "
+        f"for {m['task']} in {m['seconds']:.1f} s -> {sel.out}\n"
+        f"score: chosen mean {m['scores']['chosen_mean']:.4f} (min {m['scores']['chosen_min']:.4f}) vs pool "
+        f"mean {m['scores']['pool_mean']:.4f}; corpus vs task train: occurrence coverage "
+        f"{m['overlap_train']['occurrence_coverage']:.4f}, weighted overlap "
+        f"{m['overlap_train']['weighted_overlap']:.4f}\npre-train on it: {m['pretrain']}"
+    )
+    return 0
+
+
+def add_corpus(sub: argparse._SubParsersAction[Any]) -> None:
+    corpus = sub.add_parser(
+        "corpus", help="make pre-training corpora", description="Make pre-training corpora."
+    )
+    csub = corpus.add_subparsers(dest="corpus_cmd", required=True, metavar="{select}")
+    p = csub.add_parser(
+        "select",
+        help="a task-specific corpus: the pool's documents ranked by overlap with a task",
+        description=module_doc("tinylm.corpus_select"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=list(TASK_NAMES), help="task whose training text ranks")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default="wikipedia",
+        help="pool: wikipedia (default) or file:PATH (a corpus file or directory, as `pretrain --corpus`)",
+    )
+    p.add_argument("--articles", type=int, required=True, help="training documents to keep")
+    p.add_argument("--by", default="weighted", choices=["coverage", "weighted", "ced"], help="metric")
+    p.add_argument("--out", required=True, help="corpus directory to write (must not exist)")
+    p.add_argument("--pool", type=int, default=100000, help="pool: first N documents of the order (100000)")
+    _flag(p, "eval_articles", type=int, default=500, help="held-out documents written on top (default 500)")
+    p.add_argument("--seed", type=int, default=PAPER_CORPUS_SEED, help="document order seed (default 42)")
+    _flag(p, "max_length", type=int, default=128, help="tokens per document scored (default 128)")
+    for split in ("train", "test"):
+        _flag(
+            p,
+            f"samples_per_label_{split}",
+            type=int,
+            default=-1,
+            help=f"task {split} examples per label (-1: the paper's default)",
+        )
+    _flag(p, "data_dir", help="local data directory")
+    _flag(p, "cache_dir", help="token cache directory")
+    p.set_defaults(handler=_corpus_select)

@@ -1,4 +1,5 @@
-"""The Wikipedia pre-training corpus: seeded article order, nested subsets, 128-token samples.
+"""The pre-training corpus (Wikipedia, or a `file:` corpus): seeded document order, nested subsets,
+128-token samples.
 
 The articles of all shards are numbered in shard order; one seeded permutation of those numbers
 defines the corpus order. A subset of N articles is the first N of that order, so 20K ⊂ 40K ⊂ 90K.
@@ -14,7 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -78,6 +79,21 @@ def iter_articles(shards: list[Path], wanted: np.ndarray | None = None) -> Itera
             raise DataError(f"{path}: cannot read gzip data ({e})") from e
 
 
+class Documents(Protocol):
+    """A numbered collection of documents a pre-training corpus is made from (Wikipedia's shards, or a
+    `file:` corpus)."""
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def fingerprint(self) -> list[dict[str, Any]]: ...
+
+    def read(self, selected: np.ndarray) -> list[str]: ...
+
+
 @dataclass
 class WikiIndex:
     shards: list[Path]
@@ -87,8 +103,15 @@ class WikiIndex:
     def total(self) -> int:
         return sum(self.counts)
 
+    @property
+    def name(self) -> str:
+        return "wikipedia"
+
     def fingerprint(self) -> list[dict[str, Any]]:
         return [file_fingerprint(p) for p in self.shards]
+
+    def read(self, selected: np.ndarray) -> list[str]:
+        return read_selected(self, selected)
 
 
 def wiki_index(source: DataSource, cache_dir: str | os.PathLike | None = None) -> WikiIndex:
@@ -145,28 +168,68 @@ def load_wiki_corpus(
     if source.local_files("wikipedia") is None and source.hub:  # pragma: no cover - needs network
         return _hub_corpus(tok, num_articles, seed, max_length, eval_articles)
     index = wiki_index(source, cache_dir)
-    if num_articles < 1 or num_articles + eval_articles > index.total:
+    corpus = load_documents_corpus(
+        index, tok, num_articles, seed, max_length, eval_articles, cache_dir, packing
+    )
+    corpus.description |= {"shards": [str(p) for p in index.shards]}
+    return corpus
+
+
+def load_file_corpus(
+    spec: str,
+    tok: TokenizerInfo,
+    num_articles: int,
+    seed: int = 42,
+    max_length: int = 128,
+    eval_articles: int = 1000,
+    cache_dir: str | os.PathLike | None = None,
+    packing: bool = False,
+) -> WikiCorpus:
+    """A `file:PATH` corpus (`tinylm.data.documents`), ordered, split and cached as Wikipedia is."""
+    from tinylm.data.documents import FileDocuments
+
+    docs = FileDocuments.open(spec)
+    corpus = load_documents_corpus(
+        docs, tok, num_articles, seed, max_length, eval_articles, cache_dir, packing
+    )
+    corpus.description |= {"files": [str(p) for p in docs.files]}
+    return corpus
+
+
+def load_documents_corpus(
+    docs: Documents,
+    tok: TokenizerInfo,
+    num_articles: int,
+    seed: int,
+    max_length: int,
+    eval_articles: int,
+    cache_dir: str | os.PathLike | None,
+    packing: bool,
+) -> WikiCorpus:
+    """The first `num_articles` documents of the seeded order and the last `eval_articles` (held out)."""
+    if num_articles < 1 or num_articles + eval_articles > docs.total:
         raise DataError(
             f"num_articles={num_articles} with eval_articles={eval_articles} does not fit the "
-            f"{index.total} articles in {index.shards[0].parent}"
+            f"{docs.total} documents of {docs.name}"
         )
-    order = article_order(index.total, seed)
-    held_out = order[index.total - eval_articles :]
+    order = article_order(docs.total, seed)
+    held_out = order[docs.total - eval_articles :]
     key = {
-        "shards": index.fingerprint(),
+        "shards": docs.fingerprint(),
         "tokenizer": tok.fingerprint,
         "seed": seed,
         "max_length": max_length,
     }
-
-    arrays, hit = _train_arrays(index, tok, order[:num_articles], max_length, cache_dir, key, packing)
-    ev = _held_out(index, tok, held_out, max_length, cache_dir, key | {"eval_articles": eval_articles})
+    prefix = "wiki" if docs.name == "wikipedia" else "file"
+    arrays, hit = document_arrays(
+        docs, tok, order[:num_articles], max_length, cache_dir, key, packing, prefix
+    )
+    ev = _held_out(docs, tok, held_out, max_length, cache_dir, key | {"eval_articles": eval_articles}, prefix)
     n = len(arrays["lengths"]) if packing else num_articles
     train = EncodedTexts(arrays["ids"][:n], arrays["lengths"][:n])
     description = {
-        "corpus": "wikipedia",
-        "shards": [str(p) for p in index.shards],
-        "total_articles": index.total,
+        "corpus": docs.name,
+        "total_articles": docs.total,
         "num_articles": num_articles,
         "seed": seed,
         "max_length": max_length,
@@ -180,59 +243,61 @@ def load_wiki_corpus(
     return WikiCorpus(train, ev, description)
 
 
-def _train_arrays(
-    index: WikiIndex,
+def document_arrays(
+    docs: Documents,
     tok: TokenizerInfo,
     selected: np.ndarray,
     max_length: int,
     cache_dir: str | os.PathLike | None,
     key: dict[str, Any],
     packing: bool,
+    prefix: str,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """Token arrays of the selected articles (first tokens, or packed windows), cached; a nested subset is
+    """Token arrays of the selected documents (first tokens, or packed windows), cached; a nested subset is
     sliced from a cached larger one. Returns them and whether a cache was hit."""
 
     def build() -> dict[str, np.ndarray]:
         encode = pack_texts if packing else encode_texts
-        enc = encode(tok, read_selected(index, selected), max_length)
+        enc = encode(tok, docs.read(selected), max_length)
         return {"ids": enc.ids, "lengths": enc.lengths}
 
     n = len(selected)
-    arrays = None if packing else _reuse_larger(cache_dir, key, n)
+    arrays = None if packing else _reuse_larger(cache_dir, key, n, prefix)
     if arrays is not None:
         return arrays, True
-    name, extra = ("wiki-packed", {"packing": True}) if packing else ("wiki", {})
+    name, extra = (f"{prefix}-packed", {"packing": True}) if packing else (prefix, {})
     arrays, _, hit = cached_arrays(cache_dir, name, key | {"num_articles": n} | extra, build)
     return arrays, hit
 
 
 def _held_out(
-    index: WikiIndex,
+    docs: Documents,
     tok: TokenizerInfo,
     held_out: np.ndarray,
     max_length: int,
     cache_dir: str | os.PathLike | None,
     key: dict[str, Any],
+    prefix: str,
 ) -> EncodedTexts:
-    """The held-out articles' first tokens (cached): what every MLM evaluation reads."""
+    """The held-out documents' first tokens (cached): what every MLM evaluation reads."""
 
     def build() -> dict[str, np.ndarray]:
-        enc = encode_texts(tok, read_selected(index, held_out), max_length)
+        enc = encode_texts(tok, docs.read(held_out), max_length)
         return {"ids": enc.ids, "lengths": enc.lengths}
 
-    ev, _, _ = cached_arrays(cache_dir, "wiki-eval", key, build)
+    ev, _, _ = cached_arrays(cache_dir, f"{prefix}-eval", key, build)
     return EncodedTexts(ev["ids"], ev["lengths"])
 
 
 def _reuse_larger(
-    cache_dir: str | os.PathLike | None, key: dict[str, Any], n: int
+    cache_dir: str | os.PathLike | None, key: dict[str, Any], n: int, prefix: str = "wiki"
 ) -> dict[str, np.ndarray] | None:
     """Nested subsets: a cached larger subset of the same order already holds the first n samples."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not root.is_dir():
         return None
     best = None
-    for meta in root.glob("wiki-*/meta.json"):
+    for meta in root.glob(f"{prefix}-*/meta.json"):
         try:
             k = json.loads(meta.read_text())["key"]
         except (OSError, ValueError, KeyError):
