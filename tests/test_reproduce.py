@@ -486,3 +486,29 @@ def test_epoch_figure_takes_runs_stopped_early(tmp_path: Path) -> None:
     fig_epochs(curves, tmp_path / "e1.png")
     width, height = png_size(tmp_path / "e1.png")
     assert width > 200 and height > 200
+
+
+def test_overlap_metric_correlations_name_the_best_predictor() -> None:
+    """E3's question "which overlap metric predicts the gap": Pearson r and p per metric over the (task,
+    corpus) points; a metric that does not vary gets none, and the best is the largest r."""
+    from scipy import stats
+
+    from tinylm.paper.analyse import OVERLAP_METRICS, metric_correlations
+
+    gaps = [0.01, 0.02, 0.04, 0.03, 0.05]
+    points = [
+        {"corpus": f"wiki:{i}", "gap_mean": g}
+        | {m: 0.5 for m in OVERLAP_METRICS}
+        | {"weighted_overlap": 0.1 * g + 0.001 * i, "coverage@5": [0.3, 0.1, 0.2, 0.5, 0.4][i]}
+        for i, g in enumerate(gaps)
+    ]
+    mc = metric_correlations(points)
+    assert mc["n"] == 5 and mc["best"] == "weighted_overlap" and mc["metrics"]["type_coverage"] is None
+    r, p = stats.pearsonr([pt["coverage@5"] for pt in points], gaps)
+    assert mc["metrics"]["coverage@5"] == pytest.approx({"r": r, "p": p})
+    assert mc["metrics"]["weighted_overlap"]["r"] > mc["metrics"]["coverage@5"]["r"]
+    assert metric_correlations(points[:2])["best"] is None  # fewer than 3 points: no correlation
+    from tinylm.paper.render import _metric_correlations
+
+    text = "\n".join(_metric_correlations(mc))
+    assert "| weighted_overlap | +" in text and "Best predictor here: **weighted_overlap**" in text

@@ -355,6 +355,10 @@ def analyse_e3(r: Results, p: Preset, tasks: list[str], e2: dict[str, Any]) -> d
             row["gap_mean"] = e2["tasks"][row["task"]]["gap_mean"][sizes.index(row["articles"])]
         corr = pearson([row[metric] for row in rows], [row["gap_mean"] for row in rows])
     e3: dict[str, Any] = {"metric_for_plot": metric, "rows": rows, "pearson_gap_vs_overlap": corr}
+    points = [r_ for r_ in rows if "gap_mean" in r_ and r_.get("split", "train") == "train"]
+    if p.controlled is not None and p.controlled.task in tasks:
+        points += _controlled_points(r, p)
+    e3["metric_correlations"] = metric_correlations(points)
     if p.controlled is None:
         e3["decision"] = _not_run("C3's controlled high/low-overlap corpora are not in this preset")
         e3["controlled"] = None
@@ -376,6 +380,60 @@ def analyse_e3(r: Results, p: Preset, tasks: list[str], e2: dict[str, Any]) -> d
         e3["controlled"] = None
     e3["verdict"] = e3["decision"]["verdict"]
     return e3
+
+
+#: The overlap metrics whose correlation with the gap E3 reports (definitions: `tinylm overlap --help`).
+OVERLAP_METRICS = (
+    "type_coverage",
+    "occurrence_coverage",
+    "coverage@5",
+    "coverage@20",
+    "js_similarity",
+    "weighted_overlap",
+)
+
+
+def metric_correlations(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pearson r (two-sided p, n) of each overlap metric with the gap over (task, corpus) points, and the
+    metric with the largest r (the best predictor of a gap that grows with overlap); None where a metric or
+    the gap does not vary or there are fewer than 3 points."""
+    from scipy import stats
+
+    gaps = [pt["gap_mean"] for pt in points]
+    out: dict[str, Any] = {
+        "n": len(points),
+        "corpora": sorted({pt["corpus"] for pt in points}),
+        "metrics": {},
+    }
+    for m in OVERLAP_METRICS:
+        xs = [pt[m] for pt in points]
+        varies = len(points) >= 3 and np.ptp(xs) > 0 and np.ptp(gaps) > 0
+        res = stats.pearsonr(xs, gaps) if varies else None
+        out["metrics"][m] = {"r": float(res.statistic), "p": float(res.pvalue)} if res is not None else None
+    scored = {m: v["r"] for m, v in out["metrics"].items() if v is not None}
+    out["best"] = max(scored, key=lambda m: scored[m]) if scored else None
+    return out
+
+
+def _controlled_points(r: Results, p: Preset) -> list[dict[str, Any]]:
+    """The controlled corpora as E3 points: their achieved overlap with the task and their gap over scratch
+    (the same fine-tuning seeds, the first head)."""
+    ctl = p.controlled
+    assert ctl is not None
+    pl0 = p.poolings[0]
+    scr = {j.role["seed"]: r.accuracy(j) for j in r.finetunes(ctl.task, init="scratch", pooling=pl0)}
+    out = []
+    for d in ("high", "low"):
+        gaps = [
+            r.accuracy(j) - scr[j.role["seed"]] for j in r.finetunes(ctl.task, init="controlled", selection=d)
+        ]
+        sel = r.of(r.one("pretrain", selection=d))["data"]["selection"]
+        corpus = f"{d}:{ctl.task}:{ctl.num_articles}"
+        out.append(
+            {"corpus": corpus, "task": ctl.task, "gap_mean": float(np.mean(gaps))}
+            | sel["achieved_overlap_train"]
+        )
+    return out
 
 
 def paired_comparison(counts: dict[str, int]) -> dict[str, Any]:

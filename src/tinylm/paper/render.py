@@ -354,6 +354,26 @@ def _c3_controlled(c: dict[str, Any], verdict: str) -> list[str]:
     ]
 
 
+def _metric_correlations(mc: dict[str, Any] | None) -> list[str]:
+    """Which overlap metric predicts the gap: Pearson r, p and n of each over the (task, corpus) points."""
+    if not mc or mc["best"] is None:
+        return []
+    L = [
+        f"Which overlap metric predicts the gap: Pearson correlation of each metric with the mean gap over "
+        f"n = {mc['n']} (task, corpus) points (corpora {', '.join(mc['corpora'])}; the nested sizes' and, "
+        "where run, the controlled corpora's overlap with the task's training samples; two-sided p; "
+        "descriptive, the points are not independent replicates):",
+        "",
+        "| metric | Pearson r | p |",
+        "|---|---|---|",
+    ]
+    for m, v in mc["metrics"].items():
+        cells = ("–", "–") if v is None else (f"{v['r']:+.3f}", _p(v["p"]))
+        L.append(f"| {m} | {cells[0]} | {cells[1]} |")
+    best = mc["metrics"][mc["best"]]
+    return L + ["", f"Best predictor here: **{mc['best']}** (r = {best['r']:+.3f}, p = {_p(best['p'])}).", ""]
+
+
 def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
     e3 = r["E3"]
     if "gap_mean" not in (e3["rows"] or [{}])[0] and not e3.get("controlled"):
@@ -383,7 +403,7 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
         f"{'–' if corr is None else f'{corr:+.3f}'} (descriptive: sizes and tasks are confounded with "
         f"overlap).",
         "",
-    ]
+    ] + _metric_correlations(e3.get("metric_correlations"))
     if e3.get("controlled"):
         L += _c3_controlled(e3["controlled"], r["verdicts"]["C3"])
     else:

@@ -84,6 +84,7 @@ def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str
             for c, d in results["decisions"].items()
         },
         "e0": results.get("E0", []),
+        "e3_metric_correlations": results.get("E3", {}).get("metric_correlations"),
     }
 
 
