@@ -365,9 +365,22 @@ class TaskConfig:
     eval_batch_size: int = opt(128, "batch size for evaluation")
     data_dir: str | None = opt(None, "local data directory (default: $TINYLM_DATA_DIR, else the HF hub)")
     cache_dir: str | None = opt(None, "token cache directory (default: $TINYLM_CACHE_DIR or ~/.cache/tinylm)")
+    teacher: str | None = opt(
+        None,
+        "distillation: a committee or fine-tuned model directory whose soft probabilities (at "
+        "distill_temperature) the model also learns from (`tinylm distill`); None: labels only",
+    )
+    distill_temperature: float = opt(2.0, "distillation: softmax temperature of teacher and student")
+    distill_alpha: float = opt(
+        0.5, "distillation: weight of the labels' cross-entropy (1 − alpha: the teacher's soft targets)"
+    )
 
     def validate(self) -> list[str]:
         p: list[str] = []
+        if self.distill_temperature <= 0:
+            p.append(f"distill_temperature: must be positive, got {self.distill_temperature}")
+        if not 0 <= self.distill_alpha <= 1:
+            p.append(f"distill_alpha: must be in [0, 1], got {self.distill_alpha}")
         if not (self.task in TASKS or self.task.startswith("file:")):
             p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
         for name in ("samples_per_label_train", "samples_per_label_test"):

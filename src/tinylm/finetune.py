@@ -17,18 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinylm.committee import Committee
 from tinylm.config import FINETUNABLE_MODEL_FIELDS, ModelConfig, TaskConfig, TrainConfig
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
 from tinylm.data.tokens import TokenData
 from tinylm.device import pick_device
+from tinylm.distill import distill_record, load_teacher, teacher_probabilities
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.lifecycle import Run, run_once
 from tinylm.model import TinyBertForSequenceClassification, describe
 from tinylm.model_dir import read_model_meta, save_model
-from tinylm.objectives import ClassificationObjective, classification_metrics
+from tinylm.objectives import ClassificationObjective, DistillationObjective, classification_metrics
 from tinylm.predict import class_probabilities
 from tinylm.runs import RunDir, run_name
 from tinylm.settings import FinetuneSettings
@@ -137,7 +139,8 @@ def finetune(settings: FinetuneSettings, log: Callable[[str], None] = print) -> 
         )
     settings = settings.with_sections(model=resolve_model_config(settings))  # errors before any data work
     task = settings.task.task
-    prefix = f"finetune-{task.replace('file:', 'file-').replace('/', '_')}"
+    kind = "distill" if settings.task.teacher else "finetune"
+    prefix = f"{kind}-{task.replace('file:', 'file-').replace('/', '_')}"
     if settings.train.lr_sweep:
         return finetune_lr_sweep(settings, prefix, log)
     return run_once(settings, prefix, "fine-tuning run", _finetune, log)
@@ -214,7 +217,8 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
         f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)"
     )
     log(describe(mcfg))
-    objective, device = ClassificationObjective(task.num_labels), d.device(pick_device(tcfg.device))
+    objective, teacher = _objective(tc, task, train)
+    device = d.device(pick_device(tcfg.device))
     trainer = Trainer(model, objective, train, tcfg, run, dist=d)
     best = BestOnValidation(run, model) if task.validation and d.main else None
 
@@ -236,7 +240,19 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
         )
     result = trainer.fit()
     if d.main:
-        _finish(run, model, task, test, tc, tcfg, tok.path, device, result, best, transfer, log)
+        _finish(run, model, task, test, tc, tcfg, tok.path, device, result, best, transfer, log, teacher)
+
+
+def _objective(
+    tc: TaskConfig, task: TaskData, train: TokenData
+) -> tuple[ClassificationObjective, Committee | None]:
+    """Cross-entropy on the labels; with a teacher, distillation on its soft probabilities (computed once
+    here and attached to the training data)."""
+    if not tc.teacher:
+        return ClassificationObjective(task.num_labels), None
+    teacher = load_teacher(tc.teacher, task.label_names)
+    train.soft = teacher_probabilities(teacher, train, tc.distill_temperature)
+    return DistillationObjective(task.num_labels, tc.distill_temperature, tc.distill_alpha), teacher
 
 
 def _finish(
@@ -252,8 +268,10 @@ def _finish(
     best: BestOnValidation | None,
     transfer: dict[str, Any],
     log: Callable[[str], None],
+    teacher: Committee | None = None,
 ) -> None:
-    """After training (rank 0): the chance-level warning, the selected model's test predictions, results."""
+    """After training (rank 0): the chance-level warning, the selected model's test predictions, results
+    (with a distilled model's comparison to its teacher)."""
     training = {k: v for k, v in result.items() if k != "final_eval"}
     warning = chance_warning(run.read_metrics(), task.num_labels, tcfg.lr)
     if warning:
@@ -273,6 +291,11 @@ def _finish(
         metrics = classification_metrics(probs.argmax(1), test.labels, task.num_labels, matrix=True)
         if "confusion_matrix" in metrics:  # written once, and only up to CONFUSION_MATRIX_MAX_LABELS
             results["final_epoch"]["confusion_matrix"] = metrics["confusion_matrix"]
+    if teacher is not None:
+        assert tc.teacher is not None
+        results["distill"] = distill_record(
+            tc.teacher, teacher, test, probs, tc.distill_temperature, tc.distill_alpha
+        )
     run.finish(results)
     log(done_message(results, run))
 

@@ -262,6 +262,27 @@ class ClassificationObjective(Objective):
         return classification_metrics(probs.argmax(1), data.labels, self.num_labels)
 
 
+class DistillationObjective(ClassificationObjective):
+    """Knowledge distillation (Hinton et al. 2015): alpha × the labels' cross-entropy + (1 − alpha) × T² ×
+    KL(teacher ‖ student) of the temperature-T softmaxes, per example (summed, as the classification loss);
+    the batch carries the teacher's temperature-T probabilities as `soft`. Evaluation as classification."""
+
+    def __init__(self, num_labels: int, temperature: float, alpha: float):
+        super().__init__(num_labels)
+        self.temperature, self.alpha = temperature, alpha
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"], batch["attention"]).float()
+        t = self.temperature
+        hard = F.cross_entropy(logits, batch["labels"], reduction="sum")
+        soft = F.kl_div(F.log_softmax(logits / t, -1), batch["soft"], reduction="sum") * t * t
+        correct = (logits.argmax(-1) == batch["labels"]).sum()
+        return self.alpha * hard + (1 - self.alpha) * soft, {
+            "correct": correct,
+            "count": batch["labels"].numel(),
+        }
+
+
 #: The largest label count whose full confusion matrix is written (once, with the final results); above
 #: it the matrix (labels² cells) is left out and `top_confusions` stands in for it.
 CONFUSION_MATRIX_MAX_LABELS = 100

@@ -51,6 +51,9 @@ HASHED_WHEN_CHANGED = {
     "mask_prob_start": None,
     "patience": None,
     "corpus": "wikipedia",
+    "teacher": None,
+    "distill_temperature": 2.0,
+    "distill_alpha": 0.5,
 }
 #: What a finished run keeps when pruned: everything but these (a finished run is reused, never resumed).
 RESUME_ONLY = ("checkpoints", "best.safetensors")

@@ -1,4 +1,5 @@
-"""`tinylm pretrain` and `tinylm finetune`: a settings bundle from --config and the flags, then the recipe."""
+"""`tinylm pretrain`, `finetune` and `distill`: a settings bundle from --config and the flags, then the
+recipe."""
 
 from __future__ import annotations
 
@@ -58,3 +59,30 @@ def add_finetune(sub: argparse._SubParsersAction[Any]) -> None:
     )
     add_config_args(p, FinetuneSettings.sections())
     p.set_defaults(handler=_finetune)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from tinylm.errors import ConfigError
+    from tinylm.finetune import finetune
+
+    _resolve_config(args)
+    settings = FinetuneSettings.from_args(args)
+    if not settings.task.teacher:
+        raise ConfigError(["teacher: required (a committee or fine-tuned model directory)"], "distill")
+    finetune(settings)
+    return 0
+
+
+def add_distill(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="train one model on a committee's soft probabilities (knowledge distillation)",
+        description="Fine-tune a student (--init: a pre-training run, as `finetune`) on the labels and "
+        "on the temperature-T soft probabilities of --teacher (a committee directory from `tinylm "
+        "committee --out`, or a fine-tuned model): loss = alpha × cross-entropy + (1 − alpha) × T² × "
+        "KL(teacher ‖ student). Every `finetune` setting applies (--config tiny-finetune, --lr_sweep, "
+        "--patience, ...). The student is an ordinary fine-tuned model directory; results.json's "
+        "`distill` record compares it with the teacher on the same test items (accuracies, agreement).",
+    )
+    add_config_args(p, FinetuneSettings.sections())
+    p.set_defaults(handler=_distill)

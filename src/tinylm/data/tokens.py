@@ -1,4 +1,5 @@
-"""Token arrays as training and inference iterate over them: padded ids, true lengths, optional labels."""
+"""Token arrays as training and inference iterate over them: padded ids, true lengths, optional labels and
+soft targets."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class TokenData:
     ids: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray | None = None
+    #: soft targets (N × labels probabilities), e.g. a teacher's for distillation
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -31,6 +34,8 @@ class TokenData:
         out = {"input_ids": ids, "attention": attention}
         if self.labels is not None:
             out["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
+        if self.soft is not None:
+            out["soft"] = torch.from_numpy(self.soft[idx].astype(np.float32))
         return {k: v.to(device, non_blocking=True) for k, v in out.items()}
 
 
