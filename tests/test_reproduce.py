@@ -36,14 +36,16 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_smoke_artifacts(smoke: Path) -> None:
     results = json.loads((smoke / "results.json").read_text())
-    claims = ("C1", "C2", "C3", "C4", "C1-mean")
+    claims = ("C1", "C2", "C3", "C4", "C1-mean", "C2-epochs")
     assert set(results["verdicts"]) == set(claims)
     # smoke's models see a few thousand tokens: none passes the adequacy gate, so no claim gets a verdict
     assert results["verdicts"] == {c: "not tested" for c in claims}
     gate = results["gate"]
     assert (
         gate["threshold_nats"] == 1.5
-        and len(gate["models"]) == 12  # 2 deep replicates + 2 more sizes × 2 + 2×2 controlled + 2 members
+        # 2 deep replicates + 2 more sizes × 2 + 3 sizes × 2 by epochs (C2-epochs) + 2×2 controlled
+        # + 2 members
+        and len(gate["models"]) == 18
         and not any(m["passed"] for m in gate["models"])
     )
     # C2: every size pre-trained twice (size_seeds 2), replicate r paired with the main corpus's pre-training
@@ -51,10 +53,20 @@ def test_smoke_artifacts(smoke: Path) -> None:
     e2 = results["E2"]
     assert all(d["gap_n"] == [2, 2, 2] and len(d["slope_per_decade"]) == 2 for d in e2["tasks"].values())
     assert e2["pooled_test"]["n"] == 6 and "2 pre-training(s) per size" in results["decisions"]["C2"]["test"]
-    c2_section = (smoke / "report.md").read_text().split("## C2")[1].split("## C3")[0]
+    c2_section = (smoke / "report.md").read_text().split("## C2 — ")[1].split("## C3")[0]
     rows = [line for line in c2_section.splitlines() if line.startswith("| agnews")]
-    assert len(rows) == 1 and rows[0].count("±") == 3 and "@ 400" in c2_section
+    assert (
+        len(rows) == 2 and [row.count("±") for row in rows] == [3, 3] and "@ 400" in c2_section
+    )  # 2 designs
     assert "2 pre-training(s) per size (seeds 0 … 1" in c2_section
+    # C2 the paper's way (c2_epochs 1): every size pre-trained for one epoch over its subset, so the larger
+    # subsets saw more tokens, and judged on its own (C2-epochs), the report naming each design
+    by_epochs = {m["role"]["size"]: m["tokens"] for m in gate["models"] if m["role"].get("deep_epochs")}
+    assert sorted(by_epochs) == [200, 400, 800] and by_epochs[200] < by_epochs[400] < by_epochs[800]
+    e2e = results["E2-epochs"]
+    assert e2e["design"] == "epochs" and all(d["gap_n"] == [2, 2, 2] for d in e2e["tasks"].values())
+    assert e2e["pooled_test"]["n"] == 6 and results["E2"]["design"] == "tokens"
+    assert "### C2-epochs: the paper's design" in c2_section and "Design: equal training tokens" in c2_section
     for size in (200, 400, 800):
         reps = [
             m["mlm_loss"] for m in gate["models"] if m["role"] == {"deep": True, "size": size, "pseed": 0}

@@ -126,6 +126,8 @@ def claim_uses(claim: str, role: dict[str, Any], p: Preset) -> bool:
         return deep_main
     if claim == "C2":
         return bool(role.get("deep")) and "selection" not in role
+    if claim == "C2-epochs":
+        return bool(role.get("deep_epochs"))
     if claim == "C3":
         return "selection" in role
     return (deep_main and role.get("pseed", 0) == 0) or "member" in role
@@ -243,11 +245,19 @@ def analyse_e0(r: Results, p: Preset, tasks: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str, Any]:
+#: C2's two designs: (fine-tuning init, pre-training role key, what the sizes differ in)
+C2_DESIGNS = {
+    "tokens": ("pretrained", "deep", "equal training tokens: the sizes differ in diversity only"),
+    "epochs": ("pretrained-epochs", "deep_epochs", "equal epochs (the paper's): larger subsets, more tokens"),
+}
+
+
+def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int, design: str = "tokens") -> dict[str, Any]:
     """C2: the per-(task, pre-training replicate, seed) slope of the gap against log10(articles) over the
     nested sizes (replicate r of every size: pre-training seed r, fine-tuned with the same seeds)."""
     sizes = sorted(p.corpus_sizes)
-    e2: dict[str, Any] = {"sizes": sizes, "tasks": {}}
+    init, role_key, what = C2_DESIGNS[design]
+    e2: dict[str, Any] = {"sizes": sizes, "tasks": {}, "design": design, "design_note": what}
     if len(sizes) < 2:
         e2["decision"] = _not_run("C2 needs two or more corpus sizes; this preset pre-trains one")
         e2["verdict"] = e2["decision"]["verdict"]
@@ -260,7 +270,7 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
             n: {
                 (ps, j.role["seed"]): r.accuracy(j) - scr[j.role["seed"]]
                 for ps in range(p.size_seeds)
-                for j in r.finetunes(task, init="pretrained", size=n, pooling=pl0, pseed=ps)
+                for j in r.finetunes(task, init=init, size=n, pooling=pl0, pseed=ps)
             }
             for n in sizes
         }
@@ -290,7 +300,7 @@ def analyse_e2(r: Results, p: Preset, tasks: list[str], seeds: int) -> dict[str,
     for j in r.jobs:
         # C2's models: pre-training seeds 0 … size_seeds−1 of each size (the main corpus's other replicates
         # serve C1); the mean over the replicates
-        deep = j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role
+        deep = j.kind == "pretrain" and j.role.get(role_key) and "selection" not in j.role
         if deep and j.role["pseed"] < p.size_seeds:
             ev = r.of(j).get("final_eval", {})
             e2["pretraining_mlm"].setdefault(str(j.role["size"]), []).append(ev)
@@ -531,6 +541,9 @@ def analyse(
         "seeds": seeds,
     }
     decisions = {c: dict(e["decision"]) for c, e in (("C1", e1), ("C2", e2), ("C3", e3), ("C4", e4))}
+    if p.c2_epochs:
+        results["E2-epochs"] = analyse_e2(r, p, tasks, seeds, "epochs")
+        decisions["C2-epochs"] = dict(results["E2-epochs"]["decision"])
     for pl in p.poolings[1:]:
         decisions[f"C1-{pl}"] = dict(e1["heads"][pl]["decision"])
     models = gate_models(r, p.gate_nats)

@@ -165,6 +165,14 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
         for n in p.corpus_sizes
         if n != p.main_corpus
     }
+    # C2 the paper's way: the same number of epochs over every subset (role deep_epochs, its own init name)
+    by_epochs = {
+        (n, r): g.pretrain(
+            p.deep, n, r, {"deep_epochs": True, "size": n, "pseed": r}, epochs=p.c2_epochs, max_tokens=None
+        )
+        for r in range(p.size_seeds if p.c2_epochs else 0)
+        for n in p.corpus_sizes
+    }
     ctl = p.controlled
     ctl_pre = {}
     if ctl is not None:
@@ -188,6 +196,9 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     ]
     for task in tasks:
         _task_finetunes(g, task, seeds, main, sizes, ctl_pre, members, snaps)
+        for (n, r), j in by_epochs.items():
+            for seed in range(r * seeds, (r + 1) * seeds):
+                g.finetune(j, task, seed, {"init": "pretrained-epochs", "size": n, "pseed": r}, p.poolings[0])
     _committees(g, tasks)
     _measurements(g, tasks)
     return g.jobs

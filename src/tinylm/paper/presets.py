@@ -88,6 +88,9 @@ class Preset:
     #: independent pre-trainings of each other corpus size (seeds 0 … size_seeds−1; at most
     #: pretrain_seeds): C2's replication unit, paired with the main corpus's pre-training of the same seed
     size_seeds: int = 1
+    #: C2 the paper's way (reported as C2-epochs): every corpus size also pre-trained for this many epochs
+    #: over its subset (a larger subset: more tokens), size_seeds times; none: only the equal-token design
+    c2_epochs: int | None = None
     #: classifier heads fine-tuned in E1 and E0 (the first one also in E2–E4): cls (the paper's), mean
     poolings: list[str] = field(default_factory=lambda: ["cls"])
     #: E0, gap vs pre-training budget; none: not run
@@ -193,6 +196,8 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     out += _duplicate_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
+    if raw.get("c2_epochs") is not None and raw["c2_epochs"] < 1:
+        out.append(f"c2_epochs: must be positive (or absent), got {raw['c2_epochs']}")
     if not 1 <= raw.get("size_seeds", 1) <= raw.get("pretrain_seeds", 1):
         out.append(
             f"size_seeds: must be between 1 and pretrain_seeds ({raw.get('pretrain_seeds', 1)}: each "

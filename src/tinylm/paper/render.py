@@ -110,7 +110,8 @@ CLAIMS = {
     "C1": "pre-training helps ([CLS] head)",
     "C1-cls": "pre-training helps ([CLS] head)",
     "C1-mean": "pre-training helps (mean-pool head)",
-    "C2": "gap grows with corpus size",
+    "C2": "gap grows with corpus size (equal tokens)",
+    "C2-epochs": "gap grows with corpus size (equal epochs, the paper's design)",
     "C3": "gap grows with token overlap",
     "C4": "committee ≈ deep model",
 }
@@ -290,13 +291,26 @@ def _replicates(e2: dict[str, Any]) -> int:
 
 
 def _c2(r: dict[str, Any]) -> list[str]:
-    e2 = r["E2"]
+    """C2 under the equal-token design, and under the paper's equal-epoch design where it ran."""
+    L = _c2_design(r["E2"], r["verdicts"]["C2"], "C2", "![E2](figures/e2_gap_vs_size.png)")
+    if "E2-epochs" in r:
+        L += _c2_design(r["E2-epochs"], r["verdicts"]["C2-epochs"], "C2-epochs", None)
+    return L
+
+
+def _c2_design(e2: dict[str, Any], verdict: str, claim: str, figure: str | None) -> list[str]:
+    title = (
+        "## C2 — gap vs pre-training corpus size (E2)"
+        if claim == "C2"
+        else "### C2-epochs: the paper's design"
+    )
+    note = e2.get("design_note", "equal training tokens: the sizes differ in diversity only")
     if "pooled_test" not in e2:
-        return ["## C2 — gap vs pre-training corpus size (E2)", "", f"Not run: {e2['decision']['test']}.", ""]
+        return [title, "", f"Not run: {e2['decision']['test']}.", ""]
     L = [
-        "## C2 — gap vs pre-training corpus size (E2)",
+        title,
         "",
-        "Nested subsets (each the first N of one article order), "
+        f"Design: {note} (verdict {claim}). Nested subsets (each the first N of one article order), "
         f"{_replicates(e2)} pre-training(s) per size (seeds 0 … {_replicates(e2) - 1}; replicate r of every "
         "size is fine-tuned with the same seeds); a gap is pre-trained − scratch per (replicate, fine-tuning "
         "seed), shown as mean ± std where there are several; one slope per (task, replicate, seed).",
@@ -318,10 +332,9 @@ def _c2(r: dict[str, Any]) -> list[str]:
     return L + [
         "",
         f"Pooled slope {100 * pt['mean']:+.2f} pp per decade of articles, n = {pt['n']}, one-sided p = "
-        f"{_p(pt['p_greater'])}. Verdict: **{r['verdicts']['C2']}**.",
+        f"{_p(pt['p_greater'])}. Verdict: **{verdict}**.",
         "",
-        "![E2](figures/e2_gap_vs_size.png)",
-        "",
+        *([figure, ""] if figure else []),
     ]
 
 
