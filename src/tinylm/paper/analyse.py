@@ -525,7 +525,7 @@ def analyse(
     e2 = analyse_e2(r, p, tasks, seeds)
     e3 = analyse_e3(r, p, tasks, e2)
     e4 = analyse_e4(r, p, tasks)
-    results = {
+    results: dict[str, Any] = {
         "accuracy_used": (
             "test accuracy of the epoch (and learning rate) chosen on the validation split"
             if p.finetune.get("validation_per_label")
@@ -542,8 +542,9 @@ def analyse(
     }
     decisions = {c: dict(e["decision"]) for c, e in (("C1", e1), ("C2", e2), ("C3", e3), ("C4", e4))}
     if p.c2_epochs:
-        results["E2-epochs"] = analyse_e2(r, p, tasks, seeds, "epochs")
-        decisions["C2-epochs"] = dict(results["E2-epochs"]["decision"])
+        e2_epochs = analyse_e2(r, p, tasks, seeds, "epochs")
+        results["E2-epochs"] = e2_epochs
+        decisions["C2-epochs"] = dict(e2_epochs["decision"])
     for pl in p.poolings[1:]:
         decisions[f"C1-{pl}"] = dict(e1["heads"][pl]["decision"])
     models = gate_models(r, p.gate_nats)
