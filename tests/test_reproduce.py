@@ -404,6 +404,8 @@ def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_pa
         finetune_lrs=[1.0e-3, 3.0e-3],
         poolings=["cls"],
         pretrain_seeds=1,
+        size_seeds=1,
+        c2_epochs=None,
         e0=None,
     )
     out = reproduce(str(variant), str(tmp_path / "sweep"), 1, ["agnews"], 1, str(real_data_dir), **QUIET)
