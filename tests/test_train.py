@@ -349,6 +349,28 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
     assert (tmp_path / "ttg.png").stat().st_size > 1000
 
 
+def test_member_lanes_compare_to_the_baseline_named(data_dir: Path, tmp_path: Path) -> None:
+    """`--baseline "member 1/128"`: the member lanes (1 layer; one with the paper's conv front-end) run with
+    the named lane first and every ratio to it."""
+    from test_finetune import model_settings
+    from tinylm.bench import time_to_gate as ttg
+
+    conv = ttg.recipe_settings(ttg.MEMBER_CONV)
+    assert conv["model"] == "tiny-1x128" and conv["conv_layers"] == 2 and conv["fused_loss"] is True
+    base = model_settings(data_dir) | {"batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "precision": "fp32"}
+    base = {k: v for k, v in base.items() if k != "layers"}  # the number of layers: the recipe's
+    common = {"num_articles": 40, "eval_articles": 8, "data_dir": str(data_dir), "cache_dir": str(tmp_path)}
+    r = ttg.bench_time_to_gate(
+        [ttg.MEMBER_CONV], -1.0, 20_000, 5, 2, base=base, common=common, baseline=ttg.MEMBER
+    )
+    assert [(x["recipe"], x["baseline"]) for x in r["lanes"]] == [
+        (ttg.MEMBER, True),
+        (ttg.MEMBER_CONV, False),
+    ]
+    assert r["lanes"][0]["tokens_per_s_vs_baseline"] == 1.0 and r["lanes"][1]["settings"]["conv_layers"] == 2
+    assert "member 1/128 (baseline)" in ttg.format_time_to_gate(r)
+
+
 def test_a_lane_that_never_crosses_reports_null(tmp_path: Path) -> None:
     from tinylm.bench.time_to_gate import crossing
 
