@@ -128,6 +128,18 @@ def _flag(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
     p.add_argument(*names, dest=name, **kw)
 
 
+def _sample_flags(p: argparse.ArgumentParser) -> None:
+    """--samples_per_label_train/test: the task samples whose tokens are counted."""
+    for split in ("train", "test"):
+        _flag(
+            p,
+            f"samples_per_label_{split}",
+            type=int,
+            default=-1,
+            help=f"task {split} examples per label (-1: the paper's default)",
+        )
+
+
 def module_doc(name: str) -> str | None:
     """A module's docstring read from its source without importing it (and numpy, torch, ... with it)."""
     import ast
@@ -166,14 +178,7 @@ def add_overlap(sub: argparse._SubParsersAction[Any]) -> None:
         default=1000,
         help="held-out articles at the end of the order (default 1000)",
     )
-    for split in ("train", "test"):
-        _flag(
-            p,
-            f"samples_per_label_{split}",
-            type=int,
-            default=-1,
-            help=f"task {split} examples per label (-1: the paper's default)",
-        )
+    _sample_flags(p)
     p.add_argument(
         "--pool", type=int, default=100000, help="candidate pool for high/low selections (default 100000)"
     )
@@ -242,14 +247,7 @@ def add_corpus(sub: argparse._SubParsersAction[Any]) -> None:
     _flag(p, "eval_articles", type=int, default=500, help="held-out documents written on top (default 500)")
     p.add_argument("--seed", type=int, default=PAPER_CORPUS_SEED, help="document order seed (default 42)")
     _flag(p, "max_length", type=int, default=128, help="tokens per document scored (default 128)")
-    for split in ("train", "test"):
-        _flag(
-            p,
-            f"samples_per_label_{split}",
-            type=int,
-            default=-1,
-            help=f"task {split} examples per label (-1: the paper's default)",
-        )
+    _sample_flags(p)
     _flag(p, "data_dir", help="local data directory")
     _flag(p, "cache_dir", help="token cache directory")
     p.set_defaults(handler=_corpus_select)
