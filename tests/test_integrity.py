@@ -20,7 +20,8 @@ from tinylm.data.tasks import label_order, load_file_pool
 from tinylm.errors import ConfigError, DataError, TinylmError
 from tinylm.finetune import finetune
 from tinylm.objectives import CONFUSION_MATRIX_MAX_LABELS, classification_metrics
-from tinylm.paper.grid import build_grid, by_role
+from tinylm.paper.grid import build_grid
+from tinylm.paper.jobs import by_role
 from tinylm.paper.presets import load_preset
 
 

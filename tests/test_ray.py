@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tinylm.paper.context import Context
 from tinylm.paper.executor import run_ray
 from tinylm.paper.grid import build_grid
 from tinylm.paper.presets import load_preset
 from tinylm.paper.reproduce import reproduce
-from tinylm.paper.steps import Context
 
 QUIET = {"log": lambda *_: None}
 
@@ -23,6 +23,7 @@ def preset(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The smoke preset cut to one task, one head, no E0: the executors are under test, not the science."""
     raw = yaml.safe_load(Path(load_preset("smoke").path).read_text())
     raw |= {"tasks": ["agnews"], "poolings": ["cls"], "e0": None, "controlled": None, "corpus_sizes": [400]}
+    raw |= {"e5": None, "e6": None, "distill": None}
     path = tmp_path_factory.mktemp("preset") / "ray-smoke.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)

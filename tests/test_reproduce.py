@@ -44,8 +44,8 @@ def test_smoke_artifacts(smoke: Path) -> None:
     assert (
         gate["threshold_nats"] == 1.5
         # 2 deep replicates + 2 more sizes × 2 + 3 sizes × 2 by epochs (C2-epochs) + 2×2 controlled
-        # + 2 members
-        and len(gate["models"]) == 18
+        # + 2 members of E4 and 2 more of E6's pool + E5's 3 corpora × 2 budgets
+        and len(gate["models"]) == 26
         and not any(m["passed"] for m in gate["models"])
     )
     # C2: every size pre-trained twice (size_seeds 2), replicate r paired with the main corpus's pre-training
@@ -159,6 +159,8 @@ def test_smoke_artifacts(smoke: Path) -> None:
             "e4_committee_agnews.png",
             "e4_committee_dbpedia.png",
             "e4_committee_fewrel.png",
+            "e5_gaps.png",
+            "e6_pareto_agnews.png",
         ]
     )
     for f in figures:
@@ -186,11 +188,67 @@ def test_smoke_artifacts(smoke: Path) -> None:
     assert "DBpedia test rows come from an 11,891-row" in report
 
 
+def test_smoke_future_work(smoke: Path) -> None:
+    """E5, E6 and the distillation end to end, and their numbers consistent with E4's on the same models."""
+    results = json.loads((smoke / "results.json").read_text())
+    e5 = results["E5"]
+    cells = {(c, f) for c in ("generic", "agnews", "dbpedia") for f in (1.0, 0.25)}
+    for task, t in e5["tasks"].items():
+        assert {(c["corpus"], c["fraction"]) for c in t["cells"]} == cells and all(
+            c["n"] == 1 for c in t["cells"]
+        )
+        other = "dbpedia" if task == "agnews" else "agnews"
+        assert [c["a"][0] for c in t["cross_vs_generic"]] == [other, other]
+    assert e5["answer"].startswith("Does a small task-specific corpus") and "on agnews, " in e5["answer"]
+    for task, m in e5["selections"].items():
+        assert m["task"] == task and m["articles"] == 200 and m["metric"] == "weighted"
+        assert m["scores"]["chosen_mean"] > m["scores"]["pool_mean"]
+    plan = json.loads((smoke / "plan.json").read_text())["jobs"]
+    for job in [j for j in plan if j["role"].get("e5") in ("agnews", "dbpedia")]:
+        res = json.loads((smoke / "runs" / job["id"] / "results.json").read_text())
+        corpus = smoke / "runs" / job["deps"][0] / "corpus"
+        assert [Path(f).resolve() for f in res["data"]["files"]] == [
+            (corpus / "documents.jsonl.gz").resolve()
+        ]
+    e4, e6 = results["E4"]["tasks"]["agnews"], results["E6"]["tasks"]["agnews"]
+    points = {(p["committee"], p["k"]): p for p in e6["points"]}
+    assert sorted(points) == sorted(
+        [("arch0", 1), ("arch0", 2), ("arch1", 1), ("arch1", 2)] + [("mixed", k) for k in range(1, 5)]
+    )
+    # the pool's first members are E4's: the same models give the same accuracies
+    assert points[("mixed", 1)]["accuracy"] == pytest.approx(e4["members"][0]["accuracy"])
+    assert points[("mixed", 2)]["accuracy"] == pytest.approx(e4["committee_accuracy"])
+    assert e6["reference"]["accuracy"] == pytest.approx(e4["reference"]["accuracy"])
+    d = results["distill"]["tasks"]["agnews"]
+    assert d["accuracy"]["committee"] == pytest.approx(points[("mixed", 4)]["accuracy"])
+    assert d["accuracy"]["deep"] == pytest.approx(e4["reference"]["accuracy"])
+    assert d["accuracy"]["member0"] == pytest.approx(e4["members"][0]["accuracy"])
+    student = json.loads((smoke / d["runs"]["student"] / "results.json").read_text())
+    assert d["accuracy"]["student"] == pytest.approx(student.get("test", student["final_epoch"])["accuracy"])
+    assert d["distill"]["teacher_test_accuracy"] == pytest.approx(d["accuracy"]["committee"])
+    summary = json.loads((smoke / "summary.json").read_text())
+    assert {"e5", "e6", "distill", "c2"} <= set(summary)
+    assert set(summary["c2"]) == {"equal_tokens", "equal_epochs"}
+    timings = json.loads((smoke / "timings.json").read_text())["future_latency"]
+    assert set(timings) == {"ensemble:agnews", "distill:agnews"}
+    assert set(timings["ensemble:agnews"]["ms"]) == {"deep"} | {f"{c}:{k}" for c, k in points}
+    assert all(v["1"] > 0 and v["4"] > 0 for v in timings["ensemble:agnews"]["ms"].values())
+    report = (smoke / "report.md").read_text()
+    for section in (
+        "## E5 — ",
+        "## E6 — ",
+        "## Distillation — ",
+        "Best shallow configuration per latency budget",
+    ):
+        assert section in report
+
+
 def test_interrupted_grid_resumes_and_gives_the_same_results(
     real_data_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     args = dict(seeds=1, tasks=["agnews"], n_jobs=1, data_dir=str(real_data_dir))
-    full = reproduce("smoke", str(tmp_path / "full"), **args, **QUIET)
+    preset = str(smoke_variant(tmp_path, e5=None))  # E5's jobs resume like any other; they cost CI minutes
+    full = reproduce(preset, str(tmp_path / "full"), **args, **QUIET)
     calls = []
     real_run_job = steps.run_job
 
@@ -202,7 +260,7 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
 
     monkeypatch.setattr(steps, "run_job", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
+        reproduce(preset, str(tmp_path / "resumed"), **args, **QUIET)
     first = list(calls)
     assert len(first) == 6 and not (tmp_path / "resumed" / "results.json").exists()
     killed = json.loads((tmp_path / "resumed" / "invocations.json").read_text())
@@ -211,7 +269,7 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     monkeypatch.setattr(
         steps, "run_job", lambda job, *a, **k: calls.append(job.id) or real_run_job(job, *a, **k)
     )
-    reproduce("smoke", str(tmp_path / "resumed"), **args, **QUIET)
+    reproduce(preset, str(tmp_path / "resumed"), **args, **QUIET)
     assert not set(first) & set(calls)  # finished runs were reused, not retrained
     total = len(build_grid(load_preset("smoke"), ["agnews"], 1))
     assert len(first) + len(calls) == total
@@ -384,7 +442,8 @@ def test_report_reads_results_only(smoke: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_grid_in_two_worker_processes(real_data_dir: Path, tmp_path: Path) -> None:
-    out = reproduce("smoke", str(tmp_path / "jobs2"), 1, ["dbpedia"], 2, str(real_data_dir), **QUIET)
+    preset = str(smoke_variant(tmp_path, e5=None))
+    out = reproduce(preset, str(tmp_path / "jobs2"), 1, ["dbpedia"], 2, str(real_data_dir), **QUIET)
     results = json.loads((out / "results.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     assert plan["args"]["jobs"] == 2 and all(
@@ -407,6 +466,9 @@ def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_pa
         size_seeds=1,
         c2_epochs=None,
         e0=None,
+        e5=None,
+        e6=None,
+        distill=None,
     )
     out = reproduce(str(variant), str(tmp_path / "sweep"), 1, ["agnews"], 1, str(real_data_dir), **QUIET)
     plan = json.loads((out / "plan.json").read_text())

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tinylm.paper.analyse import Results, apply_gate, decision, gate_models, verdict_from_test
-from tinylm.paper.grid import Job
+from tinylm.paper.jobs import Job
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.stats import (
     betainc,

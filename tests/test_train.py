@@ -371,6 +371,46 @@ def test_member_lanes_compare_to_the_baseline_named(data_dir: Path, tmp_path: Pa
     assert "member 1/128 (baseline)" in ttg.format_time_to_gate(r)
 
 
+def test_time_to_gate_over_seeds_pairs_each_lane_with_its_seeds_baseline(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`--seeds 0 1`: every recipe runs once per seed, each lane's ratios are to the baseline lane of its own
+    seed (the seed reaches the run), and the summary gives per-seed tokens, medians and their ratios."""
+    from test_finetune import model_settings
+    from tinylm.bench import time_to_gate as ttg
+
+    base = model_settings(data_dir) | {"batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "precision": "fp32"}
+    common = {"num_articles": 40, "eval_articles": 8, "data_dir": str(data_dir), "cache_dir": str(tmp_path)}
+    r = ttg.bench_time_to_gate(["batch 16"], -1.0, 40_000, 5, 2, base=base, common=common, seeds=[0, 1])
+    assert [(x["recipe"], x["seed"]) for x in r["lanes"]] == [
+        ("tiny-pretrain-v1", 0),
+        ("batch 16", 0),
+        ("tiny-pretrain-v1", 1),
+        ("batch 16", 1),
+    ]
+    assert [x["settings"]["seed"] for x in r["lanes"]] == [0, 0, 1, 1]
+    by = {(x["recipe"], x["seed"]): x for x in r["lanes"]}
+    for seed in (0, 1):
+        lane, ref = by[("batch 16", seed)], by[("tiny-pretrain-v1", seed)]
+        assert lane["tokens_to_gate_vs_baseline"] == round(lane["tokens_to_gate"] / ref["tokens_to_gate"], 3)
+        assert ref["tokens_to_gate_vs_baseline"] == 1.0
+    # different seeds draw different masks: the two baseline lanes do not follow the same curve
+    assert [p["mlm_loss"] for p in by[("tiny-pretrain-v1", 0)]["curve"]] != [
+        p["mlm_loss"] for p in by[("tiny-pretrain-v1", 1)]["curve"]
+    ]
+    summary = {e["recipe"]: e for e in r["summary"]}
+    b16 = summary["batch 16"]
+    assert b16["seeds"] == [0, 1] and b16["crossed"] == 2
+    assert (
+        b16["median_tokens_to_gate"]
+        == (by[("batch 16", 0)]["tokens_to_gate"] + by[("batch 16", 1)]["tokens_to_gate"]) / 2
+    )
+    ref_median = summary["tiny-pretrain-v1"]["median_tokens_to_gate"]
+    assert b16["median_tokens_to_gate_vs_baseline"] == round(b16["median_tokens_to_gate"] / ref_median, 3)
+    table = ttg.format_time_to_gate(r)
+    assert "batch 16, seed 1" in table and "| batch 16 | 2/2 |" in table
+
+
 def test_a_lane_that_never_crosses_reports_null(tmp_path: Path) -> None:
     from tinylm.bench.time_to_gate import crossing
 

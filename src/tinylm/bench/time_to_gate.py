@@ -140,35 +140,88 @@ def bench_time_to_gate(
     base: dict[str, Any] | None = None,
     common: dict[str, Any] | None = None,
     baseline: str = BASELINE,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Every recipe (`baseline` first) in `lanes` parallel processes; the rows and their ratios to it."""
+    """Every recipe (`baseline` first) in `lanes` parallel processes, once per seed of `seeds` (None: the
+    recipe's own seed); the rows, each with its ratios to the baseline lane of the same seed, and with
+    several seeds a summary per recipe (medians over seeds)."""
     import torch
 
     from tinylm.machine import cpu_name
 
     names = [baseline] + [r for r in recipes if r != baseline]
     fixed = {"max_tokens": max_tokens, "eval_every": eval_every, "checkpoint_every": 10**9} | (common or {})
+    seed_list: list[int | None] = list(seeds) if seeds else [None]
+    plan = [(n, s) for s in seed_list for n in names]
     with tempfile.TemporaryDirectory() as out, cf.ProcessPoolExecutor(lanes, mp.get_context("spawn")) as pool:
         futures = [
-            pool.submit(run_lane, n, recipe_settings(n, base) | fixed, gate, out, threads) for n in names
+            pool.submit(
+                run_lane,
+                n if s is None else f"{n} seed {s}",
+                recipe_settings(n, base) | fixed | ({} if s is None else {"seed": s}),
+                gate,
+                out,
+                threads,
+            )
+            for n, s in plan
         ]
-        rows = [f.result() | {"baseline": n == baseline} for n, f in zip(names, futures, strict=True)]
-    ref = rows[0]
+        rows = [
+            f.result() | {"recipe": n, "seed": s, "baseline": n == baseline}
+            for (n, s), f in zip(plan, futures, strict=True)
+        ]
     for r in rows:
-        for key in ("tokens_to_gate", "seconds_to_gate"):
-            ok = r[key] is not None and ref[key]
-            r[f"{key}_vs_baseline"] = round(r[key] / ref[key], 3) if ok else None
-        ok = r["tokens_per_s"] and ref["tokens_per_s"]
-        r["tokens_per_s_vs_baseline"] = round(r["tokens_per_s"] / ref["tokens_per_s"], 3) if ok else None
+        _ratios(r, next(x for x in rows if x["baseline"] and x["seed"] == r["seed"]))
     return {
         "cpu": cpu_name(),
         "threads_per_lane": threads,
         "lanes": rows,
+        "seeds": seeds,
+        "summary": summarise_seeds(rows) if seeds and len(seeds) > 1 else None,
         "gate_nats": gate,
         "max_tokens": max_tokens,
         "eval_every": eval_every,
         "torch": torch.__version__,
     }
+
+
+def _ratios(r: dict[str, Any], ref: dict[str, Any]) -> None:
+    """A lane's tokens, seconds and tokens/s as ratios to the baseline lane `ref` (None where either never
+    crossed)."""
+    for key in ("tokens_to_gate", "seconds_to_gate", "tokens_per_s"):
+        ok = r[key] is not None and ref[key]
+        r[f"{key}_vs_baseline"] = round(r[key] / ref[key], 3) if ok else None
+
+
+def _median(values: list[Any]) -> float | None:
+    """The median, None when a lane never crossed (the median of a set with a 'never' is not a number
+    we can state without it)."""
+    import statistics
+
+    return None if not values or any(v is None for v in values) else float(statistics.median(values))
+
+
+def summarise_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipe over its seeds: the per-seed tokens and seconds to the gate, their medians, how many
+    seeds crossed, and the ratios of the medians to the baseline's medians."""
+    out = []
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == name]
+        entry: dict[str, Any] = {
+            "recipe": name,
+            "baseline": mine[0]["baseline"],
+            "seeds": [r["seed"] for r in mine],
+        }
+        for key in ("tokens_to_gate", "seconds_to_gate", "tokens_per_s"):
+            entry[key] = [r[key] for r in mine]
+            entry[f"median_{key}"] = _median(entry[key])
+        entry["crossed"] = sum(r["tokens_to_gate"] is not None for r in mine)
+        out.append(entry)
+    ref = out[0]
+    for e in out:
+        for key in ("tokens_to_gate", "seconds_to_gate", "tokens_per_s"):
+            a, b = e[f"median_{key}"], ref[f"median_{key}"]
+            e[f"median_{key}_vs_baseline"] = round(a / b, 3) if a is not None and b else None
+    return out
 
 
 def _cell(v: Any, fmt: str) -> str:
@@ -182,8 +235,9 @@ def format_time_to_gate(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["lanes"]:
+        seed = "" if x.get("seed") is None else f", seed {x['seed']}"
         cells = [
-            f"{x['recipe']}{' (baseline)' if x['baseline'] else ''}",
+            f"{x['recipe']}{' (baseline)' if x['baseline'] else ''}{seed}",
             _cell(x["tokens_per_s"], ",.0f"),
             _cell(x["steps_to_gate"], ","),
             _cell(x["tokens_to_gate"], ","),
@@ -202,7 +256,34 @@ def format_time_to_gate(r: dict[str, Any]) -> str:
         f"{r['threads_per_lane']} thread(s) on {r['cpu']} (torch {r['torch']}). Seconds: training wall "
         "time, evaluations excluded.",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _summary_table(r.get("summary")))
+
+
+def _summary_table(summary: list[dict[str, Any]] | None) -> list[str]:
+    """Per recipe over seeds: medians and how many seeds crossed (ratios: of the medians)."""
+    if not summary:
+        return []
+    lines = [
+        "",
+        "Over seeds (each lane's ratios above are to the baseline lane of its own seed):",
+        "",
+        "| recipe | seeds crossed | tokens to gate per seed | median tokens | median seconds | "
+        "median time ÷ baseline | median tokens ÷ baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        per_seed = ", ".join(_cell(v, ",") for v in e["tokens_to_gate"])
+        cells = [
+            f"{e['recipe']}{' (baseline)' if e['baseline'] else ''}",
+            f"{e['crossed']}/{len(e['seeds'])}",
+            per_seed,
+            _cell(e["median_tokens_to_gate"], ",.0f"),
+            _cell(e["median_seconds_to_gate"], ",.0f"),
+            _cell(e["median_seconds_to_gate_vs_baseline"], ".2f"),
+            _cell(e["median_tokens_to_gate_vs_baseline"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_time_to_gate(r: dict[str, Any], path: Path) -> None:
@@ -241,6 +322,7 @@ def _cmd(args: argparse.Namespace) -> int:
         args.lanes,
         args.threads,
         baseline=args.baseline,
+        seeds=args.seeds,
     )
     code = write_benchmark(Path(args.out), "time_to_gate", res, format_time_to_gate(res))
     plot_time_to_gate(res, Path(args.out) / "time_to_gate.png")
@@ -285,7 +367,16 @@ def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         default=100,
         help="held-out evaluation every N steps, where the crossing is looked for (default 100)",
     )
-    q.add_argument("--lanes", type=int, default=2, help="recipes run at once (default 2)")
+    q.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run every recipe once per seed (e.g. --seeds 0 1 2): tokens to the gate vary with the seed, "
+        "so a budget wants more than one; ratios are to the baseline lane of the same seed, and a summary "
+        "gives the medians (default: the recipe's own seed, once)",
+    )
+    q.add_argument("--lanes", type=int, default=2, help="lanes run at once (default 2)")
     q.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
     q.add_argument("--out", default="benchmarks", help="where to write time_to_gate.{json,md,png}")
     q.set_defaults(handler=_cmd)

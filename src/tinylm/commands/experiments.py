@@ -86,7 +86,7 @@ def add_reproduce(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--preset",
         default="quick",
-        help="smoke, quick (default), cpu, paper, or a YAML file of the same keys",
+        help="smoke, quick (default), cpu, future, paper, or a YAML file of the same keys",
     )
     p.add_argument(
         "--out", help="output directory (default: reproduce-PRESET); rerun with the same --out to resume"

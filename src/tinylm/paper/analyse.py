@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.finetune import validation_score
-from tinylm.paper.grid import Job, by_role
+from tinylm.paper.jobs import Job, by_role
 from tinylm.paper.presets import Preset
 from tinylm.paper.stats import (
     fixed_effects_test,
@@ -130,7 +130,8 @@ def claim_uses(claim: str, role: dict[str, Any], p: Preset) -> bool:
         return bool(role.get("deep_epochs"))
     if claim == "C3":
         return "selection" in role
-    return (deep_main and role.get("pseed", 0) == 0) or "member" in role
+    member: int = role.get("member", p.members)
+    return (deep_main and role.get("pseed", 0) == 0) or member < p.members
 
 
 def apply_gate(decisions: dict[str, dict[str, Any]], models: list[dict[str, Any]], p: Preset) -> None:
@@ -457,7 +458,7 @@ def paired_comparison(counts: dict[str, int]) -> dict[str, Any]:
     return {"n": n, "mcnemar_p": mcnemar_exact(a, b), "ci95_pp": [100 * lo, 100 * hi]}
 
 
-def _cost(r: Results, finetune_runs: list[str], seq: int) -> dict[str, float]:
+def training_cost(r: Results, finetune_runs: list[str], seq: int) -> dict[str, float]:
     """Training FLOPs (pre-training + fine-tuning) and forward FLOPs per `seq`-token input of the models of
     these fine-tuning runs ("runs/<job id>"), summed: a committee costs all of its members."""
     from tinylm.config import ModelConfig, build_section
@@ -493,8 +494,8 @@ def analyse_e4(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any]:
             "member_architectures": [p.member_model(i) for i in range(p.members)],
             "paired": paired_comparison(res["paired_counts"]),
             "cost": {
-                "committee": _cost(r, [m["run"] for m in res["members"]], p.max_length),
-                "reference": _cost(r, [res["reference"]["run"]], p.max_length),
+                "committee": training_cost(r, [m["run"] for m in res["members"]], p.max_length),
+                "reference": training_cost(r, [res["reference"]["run"]], p.max_length),
             },
         }
         e4["tasks"][task] = res

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinylm.config import ModelConfig, model_shape
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
-from tinylm.paper.grid import Job
+from tinylm.paper.jobs import Job
 from tinylm.settings import RECIPES, PretrainSettings
 
 MASK_SHARE = 0.15

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from tinylm.errors import TinylmError
 from tinylm.paper import steps
-from tinylm.paper.grid import Job
+from tinylm.paper.context import Context
+from tinylm.paper.jobs import Job
 from tinylm.paper.status import GridStatus
-from tinylm.paper.steps import Context
 from tinylm.process import die_with_parent
 
 

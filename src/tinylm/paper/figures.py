@@ -169,3 +169,65 @@ def write_figures(
     for t in tasks:
         plot_curve(results["E4"]["tasks"][t], figs / f"e4_committee_{t}.png")
     fig_latency(latency["rows"], figs / "e4_latency.png")
+
+
+def fig_e5(e5: dict[str, Any], path: Path) -> None:
+    """E5: the gap over scratch of every corpus at every budget fraction, one group of bars per task."""
+    plt = _plt()
+    tasks = list(e5["tasks"])
+    cells = [(c, f) for c in e5["corpora"] for f in e5["fractions"]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) * len(cells) / 3), 4.0))
+    width = 0.8 / len(cells)
+    for i, (corpus, f) in enumerate(cells):
+        rows = [
+            next(c for c in e5["tasks"][t]["cells"] if (c["corpus"], c["fraction"]) == (corpus, f))
+            for t in tasks
+        ]
+        xs = np.arange(len(tasks)) + (i - (len(cells) - 1) / 2) * width
+        hatch = "" if f == max(e5["fractions"]) else "//"
+        gaps, sds = [r["gap_pp"] for r in rows], [r["gap_std_pp"] for r in rows]
+        color = f"C{e5['corpora'].index(corpus)}"
+        ax.bar(xs, gaps, width, yerr=sds, capsize=2, label=f"{corpus} ×{f:g}", hatch=hatch, color=color)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(np.arange(len(tasks)), [f"fine-tuned on {t}" for t in tasks])
+    ax.set_ylabel("gap over scratch (pp)")
+    ax.set_title("E5: task-selected vs generic pre-training corpora (× tokens of the budget)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
+def fig_e6_pareto(task: dict[str, Any], ms: dict[str, dict[str, float]], batch: str, path: Path) -> None:
+    """E6: accuracy against latency per input of every committee, with the deep model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in sorted({pt["committee"] for pt in task["points"]}):
+        pts = sorted((pt for pt in task["points"] if pt["committee"] == name), key=lambda pt: pt["k"])
+        xs = [ms[f"{name}:{pt['k']}"][batch] for pt in pts]
+        ax.plot(xs, [100 * pt["accuracy"] for pt in pts], "o-", label=name)
+        for x, pt in zip(xs, pts, strict=True):
+            ax.annotate(str(pt["k"]), (x, 100 * pt["accuracy"]), xytext=(3, 3), textcoords="offset points")
+    ax.plot(
+        [ms["deep"][batch]], [100 * task["reference"]["accuracy"]], "k*", markersize=12, label="deep model"
+    )
+    ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"ms per input (batch {batch}, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"E6 on {task['task']}: committees of k members (labels: k)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def write_future_figures(results: dict[str, Any], timings: dict[str, Any], figs: Path) -> None:
+    """E5's bars and E6's accuracy–latency figure per task (when the preset ran them)."""
+    if "E5" in results:
+        fig_e5(results["E5"], figs / "e5_gaps.png")
+    for task, t in results.get("E6", {}).get("tasks", {}).items():
+        ms = timings.get("future_latency", {}).get(f"ensemble:{task}", {}).get("ms", {})
+        if ms:
+            fig_e6_pareto(t, ms, min(ms["deep"], key=int), figs / f"e6_pareto_{task}.png")

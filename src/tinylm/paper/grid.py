@@ -1,139 +1,31 @@
-"""The grid of `tinylm reproduce`: every run of E1–E4 as a job with a key, settings and dependencies.
+"""The grid of `tinylm reproduce`: every run of E0–E4 as a job with settings, a role and dependencies (the
+future work's jobs come from `future_grid`; keys and the builder from `jobs`).
 
 Job kinds:
 
 * `pretrain`: the deep model on every nested corpus size; the shallow committee members (independent
-  seeds, cycling over the preset's architectures) on the main size; the deep model on the high- and
-  low-overlap corpora of the controlled task (`controlled.seeds` pre-training replicates of each);
+  seeds, cycling over the preset's architectures; E6's pool extends E4's) on the main size; the deep
+  model on the high- and low-overlap corpora of the controlled task (`controlled.seeds` replicates each);
 * `finetune`: every pre-trained deep model and the scratch control, per task and seed; the members per
   task (seed 0); the controlled corpora on their task, per seed;
 * `overlap`: token overlap of every nested corpus size with every task's training samples (E3);
 * `committee`: the members' soft committee per task, next to the deep model (E4);
-* `latency`: inference latency of the deep model, one member and committees (E4; runs alone).
+* `latency`: inference latency of the deep model, one member and committees (E4; runs alone);
+* `select`, `ensemble`, `teacher`, `distill`: E5, E6 and the distillation (`future_grid`).
 
-A job's id is its kind and a hash of its settings and of its dependencies' ids, so finished jobs are
-reused and an interrupted grid resumes where it stopped. Every job is validated before the first runs.
+Every job is validated before the first runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from tinylm.errors import ConfigError
-from tinylm.fileio import stable_hash
+from tinylm.paper.future_grid import add_distill, add_e5, add_e6
+from tinylm.paper.jobs import GridBuilder, Job, by_role, make_job
 from tinylm.paper.presets import Preset
 from tinylm.registry import PAPER_CORPUS_SEED
-from tinylm.runs import NON_IDENTITY_KEYS
 from tinylm.settings import RECIPES
-
-KINDS = ("pretrain", "finetune", "overlap", "committee", "latency")
-
-
-@dataclass
-class Job:
-    kind: str
-    settings: dict[str, Any]
-    deps: list[str] = field(default_factory=list)
-    role: dict[str, Any] = field(
-        default_factory=dict
-    )  #: what the job is for (the analysis finds jobs by role)
-    id: str = ""
-    exclusive: bool = False  #: run with nothing else running (timings)
-
-
-def make_job(
-    kind: str,
-    settings: dict[str, Any],
-    role: dict[str, Any],
-    deps: list[Job] | None = None,
-    exclusive: bool = False,
-    keyed_by_role: bool = False,
-) -> Job:
-    """A job keyed by its kind, its identity-defining settings and its dependencies' ids (and its role,
-    with `keyed_by_role`). A fine-tuning job's `init` is its pre-training dependency (its id stands in
-    the key for the path)."""
-    deps = deps or []
-    key = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS | {"init"}} | {"kind": kind}
-    if keyed_by_role:
-        key["role"] = role
-    if kind == "finetune":
-        if "init" in settings:  # a job id (or its snapshot) relative to OUT/runs, or "scratch"
-            key["init"] = settings["init"]
-    elif deps:
-        key["deps"] = [d.id for d in deps]
-    job = Job(kind, dict(settings), [d.id for d in deps], role, exclusive=exclusive)
-    job.id = f"{kind}-{stable_hash(key, 12)}"
-    return job
-
-
-#: BERT's (and the paper's) fine-tuning dropout, unless a preset's `finetune` sets it.
-FINETUNE_DROPOUT = {"dropout": 0.1, "attention_dropout": 0.1}
-
-
-class GridBuilder:
-    """Builds the jobs of a preset in dependency order; a job built twice (same id) is kept once."""
-
-    def __init__(self, p: Preset):
-        self.p = p
-        self.jobs: list[Job] = []
-        self.by_id: dict[str, Job] = {}
-        self.pre_common = p.pretrain | {
-            "max_length": p.max_length,
-            "eval_articles": p.eval_articles,
-            "precision": p.precision,
-        }
-        # fine-tuning dropout is explicit in every job: a model pre-trained without dropout must not carry
-        # that into its arm while the scratch arm gets BERT's 0.1
-        self.ft_common = FINETUNE_DROPOUT | p.finetune | {"precision": p.precision}
-
-    def add(self, job: Job) -> Job:
-        if job.id in self.by_id:
-            return self.by_id[job.id]
-        self.jobs.append(job)
-        self.by_id[job.id] = job
-        return job
-
-    def pretrain(self, model: dict[str, Any], n: int, seed: int, role: dict[str, Any], **extra: Any) -> Job:
-        """One pre-training. The same settings asked for in another role (a committee member with the
-        deep model's architecture and seed) get a run of their own, keyed by the role: the analysis finds
-        jobs by role, so a shared run would leave one role without its job."""
-        settings = self.pre_common | model | {"num_articles": n, "seed": seed} | extra
-        job = make_job("pretrain", settings, role)
-        if job.id in self.by_id and self.by_id[job.id].role != role:
-            job = make_job("pretrain", settings, role, keyed_by_role=True)
-        return self.add(job)
-
-    def finetune(
-        self,
-        init: Job | None,
-        task: str,
-        seed: int,
-        role: dict[str, Any],
-        pooling: str,
-        snapshot: int | None = None,
-        sweep: bool = True,
-    ) -> list[Job]:
-        """One fine-tuning job, or one per learning rate of the preset's sweep (chosen on validation
-        later); `snapshot` fine-tunes the pre-training run's model kept at that many tokens."""
-        train, test = self.p.samples[task]
-        settings = self.ft_common | {
-            "task": task,
-            "seed": seed,
-            "samples_per_label_train": train,
-            "samples_per_label_test": test,
-            "pooling": pooling,
-        }
-        if init is None:
-            settings |= {"init": "scratch"} | self.p.deep
-        else:
-            settings["init"] = init.id if snapshot is None else f"{init.id}/snapshots/tokens-{snapshot}"
-        role = role | {"task": task, "seed": seed, "pooling": pooling}
-        lrs = self.p.finetune_lrs if sweep else []
-        runs = [(settings | {"lr": lr}, role | {"lr": lr}) for lr in lrs] or [
-            (settings, role | {"lr": settings.get("lr")} | ({} if sweep else {"e0": True}))
-        ]
-        return [self.add(make_job("finetune", s, r, [init] if init else [])) for s, r in runs]
 
 
 def e0_snapshots(p: Preset) -> list[int]:
@@ -149,13 +41,14 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     """Every job of E0–E4 for a preset, in dependency order."""
     g = GridBuilder(p)
     snaps = e0_snapshots(p)
+    snap_setting: dict[str, Any] = {"snapshot_tokens": ",".join(map(str, snaps))} if snaps else {}
     main = [
         g.pretrain(
             p.deep,
             p.main_corpus,
             r,
             {"deep": True, "size": p.main_corpus, "pseed": r},
-            **({"snapshot_tokens": ",".join(map(str, snaps))} if r == 0 and snaps else {}),
+            **(snap_setting if r == 0 else {}),
         )
         for r in range(p.pretrain_seeds)
     ]
@@ -173,35 +66,43 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
         for r in range(p.size_seeds if p.c2_epochs else 0)
         for n in p.corpus_sizes
     }
-    ctl = p.controlled
-    ctl_pre = {}
-    if ctl is not None:
-        ctl_pre = {
-            (d, r): g.pretrain(
-                p.deep,
-                ctl.num_articles,
-                r,
-                {"deep": True, "selection": d, "size": ctl.num_articles, "pseed": r},
-                selection=d,
-                selection_task=ctl.task,
-                selection_pool=ctl.pool,
-                **p.controlled_pretrain,
-            )
-            for r in range(ctl.seeds)
-            for d in ("high", "low")
-        }
+    ctl_pre = _controlled_pretrains(g)
     members = [
         g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}, **p.member_pretrain)
-        for i in range(p.members)
+        for i in range(p.member_pool)
     ]
     for task in tasks:
         _task_finetunes(g, task, seeds, main, sizes, ctl_pre, members, snaps)
         for (n, r), j in by_epochs.items():
             for seed in range(r * seeds, (r + 1) * seeds):
                 g.finetune(j, task, seed, {"init": "pretrained-epochs", "size": n, "pseed": r}, p.poolings[0])
+    add_e5(g, tasks, seeds)
     _committees(g, tasks)
+    add_e6(g, tasks)
+    add_distill(g, tasks, members)
     _measurements(g, tasks)
     return g.jobs
+
+
+def _controlled_pretrains(g: GridBuilder) -> dict[tuple[str, int], Job]:
+    """E3's controlled corpora: the deep model on the high- and low-overlap selections, per replicate."""
+    p, ctl = g.p, g.p.controlled
+    if ctl is None:
+        return {}
+    return {
+        (d, r): g.pretrain(
+            p.deep,
+            ctl.num_articles,
+            r,
+            {"deep": True, "selection": d, "size": ctl.num_articles, "pseed": r},
+            selection=d,
+            selection_task=ctl.task,
+            selection_pool=ctl.pool,
+            **p.controlled_pretrain,
+        )
+        for r in range(ctl.seeds)
+        for d in ("high", "low")
+    }
 
 
 def _task_finetunes(
@@ -231,7 +132,7 @@ def _task_finetunes(
         if p.controlled is not None and task == p.controlled.task:
             for (d, r), j in ctl_pre.items():
                 g.finetune(j, task, seed, {"init": "controlled", "selection": d, "pseed": r}, pl0)
-    for i, j in enumerate(members):
+    for i, j in enumerate(members):  # E4's members and E6's pool
         g.finetune(j, task, 0, {"init": "member", "member": i}, pl0)
     if p.e0 is not None and task in p.e0.tasks:
         _e0_finetunes(g, task, main[0], snaps)
@@ -327,9 +228,3 @@ def validate_jobs(jobs: list[Job]) -> None:
         raise ConfigError(
             [f"{k} section ({n} job(s)): {p}" for (k, p), n in sorted(found.items())], "the preset"
         )
-
-
-def by_role(jobs: list[Job], kind: str, **role: Any) -> list[Job]:
-    """The jobs of `kind` whose role has these values, ordered by seed (then member)."""
-    found = [j for j in jobs if j.kind == kind and all(j.role.get(k) == v for k, v in role.items())]
-    return sorted(found, key=lambda j: (j.role.get("seed", 0), j.role.get("member", 0)))

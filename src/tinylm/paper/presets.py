@@ -18,7 +18,7 @@ from tinylm.config import PACKAGE_CONFIGS
 from tinylm.errors import ConfigError
 from tinylm.registry import TASKS
 
-SHIPPED = ("smoke", "quick", "cpu", "paper")
+SHIPPED = ("smoke", "quick", "cpu", "future", "paper")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,49 @@ class E0:
     tasks: list[str]
     points: int
     seeds: int = 1
+
+
+@dataclass(frozen=True)
+class E5:
+    """E5 (beyond the paper): `model` pre-trained on a corpus of `articles` documents selected out of the
+    first `pool` Wikipedia articles for each task in `tasks` (by `metric`, `tinylm corpus select`) and on
+    the generic nested corpus of `main_corpus` articles, at `tokens` × each of `fractions`, `seeds` times;
+    every one of them fine-tuned on every task in `tasks` (the cross-task cells) next to a scratch `model`.
+    `pretrain`: settings over the preset's pretrain section."""
+
+    tasks: list[str]
+    articles: int
+    pool: int
+    tokens: int
+    model: dict[str, Any]
+    metric: str = "weighted"
+    fractions: list[float] = field(default_factory=lambda: [1.0, 0.25])
+    seeds: int = 1
+    pretrain: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class E6:
+    """E6 (beyond the paper): committees of k = 1 … `per_arch` members of each shallow architecture and
+    mixes of all of them (k = 1 … per_arch × architectures), on `tasks`: accuracy, latency per input at
+    each of `batch`, training FLOPs. The member pool extends the committee members of E4 (member i has
+    architecture i mod len(shallow), seed i)."""
+
+    tasks: list[str]
+    per_arch: int
+    batch: list[int] = field(default_factory=lambda: [1, 32])
+    reps: int = 10
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Distillation (beyond the paper): one student with member 0's pre-trained weights, fine-tuned on the
+    soft probabilities (at `temperature`, weight 1 − `alpha`) of the committee of every member of the pool
+    (E6's, else E4's), on `tasks`; compared with the committee, the best member and the deep model."""
+
+    tasks: list[str]
+    temperature: float = 2.0
+    alpha: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -101,6 +144,18 @@ class Preset:
     #: the controlled corpora's pre-training settings over `pretrain`: their articles are all full-length,
     #: so a token budget buys fewer optimizer steps than on a nested subset with its short articles
     controlled_pretrain: dict[str, Any] = field(default_factory=dict)
+    #: E5 task-specific vs generic corpora; none: not run
+    e5: E5 | None = None
+    #: E6 larger and mixed committees; none: not run
+    e6: E6 | None = None
+    #: a committee distilled into one member; none: not run
+    distill: Distill | None = None
+
+    @property
+    def member_pool(self) -> int:
+        """Pre-trained committee members: E4's, or E6's pool when that is larger."""
+        extra = self.e6.per_arch * len(self.shallow) if self.e6 else 0
+        return max(self.members, extra)
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""
@@ -193,6 +248,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     if raw.get("controlled_pretrain") and not raw.get("controlled"):
         out.append("controlled_pretrain: set, but the preset has no controlled corpora")
     out += _e0_problems(raw)
+    out += _future_problems(raw)
     out += _duplicate_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
@@ -226,6 +282,11 @@ DISTINCT_LISTS = (
     ("finetune_lrs",),
     ("poolings",),
     ("e0", "tasks"),
+    ("e5", "tasks"),
+    ("e5", "fractions"),
+    ("e6", "tasks"),
+    ("e6", "batch"),
+    ("distill", "tasks"),
     ("latency", "k"),
     ("latency", "batch"),
     ("latency", "precision"),
@@ -273,6 +334,37 @@ def _e0_problems(raw: dict[str, Any]) -> list[str]:
     return out
 
 
+def _future_problems(raw: dict[str, Any]) -> list[str]:
+    """E5, E6 and distill: their tasks are the preset's, their sizes positive."""
+    from tinylm.corpus_select import METRICS
+
+    out = []
+    for key in ("e5", "e6", "distill"):
+        tasks = (raw.get(key) or {}).get("tasks", [])
+        out += [
+            f"{key}.tasks: {t!r} is not one of the preset's tasks" for t in tasks if t not in raw["tasks"]
+        ]
+    e5, e6, dist = raw.get("e5"), raw.get("e6"), raw.get("distill")
+    if e5:
+        out += [f"e5.{k}: must be positive, got {e5[k]}" for k in ("articles", "pool", "tokens") if e5[k] < 1]
+        out += [f"e5.fractions: {f} is not in (0, 1]" for f in e5.get("fractions", []) if not 0 < f <= 1]
+        if e5.get("metric", "weighted") not in METRICS:
+            out.append(f"e5.metric: expected one of {', '.join(METRICS)}, got {e5['metric']!r}")
+        if e5.get("seeds", 1) < 1:
+            out.append(f"e5.seeds: must be positive, got {e5['seeds']}")
+        if e5["articles"] + raw["eval_articles"] > e5["pool"]:
+            out.append("e5.pool: must hold e5.articles + eval_articles documents")
+    if e6 and e6["per_arch"] < 1:
+        out.append(f"e6.per_arch: must be positive, got {e6['per_arch']}")
+    if e6 and e6.get("reps", 10) < 1:
+        out.append(f"e6.reps: must be positive, got {e6['reps']}")
+    if dist and dist.get("temperature", 2.0) <= 0:
+        out.append(f"distill.temperature: must be positive, got {dist['temperature']}")
+    if dist and not 0 <= dist.get("alpha", 0.5) <= 1:
+        out.append(f"distill.alpha: must be in [0, 1], got {dist['alpha']}")
+    return out
+
+
 def preset_path(name: str) -> Path:
     path = PACKAGE_CONFIGS / f"reproduce-{name}.yaml" if name in SHIPPED else Path(name)
     if not path.is_file():
@@ -309,5 +401,8 @@ def load_preset(name: str) -> Preset:
     values["controlled"] = Controlled(**raw["controlled"]) if raw.get("controlled") else None
     values["e0"] = E0(**raw["e0"]) if raw.get("e0") else None
     values["latency"] = Latency(**raw["latency"])
+    values["e5"] = E5(**raw["e5"]) if raw.get("e5") else None
+    values["e6"] = E6(**raw["e6"]) if raw.get("e6") else None
+    values["distill"] = Distill(**raw["distill"]) if raw.get("distill") else None
     values["description"] = str(raw.get("description") or "")
     return Preset(name=path.stem.removeprefix("reproduce-"), path=str(path), **values)

@@ -531,9 +531,16 @@ def _c4(p: Preset, r: dict[str, Any], timings: dict[str, Any]) -> list[str]:
     return L + ["", "![latency](figures/e4_latency.png)", ""]
 
 
-def render(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[str, int]) -> str:
-    """The whole report.md."""
+def render(
+    p: Preset,
+    r: dict[str, Any],
+    timings: dict[str, Any],
+    counts: dict[str, int],
+    extra: list[str] | None = None,
+) -> str:
+    """The whole report.md (`extra`: sections after C4's, e.g. the future work's)."""
     L = _header(p, r, timings, counts) + _c1(p, r) + _e0(p, r) + _c2(r) + _c3(p, r) + _c4(p, r, timings)
+    L += extra or []
     L += ["## Deviations from the paper", ""] + [f"- {d}" for d in deviations(p, r["tasks"], r["seeds"])]
     L += ["", "## Preset", "", "```yaml", yaml.safe_dump(p.as_dict(), sort_keys=False).strip(), "```", ""]
     return "\n".join(L)

@@ -18,14 +18,17 @@ from typing import Any
 
 from tinylm.errors import ConfigError
 from tinylm.fileio import DirLock, write_json, write_text
-from tinylm.paper.analyse import analyse, committee_latency, latency_rows
+from tinylm.paper.analyse import Results, analyse, committee_latency, latency_rows
+from tinylm.paper.analyse_future import analyse_future, future_latency
+from tinylm.paper.context import Context
 from tinylm.paper.executor import run_local, run_ray
-from tinylm.paper.figures import write_figures
-from tinylm.paper.grid import Job, build_grid, validate_jobs
+from tinylm.paper.figures import write_figures, write_future_figures
+from tinylm.paper.grid import build_grid, validate_jobs
 from tinylm.paper.invocations import InvocationClock
+from tinylm.paper.jobs import Job
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.render import render
-from tinylm.paper.steps import Context
+from tinylm.paper.render_future import future_sections
 from tinylm.registry import PAPER_CORPUS_SEED
 
 Log = Callable[[str], None]
@@ -85,7 +88,47 @@ def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str
         },
         "e0": results.get("E0", []),
         "e3_metric_correlations": results.get("E3", {}).get("metric_correlations"),
+        "c2": {
+            design: results.get(key, {}).get("decision")
+            for design, key in (("equal_tokens", "E2"), ("equal_epochs", "E2-epochs"))
+        },
+        **_future_summary(results),
     }
+
+
+def _future_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's e5, e6 and distill records (present when the preset ran them)."""
+    out: dict[str, Any] = {}
+    if "E5" in results:
+        e5 = results["E5"]
+        out["e5"] = {
+            "answer": e5["answer"],
+            "cells": [c | {"units": None} for t in e5["tasks"].values() for c in t["cells"]],
+            "comparisons": [
+                c for t in e5["tasks"].values() for c in t["own_vs_generic_full"] + t["cross_vs_generic"]
+            ],
+        }
+    if "E6" in results:
+        out["e6"] = {
+            task: {
+                "reference_accuracy": t["reference"]["accuracy"],
+                "saturates_at": t["saturates_at"],
+                "points": [
+                    {k: pt[k] for k in ("committee", "k", "accuracy", "paired")} for pt in t["points"]
+                ],
+            }
+            for task, t in results["E6"]["tasks"].items()
+        }
+    if "distill" in results:
+        out["distill"] = {
+            task: {
+                "accuracy": t["accuracy"],
+                "paired": t["paired"],
+                "agreement_with_committee": t["agreement_with_committee"],
+            }
+            for task, t in results["distill"]["tasks"].items()
+        }
+    return out
 
 
 def write_report(
@@ -101,18 +144,26 @@ def write_report(
     """Analyse the finished grid and write results.json, timings.json, figures/ and report.md."""
     log("analysing runs ...")
     results, curves = analyse(out, p, jobs, tasks, seeds)
+    results |= analyse_future(Results(out, jobs), p, tasks)
     timings: dict[str, Any] = {
         "wall_seconds": round(wall_seconds, 1),
         "run_seconds": run_seconds,
         "latency": latency_rows(out, jobs),
         "committee_latency": committee_latency(out, jobs),
+        "future_latency": future_latency(out, jobs),
         "machine": machine(),
     }
     write_figures(results, curves, timings["latency"], tasks, out / "figures")
+    write_future_figures(results, timings, out / "figures")
     write_json(out / "timings.json", timings)
     write_json(out / "results.json", results)
     write_json(out / "summary.json", summary(p, results, wall_seconds))
-    write_text(out / "report.md", render(p, results, timings, dict(Counter(j.kind for j in jobs))))
+    write_text(
+        out / "report.md",
+        render(
+            p, results, timings, dict(Counter(j.kind for j in jobs)), future_sections(p, results, timings)
+        ),
+    )
     log(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'figures'}/")
 
 

@@ -7,41 +7,16 @@ reads results and computes nothing.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tinylm.fileio import write_json
-from tinylm.paper.grid import Job
+from tinylm.paper import future_steps
+from tinylm.paper.context import Context, best_of, log_of
+from tinylm.paper.jobs import Job
 from tinylm.settings import FinetuneSettings, PretrainSettings
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where a grid lives and how its jobs run."""
-
-    out: Path
-    data_dir: str | None
-    progress: bool = True
-    dry_run: bool = False
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.out / "runs"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.out / "cache"
-
-    def result_path(self, job_id: str) -> Path:
-        return self.runs_dir / job_id / "results.json"
-
-
-def _log(ctx: Context) -> Callable[..., None]:
-    return print if ctx.progress else (lambda *_: None)
 
 
 def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
@@ -62,10 +37,18 @@ def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
     return settings
 
 
+def _in_runs(ctx: Context, path: str) -> str:
+    """A path relative to OUT/runs (a job's output named in another job's settings) made absolute."""
+    return path if Path(path).is_absolute() else str(ctx.runs_dir / path)
+
+
 def run_pretrain(job: Job, ctx: Context) -> None:
     from tinylm.pretrain import pretrain
 
-    pretrain(PretrainSettings.build(_training_settings(job, ctx)), log=_log(ctx))
+    settings = _training_settings(job, ctx)
+    if settings.get("corpus", "wikipedia").startswith("file:"):  # E5: a `select` job's corpus
+        settings["corpus"] = "file:" + _in_runs(ctx, settings["corpus"].removeprefix("file:"))
+    pretrain(PretrainSettings.build(settings), log=log_of(ctx))
 
 
 def run_finetune(job: Job, ctx: Context) -> None:
@@ -73,12 +56,14 @@ def run_finetune(job: Job, ctx: Context) -> None:
 
     settings = _training_settings(job, ctx)
     if settings.get("init", "scratch") != "scratch":
-        settings["init"] = str(ctx.runs_dir / settings["init"])
+        settings["init"] = _in_runs(ctx, settings["init"])
+    if settings.get("teacher"):  # distillation: a `teacher` job's committee
+        settings["teacher"] = _in_runs(ctx, settings["teacher"])
     if ctx.dry_run:
         settings |= {"samples_per_label_train": 2, "samples_per_label_test": 2}
     # from a pre-trained model: its architecture, with the head's pooling and the fine-tuning dropout set
     # by the job (the same in both arms, whatever dropout the pre-training used)
-    finetune(FinetuneSettings.build(settings), log=_log(ctx))
+    finetune(FinetuneSettings.build(settings), log=log_of(ctx))
 
 
 def run_overlap(job: Job, ctx: Context) -> None:
@@ -118,7 +103,7 @@ def run_committee(job: Job, ctx: Context) -> None:
     for size in s.get("group_sizes", [1] * len(job.deps)):  # each member's (and the reference's) sweep
         groups.append(job.deps[start : start + size])
         start += size
-    *members, ref = [_best_of(group, ctx) for group in groups]
+    *members, ref = [best_of(group, ctx) for group in groups]
     result, committee = evaluate_committee(
         [str(ctx.runs_dir / m) for m in members],
         s["task"],
@@ -133,14 +118,6 @@ def run_committee(job: Job, ctx: Context) -> None:
     reference, _ = load_member(ctx.runs_dir / ref)  # timed here, not in every committee evaluation
     result["latency"] = measured_latency(committee, reference, reference.cfg.max_length)
     write_json(ctx.result_path(job.id), result)
-
-
-def _best_of(job_ids: list[str], ctx: Context) -> str:
-    """Of a learning-rate sweep's runs, the one with the best validation score."""
-    from tinylm.finetune import validation_score
-
-    scores = [validation_score(json.loads(ctx.result_path(i).read_text())) for i in job_ids]
-    return job_ids[scores.index(max(scores))]
 
 
 def run_latency(job: Job, ctx: Context) -> None:
@@ -166,6 +143,7 @@ STEPS: dict[str, Callable[[Job, Context], None]] = {
     "overlap": run_overlap,
     "committee": run_committee,
     "latency": run_latency,
+    **future_steps.STEPS,
 }
 
 
