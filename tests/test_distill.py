@@ -39,6 +39,21 @@ def test_distillation_loss_is_alpha_ce_plus_t2_kl() -> None:
     assert loss(0.3) == pytest.approx(0.3 * ce + 0.7 * kl, rel=1e-5)
 
 
+def test_unlabelled_rows_add_only_the_teacher_term() -> None:
+    """A row labelled −1 (unlabelled text) adds its KL term and nothing to the labels' cross-entropy or to
+    the accuracy count."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 3)
+    teacher = F.softmax(torch.randn(4, 3), -1)
+    labels = torch.tensor([0, 2, -1, -1])
+    batch = {"input_ids": torch.zeros(4, 2), "attention": torch.ones(4, 2), "labels": labels, "soft": teacher}
+    loss, stats = DistillationObjective(3, 1.0, 0.4).loss(lambda ids, att: logits, batch)
+    ce = float(F.cross_entropy(logits[:2], labels[:2], reduction="sum"))
+    kl = float((teacher * (teacher.log() - F.log_softmax(logits, -1))).sum())
+    assert float(loss) == pytest.approx(0.4 * ce + 0.6 * kl, rel=1e-5)
+    assert int(stats["count"]) == 2 and int(stats["correct"]) <= 2
+
+
 def test_distilled_student_agrees_with_its_committee(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """A committee of two members; the same student (seed, settings) trained on the labels alone and on
     the committee's soft probabilities alone (alpha 0): the distilled one agrees with the committee on
@@ -59,6 +74,25 @@ def test_distilled_student_agrees_with_its_committee(data_dir: Path, tmp_path: P
     ).path
     record = json.loads((distilled / "results.json").read_text())["distill"]
     assert record["teacher_members"] == 2 and record["alpha"] == 0.0 and record["temperature"] == 2.0
+    # extra unlabelled task-domain text: one more training example per document, learnt from the teacher
+    extra = tmp_path / "news.txt"
+    extra.write_text("\n".join(f"markets and teams report {i} on the economy" for i in range(24)) + "\n")
+    more = finetune(
+        ft(
+            data_dir,
+            tmp_path,
+            **student,
+            name="unl",
+            teacher=str(tmp_path / "com"),
+            distill_unlabelled=f"file:{extra}",
+        ),
+        **QUIET,
+    ).path
+    res, base = (json.loads((d / "results.json").read_text()) for d in (more, distilled))
+    assert res["training"]["examples"] == base["training"]["examples"] + 24 * student["epochs"]
+    assert res["distill"]["unlabelled"] == f"file:{extra}" and base["distill"]["unlabelled"] is None
+    with pytest.raises(ConfigError, match="distill_unlabelled: unlabelled text is learnt from a teacher"):
+        finetune(ft(data_dir, tmp_path, **student, name="x", distill_unlabelled=f"file:{extra}"), **QUIET)
     texts = [f"a report {i} about {n}" for i, n in enumerate(["World", "Sports", "Business", "Sci/Tech"] * 5)]
     teacher = classify(tmp_path / "com", texts, 32).labels
     agree = {d.name: float((classify(d, texts, 32).labels == teacher).mean()) for d in (plain, distilled)}

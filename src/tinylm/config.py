@@ -374,6 +374,12 @@ class TaskConfig:
     distill_alpha: float = opt(
         0.5, "distillation: weight of the labels' cross-entropy (1 − alpha: the teacher's soft targets)"
     )
+    distill_unlabelled: str | None = opt(
+        None,
+        "distillation: extra unlabelled task-domain text, file:PATH (.txt, .jsonl[.gz] or a directory, as "
+        "`pretrain --corpus`), each document one more training example learnt from the teacher's soft "
+        "probabilities alone; None: the labelled examples only",
+    )
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -381,6 +387,10 @@ class TaskConfig:
             p.append(f"distill_temperature: must be positive, got {self.distill_temperature}")
         if not 0 <= self.distill_alpha <= 1:
             p.append(f"distill_alpha: must be in [0, 1], got {self.distill_alpha}")
+        if self.distill_unlabelled is not None and not self.teacher:
+            p.append("distill_unlabelled: unlabelled text is learnt from a teacher; set teacher too")
+        if self.distill_unlabelled is not None and not self.distill_unlabelled.startswith("file:"):
+            p.append(f"distill_unlabelled: expected file:PATH, got {self.distill_unlabelled!r}")
         if not (self.task in TASKS or self.task.startswith("file:")):
             p.append(f"task: unknown task {self.task!r} (expected {', '.join(TASKS)} or file:PATH)")
         for name in ("samples_per_label_train", "samples_per_label_test"):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.committee import Committee, committee_logits, softmax
+from tinylm.data.tokenize import TokenizerInfo
 from tinylm.data.tokens import TokenData
 from tinylm.errors import ConfigError
 
@@ -31,6 +32,24 @@ def load_teacher(path: str, label_names: list[str]) -> Committee:
             [f"teacher: {path} predicts {teacher.label_names}, the task's labels are {label_names}"]
         )
     return teacher
+
+
+def with_unlabelled(train: TokenData, spec: str, tok: TokenizerInfo, max_length: int) -> TokenData:
+    """The training examples followed by every document of a `file:` corpus (first `max_length` WordPieces,
+    as the task's texts), labelled UNLABELLED: the student learns them from the teacher alone."""
+    from tinylm.data.documents import FileDocuments
+    from tinylm.data.tokenize import encode_texts
+    from tinylm.objectives import UNLABELLED
+
+    docs = FileDocuments.open(spec)
+    extra = encode_texts(tok, docs.read(np.arange(docs.total)), max_length)
+    width = max(train.ids.shape[1], extra.ids.shape[1])
+    ids = np.zeros((len(train) + len(extra), width), dtype=train.ids.dtype)
+    ids[: len(train), : train.ids.shape[1]] = train.ids
+    ids[len(train) :, : extra.ids.shape[1]] = extra.ids
+    assert train.labels is not None
+    labels = np.concatenate([train.labels, np.full(len(extra), UNLABELLED, dtype=train.labels.dtype)])
+    return TokenData(ids, np.concatenate([train.lengths, extra.lengths]), labels)
 
 
 def teacher_probabilities(teacher: Committee, data: TokenData, temperature: float) -> np.ndarray:

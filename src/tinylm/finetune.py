@@ -24,7 +24,7 @@ from tinylm.data.tasks import TaskData, load_task_data
 from tinylm.data.tokenize import TokenizerInfo, encode_records_cached, load_tokenizer
 from tinylm.data.tokens import TokenData
 from tinylm.device import pick_device
-from tinylm.distill import distill_record, load_teacher, teacher_probabilities
+from tinylm.distill import distill_record, load_teacher, teacher_probabilities, with_unlabelled
 from tinylm.errors import CheckpointError, ConfigError, TinylmError
 from tinylm.fileio import write_json
 from tinylm.lifecycle import Run, run_once
@@ -217,7 +217,7 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
         f"init {transfer['init']} ({len(transfer['loaded'])} tensors loaded, {len(transfer['fresh'])} fresh)"
     )
     log(describe(mcfg))
-    objective, teacher = _objective(tc, task, train)
+    objective, teacher, train = _objective(tc, task, train, tok, mcfg.max_length)
     device = d.device(pick_device(tcfg.device))
     trainer = Trainer(model, objective, train, tcfg, run, dist=d)
     best = BestOnValidation(run, model) if task.validation and d.main else None
@@ -244,15 +244,17 @@ def _finetune(s: FinetuneSettings, r: Run) -> None:
 
 
 def _objective(
-    tc: TaskConfig, task: TaskData, train: TokenData
-) -> tuple[ClassificationObjective, Committee | None]:
+    tc: TaskConfig, task: TaskData, train: TokenData, tok: TokenizerInfo, max_length: int
+) -> tuple[ClassificationObjective, Committee | None, TokenData]:
     """Cross-entropy on the labels; with a teacher, distillation on its soft probabilities (computed once
-    here and attached to the training data)."""
+    here and attached to the training data, which `distill_unlabelled` extends with unlabelled text)."""
     if not tc.teacher:
-        return ClassificationObjective(task.num_labels), None
+        return ClassificationObjective(task.num_labels), None, train
     teacher = load_teacher(tc.teacher, task.label_names)
+    if tc.distill_unlabelled:
+        train = with_unlabelled(train, tc.distill_unlabelled, tok, max_length)
     train.soft = teacher_probabilities(teacher, train, tc.distill_temperature)
-    return DistillationObjective(task.num_labels, tc.distill_temperature, tc.distill_alpha), teacher
+    return DistillationObjective(task.num_labels, tc.distill_temperature, tc.distill_alpha), teacher, train
 
 
 def _finish(
@@ -295,7 +297,7 @@ def _finish(
         assert tc.teacher is not None
         results["distill"] = distill_record(
             tc.teacher, teacher, test, probs, tc.distill_temperature, tc.distill_alpha
-        )
+        ) | {"unlabelled": tc.distill_unlabelled}
     run.finish(results)
     log(done_message(results, run))
 

@@ -265,7 +265,8 @@ class ClassificationObjective(Objective):
 class DistillationObjective(ClassificationObjective):
     """Knowledge distillation (Hinton et al. 2015): alpha × the labels' cross-entropy + (1 − alpha) × T² ×
     KL(teacher ‖ student) of the temperature-T softmaxes, per example (summed, as the classification loss);
-    the batch carries the teacher's temperature-T probabilities as `soft`. Evaluation as classification."""
+    the batch carries the teacher's temperature-T probabilities as `soft`. A row labelled −1 (unlabelled
+    text) adds only the soft term. Evaluation as classification."""
 
     def __init__(self, num_labels: int, temperature: float, alpha: float):
         super().__init__(num_labels)
@@ -274,13 +275,16 @@ class DistillationObjective(ClassificationObjective):
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch["input_ids"], batch["attention"]).float()
         t = self.temperature
-        hard = F.cross_entropy(logits, batch["labels"], reduction="sum")
+        labels = batch["labels"]
+        hard = F.cross_entropy(logits, labels, reduction="sum", ignore_index=UNLABELLED)
         soft = F.kl_div(F.log_softmax(logits / t, -1), batch["soft"], reduction="sum") * t * t
-        correct = (logits.argmax(-1) == batch["labels"]).sum()
-        return self.alpha * hard + (1 - self.alpha) * soft, {
-            "correct": correct,
-            "count": batch["labels"].numel(),
-        }
+        labelled = labels != UNLABELLED
+        correct = ((logits.argmax(-1) == labels) & labelled).sum()
+        return self.alpha * hard + (1 - self.alpha) * soft, {"correct": correct, "count": labelled.sum()}
+
+
+#: The label of an unlabelled distillation example: it is learnt from the teacher's soft targets only.
+UNLABELLED = -1
 
 
 #: The largest label count whose full confusion matrix is written (once, with the final results); above
