@@ -107,7 +107,7 @@ def test_future_sections_are_validated_all_at_once(tmp_path: Path) -> None:
         tmp_path,
         e5=raw["e5"] | {"tasks": ["agnews", "imdb"], "fractions": [1.0, 1.5], "metric": "bm25", "pool": 10},
         e6={"tasks": ["agnews"], "per_arch": 0},
-        distill={"tasks": ["agnews"], "temperature": 0, "alpha": 2},
+        distill={"tasks": ["agnews", "fewrel"], "temperature": 0, "alpha": 2, "unlabelled": True},
     )
     with pytest.raises(ConfigError) as e:
         load_preset(bad)
@@ -120,6 +120,7 @@ def test_future_sections_are_validated_all_at_once(tmp_path: Path) -> None:
         "e6.per_arch: must be positive, got 0",
         "distill.temperature: must be positive, got 0",
         "distill.alpha: must be in [0, 1], got 2",
+        "distill.unlabelled: the text is E5's selected corpus; e5 selects none for ['fewrel']",
     ):
         assert expected in text
     with pytest.raises(ConfigError, match="e6: unknown key|e6.size: unknown key"):
@@ -154,10 +155,18 @@ def test_future_grid_wires_corpora_teachers_and_the_member_pool() -> None:
         claim_uses(c, {"e5": "agnews", "fraction": 1.0, "pseed": 0}, p) for c in ("C1", "C2", "C3", "C4")
     )
     # distillation: the student starts from member 0's pre-training and learns from the teacher's committee
-    student = by_role(jobs, "finetune", init="distill")[0]
+    student, with_text = (
+        by_role(jobs, "finetune", init="distill", unlabelled=None),
+        by_role(jobs, "finetune", unlabelled=True),
+    )
     teacher = by_role(jobs, "teacher", task="agnews")[0]
-    assert student.deps == [by_role(jobs, "pretrain", member=0)[0].id, teacher.id]
-    assert student.settings["teacher"] == f"{teacher.id}/committee"
+    member0 = by_role(jobs, "pretrain", member=0)[0].id
+    assert [j.deps for j in student] == [[member0, teacher.id]]
+    assert student[0].settings["teacher"] == f"{teacher.id}/committee"
+    # the second student also learns the corpus E5 selected for agnews, as unlabelled text
+    select = by_role(jobs, "select", e5_select="agnews")[0]
+    assert [j.deps for j in with_text] == [[member0, teacher.id, select.id]]
+    assert with_text[0].settings["distill_unlabelled"] == f"file:{select.id}/corpus"
     assert len(teacher.deps) == 4 and all(by_id[d].role["init"] == "member" for d in teacher.deps)
     ens = by_role(jobs, "ensemble", task="agnews")[0]
     assert ens.exclusive and ens.settings["group_sizes"] == [1] * 5

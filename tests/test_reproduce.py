@@ -220,12 +220,27 @@ def test_smoke_future_work(smoke: Path) -> None:
     assert points[("mixed", 2)]["accuracy"] == pytest.approx(e4["committee_accuracy"])
     assert e6["reference"]["accuracy"] == pytest.approx(e4["reference"]["accuracy"])
     d = results["distill"]["tasks"]["agnews"]
+    assert d["students"] == ["student", "student+text"]
     assert d["accuracy"]["committee"] == pytest.approx(points[("mixed", 4)]["accuracy"])
     assert d["accuracy"]["deep"] == pytest.approx(e4["reference"]["accuracy"])
     assert d["accuracy"]["member0"] == pytest.approx(e4["members"][0]["accuracy"])
-    student = json.loads((smoke / d["runs"]["student"] / "results.json").read_text())
-    assert d["accuracy"]["student"] == pytest.approx(student.get("test", student["final_epoch"])["accuracy"])
-    assert d["distill"]["teacher_test_accuracy"] == pytest.approx(d["accuracy"]["committee"])
+    students = {
+        n: json.loads((smoke / r / "results.json").read_text()) for n, r in d["runs"]["students"].items()
+    }
+    for name, res in students.items():
+        assert d["accuracy"][name] == pytest.approx(res.get("test", res["final_epoch"])["accuracy"])
+        assert d["distill"][name]["teacher_test_accuracy"] == pytest.approx(d["accuracy"]["committee"])
+        assert set(d["paired"][name]) == {"committee", "best_member", "member0", "deep"}
+    # student+text also learnt the 300 documents (200 + 100 held out) E5 selected for agnews, every epoch
+    assert (
+        d["distill"]["student+text"]["unlabelled"].endswith("/corpus")
+        and d["distill"]["student"]["unlabelled"] is None
+    )
+    epochs = students["student"]["training"]["epochs_completed"]
+    assert (
+        students["student+text"]["training"]["examples"]
+        == students["student"]["training"]["examples"] + 300 * epochs
+    )
     summary = json.loads((smoke / "summary.json").read_text())
     assert {"e5", "e6", "distill", "c2"} <= set(summary)
     assert set(summary["c2"]) == {"equal_tokens", "equal_epochs"}

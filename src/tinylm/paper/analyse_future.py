@@ -148,18 +148,23 @@ def analyse_e6(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any] | None
 
 
 def analyse_distill(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any] | None:
-    """Per distillation task: accuracies of student, committee, best and first member and deep model on the
-    same items, the student's paired comparison with each, and each side's training cost."""
+    """Per distillation task: accuracies of the students, committee, best and first member and deep model
+    on the same items, each student's paired comparison with each model, and each one's training cost."""
     if p.distill is None:
         return None
     out: dict[str, Any] = {"temperature": p.distill.temperature, "alpha": p.distill.alpha, "tasks": {}}
     for task in [t for t in p.distill.tasks if t in tasks]:
         res = {k: v for k, v in r.of(r.one("distill", task=task)).items() if k != "latency"}
-        res["paired"] = {k: paired_comparison(c) for k, c in res["paired_counts"].items()}
+        res["paired"] = {
+            a: {k: paired_comparison(c) for k, c in counts.items()}
+            for a, counts in res["paired_counts"].items()
+        }
         runs = res["runs"]
         res["cost"] = {
-            "student": training_cost(r, [runs["student"]], p.max_length),
+            name: training_cost(r, [run], p.max_length) for name, run in runs["students"].items()
+        } | {
             "committee": training_cost(r, runs["members"], p.max_length),
+            "member0": training_cost(r, runs["members"][:1], p.max_length),
             "deep": training_cost(r, [runs["deep"]], p.max_length),
         }
         out["tasks"][task] = res

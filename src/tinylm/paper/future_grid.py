@@ -6,8 +6,9 @@
 * E6 — an `ensemble` job per task (run alone: it times) evaluates committees of k members of each
   architecture and of mixes of all, from the member pool's fine-tunings, with the deep model beside them.
 * Distillation — a `teacher` job saves the pool's committee per task; a student (member 0's pre-trained
-  weights) is fine-tuned on its soft probabilities (`init: distill`); a `distill` job (run alone) compares
-  student, committee, members and the deep model on the same test items.
+  weights) is fine-tuned on its soft probabilities (`init: distill`; with `distill.unlabelled`, a second
+  one also on E5's selected corpus as unlabelled text); a `distill` job (run alone) compares students,
+  committee, members and the deep model on the same test items.
 """
 
 from __future__ import annotations
@@ -118,13 +119,23 @@ def add_distill(g: GridBuilder, tasks: list[str], members: list[Job]) -> None:
             "distill_temperature": d.temperature,
             "distill_alpha": d.alpha,
         }
-        students = g.finetune(
-            members[0], t, 0, {"init": "distill"}, p.poolings[0], extra=extra, deps=[teacher]
-        )
+        students = {
+            "student": g.finetune(
+                members[0], t, 0, {"init": "distill"}, p.poolings[0], extra=extra, deps=[teacher]
+            )
+        }
+        select = by_role(g.jobs, "select", e5_select=t)
+        if d.unlabelled and select:
+            text = extra | {"distill_unlabelled": f"file:{select[0].id}/corpus"}
+            role = {"init": "distill", "unlabelled": True}
+            students["student+text"] = g.finetune(
+                members[0], t, 0, role, p.poolings[0], extra=text, deps=[teacher, select[0]]
+            )
         settings = {
             "task": t,
-            "group_sizes": [len(students), *sizes, len(groups[-1])],
+            "students": list(students),
+            "group_sizes": [*(len(j) for j in students.values()), *sizes, len(groups[-1])],
             "max_length": p.max_length,
         }
-        deps = students + pool + groups[-1]
+        deps = [j for js in students.values() for j in js] + pool + groups[-1]
         g.add(make_job("distill", settings, {"task": t, "distill": True}, deps, exclusive=True))

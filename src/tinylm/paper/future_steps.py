@@ -174,46 +174,50 @@ def run_ensemble(job: Job, ctx: Context) -> None:
 
 
 def run_distill(job: Job, ctx: Context) -> None:
-    """The student against its teacher committee, the best member (by validation), member 0 (the
-    student's own pre-trained weights, fine-tuned on labels only) and the deep model, on the same items."""
+    """The students against their teacher committee, the best member (by validation), member 0 (the
+    students' own pre-trained weights, fine-tuned on labels only) and the deep model, on the same items."""
     import json
 
     from tinylm.committee import Committee, load_member
 
     s = job.settings
-    student, *members, deep = _groups(job, ctx)
-    paths = [ctx.runs_dir / r for r in [student, *members, deep]]
+    names = s.get("students", ["student"])
+    runs = _groups(job, ctx)
+    students, members, deep = runs[: len(names)], runs[len(names) : -1], runs[-1]
+    paths = [ctx.runs_dir / r for r in runs]
     logits, labels = _logits(paths, s["task"], s["max_length"])
-    right = {
-        "student": _right(logits[:1], labels),
-        "committee": _right(logits[1:-1], labels),
-        "best_member": _right(logits[1 + members.index(best_of(members, ctx)) :][:1], labels),
-        "member0": _right(logits[1:2], labels),
+    n, best = len(names), members.index(best_of(members, ctx))
+    others = {
+        "committee": _right(logits[n:-1], labels),
+        "best_member": _right(logits[n + best : n + best + 1], labels),
+        "member0": _right(logits[n : n + 1], labels),
         "deep": _right(logits[-1:], labels),
     }
-    committee = Committee.from_runs(paths[1:-1])
-    latency = _latency(
-        {"student": load_member(paths[0])[0], "committee": committee, "deep": load_member(paths[-1])[0]},
-        [1],
-        s["max_length"],
-        20,
-        committee.members[0].cfg.vocab_size,
-    )
+    right = {name: _right(logits[i : i + 1], labels) for i, name in enumerate(names)}
+    committee = Committee.from_runs(paths[n:-1])
+    timed = {"student": load_member(paths[0])[0], "committee": committee, "deep": load_member(paths[-1])[0]}
     result = {
         "kind": "distill",
         "task": s["task"],
         "num_test": len(labels),
+        "students": names,
         "runs": {
-            "student": f"runs/{student}",
+            "students": dict(zip(names, [f"runs/{r}" for r in students], strict=True)),
             "members": [f"runs/{m}" for m in members],
             "deep": f"runs/{deep}",
         },
-        "best_member": f"runs/{best_of(members, ctx)}",
-        "accuracy": {k: float(v.mean()) for k, v in right.items()},
-        "paired_counts": {k: paired_counts(right["student"], v) for k, v in right.items() if k != "student"},
-        "agreement_with_committee": float((logits[0].argmax(-1) == _committee_pred(logits[1:-1])).mean()),
-        "distill": json.loads(ctx.result_path(student).read_text()).get("distill"),
-        "latency": latency,
+        "best_member": f"runs/{members[best]}",
+        "accuracy": {k: float(v.mean()) for k, v in (right | others).items()},
+        "paired_counts": {a: {k: paired_counts(right[a], v) for k, v in others.items()} for a in names},
+        "agreement_with_committee": {
+            name: float((logits[i].argmax(-1) == _committee_pred(logits[n:-1])).mean())
+            for i, name in enumerate(names)
+        },
+        "distill": {
+            name: json.loads(ctx.result_path(r).read_text()).get("distill")
+            for name, r in zip(names, students, strict=True)
+        },
+        "latency": _latency(timed, [1], s["max_length"], 20, committee.members[0].cfg.vocab_size),
     }
     write_json(ctx.result_path(job.id), result)
 

@@ -84,6 +84,9 @@ class Distill:
     tasks: list[str]
     temperature: float = 2.0
     alpha: float = 0.5
+    #: also a second student that learns, besides, from the task's E5-selected corpus as unlabelled
+    #: task-domain text (`distill_unlabelled`); needs the task among e5.tasks
+    unlabelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,10 @@ def _future_problems(raw: dict[str, Any]) -> list[str]:
         out.append(f"distill.temperature: must be positive, got {dist['temperature']}")
     if dist and not 0 <= dist.get("alpha", 0.5) <= 1:
         out.append(f"distill.alpha: must be in [0, 1], got {dist['alpha']}")
+    if dist and dist.get("unlabelled"):
+        missing = [t for t in dist["tasks"] if t not in (e5 or {}).get("tasks", [])]
+        if missing:
+            out.append(f"distill.unlabelled: the text is E5's selected corpus; e5 selects none for {missing}")
     return out
 
 

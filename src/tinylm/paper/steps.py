@@ -59,6 +59,10 @@ def run_finetune(job: Job, ctx: Context) -> None:
         settings["init"] = _in_runs(ctx, settings["init"])
     if settings.get("teacher"):  # distillation: a `teacher` job's committee
         settings["teacher"] = _in_runs(ctx, settings["teacher"])
+    if settings.get("distill_unlabelled"):  # and a `select` job's corpus as unlabelled text
+        settings["distill_unlabelled"] = "file:" + _in_runs(
+            ctx, settings["distill_unlabelled"].removeprefix("file:")
+        )
     if ctx.dry_run:
         settings |= {"samples_per_label_train": 2, "samples_per_label_test": 2}
     # from a pre-trained model: its architecture, with the head's pooling and the fine-tuning dropout set
