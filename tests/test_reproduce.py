@@ -203,6 +203,13 @@ def test_smoke_future_work(smoke: Path) -> None:
     for task, m in e5["selections"].items():
         assert m["task"] == task and m["articles"] == 200 and m["metric"] == "weighted"
         assert m["scores"]["chosen_mean"] > m["scores"]["pool_mean"]
+    # C3 on E5's corpora: 3 corpora × 2 tasks at the full budget, each metric's correlation with the gap
+    mc = e5["metric_correlations"]
+    assert mc["n"] == 6 and mc["corpora"] == ["agnews", "dbpedia", "generic"]
+    assert (
+        "weighted_overlap" in mc["metrics"]
+        and "Which overlap metric predicts the gap" in (smoke / "report.md").read_text().split("## E5")[1]
+    )
     plan = json.loads((smoke / "plan.json").read_text())["jobs"]
     for job in [j for j in plan if j["role"].get("e5") in ("agnews", "dbpedia")]:
         res = json.loads((smoke / "runs" / job["id"] / "results.json").read_text())

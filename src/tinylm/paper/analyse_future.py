@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.paper.analyse import Results, paired_comparison, training_cost
+from tinylm.paper.analyse import Results, metric_correlations, paired_comparison, training_cost
 from tinylm.paper.jobs import Job, by_role
 from tinylm.paper.presets import Preset
 from tinylm.paper.stats import mean_std, paired_test
@@ -88,7 +88,29 @@ def analyse_e5(r: Results, p: Preset, tasks: list[str]) -> dict[str, Any] | None
             ],
         }
     out["answer"] = e5_answer(out)
+    out["metric_correlations"] = metric_correlations(_e5_points(r, p, out))
     return out
+
+
+def _e5_points(r: Results, p: Preset, e5: dict[str, Any]) -> list[dict[str, Any]]:
+    """E5's (task, corpus) cells at the full budget as overlap points: the gap over scratch and the corpus's
+    overlap with the task's training samples (the generic corpus's from E3's overlap job)."""
+    full = max(e5["fractions"])
+    rows = r.of(r.one("overlap"))["rows"]
+    generic = {
+        row["task"]: row
+        for row in rows
+        if row["corpus"] == f"wiki:{p.main_corpus}" and row["split"] == "train"
+    }
+    points = []
+    for task, t in e5["tasks"].items():
+        for c in [c for c in t["cells"] if c["fraction"] == full]:
+            if c["corpus"] == "generic":
+                overlap = generic[task]
+            else:
+                overlap = r.of(r.one("select", e5_select=c["corpus"]))["overlap"][task]
+            points.append(overlap | {"corpus": c["corpus"], "task": task, "gap_mean": c["gap_pp"] / 100})
+    return points
 
 
 def e5_answer(e5: dict[str, Any]) -> str:

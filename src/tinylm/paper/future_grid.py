@@ -36,6 +36,8 @@ def add_e5(g: GridBuilder, tasks: list[str], seeds: int) -> None:
                     "seed": PAPER_CORPUS_SEED,
                     "max_length": p.max_length,
                     "samples": p.samples[t],
+                    # the chosen corpus's overlap with every E5 task (E5's metric correlations)
+                    "overlap_with": {u: p.samples[u] for u in e5_tasks},
                 },
                 {"e5_select": t},
             )

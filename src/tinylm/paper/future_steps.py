@@ -43,7 +43,30 @@ def run_select(job: Job, ctx: Context) -> None:
         per_label=(s["samples"][0], s["samples"][1]),
     )
     manifest = {k: v for k, v in sel.manifest.items() if k != "seconds"}
-    write_json(ctx.result_path(job.id), {"kind": "select", "settings": s, "manifest": manifest})
+    overlap = corpus_overlap(target, s.get("overlap_with", {}), source, s["max_length"])
+    write_json(
+        ctx.result_path(job.id), {"kind": "select", "settings": s, "manifest": manifest, "overlap": overlap}
+    )
+
+
+def corpus_overlap(
+    corpus: Path, samples: dict[str, list[int]], source: Any, max_length: int
+) -> dict[str, dict[str, float]]:
+    """Overlap metrics (`tinylm overlap`'s) of a `file:` corpus's documents (first `max_length` WordPieces)
+    with each task's training samples (`samples`: task → [train, test] per label)."""
+    from tinylm.data.documents import FileDocuments
+    from tinylm.data.token_stats import overlap_metrics, task_token_counts, token_counts
+    from tinylm.data.tokenize import encode_texts, load_tokenizer
+
+    tok = load_tokenizer(source)
+    docs = FileDocuments.open(f"file:{corpus}")
+    counts = token_counts(encode_texts(tok, docs.read(np.arange(docs.total)), max_length).ids, tok.vocab_size)
+    return {
+        task: overlap_metrics(
+            counts, task_token_counts(task, source, tok, max_length, per_label=(tr, te))["train"]
+        )
+        for task, (tr, te) in samples.items()
+    }
 
 
 def _groups(job: Job, ctx: Context) -> list[str]:

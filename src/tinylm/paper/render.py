@@ -367,14 +367,18 @@ def _c3_controlled(c: dict[str, Any], verdict: str) -> list[str]:
     ]
 
 
-def _metric_correlations(mc: dict[str, Any] | None) -> list[str]:
+E3_POINTS = (
+    "the nested sizes' and, where run, the controlled corpora's overlap with the task's training samples"
+)
+
+
+def metric_correlation_lines(mc: dict[str, Any] | None, points: str = E3_POINTS) -> list[str]:
     """Which overlap metric predicts the gap: Pearson r, p and n of each over the (task, corpus) points."""
     if not mc or mc["best"] is None:
         return []
     L = [
         f"Which overlap metric predicts the gap: Pearson correlation of each metric with the mean gap over "
-        f"n = {mc['n']} (task, corpus) points (corpora {', '.join(mc['corpora'])}; the nested sizes' and, "
-        "where run, the controlled corpora's overlap with the task's training samples; two-sided p; "
+        f"n = {mc['n']} (task, corpus) points (corpora {', '.join(mc['corpora'])}; {points}; two-sided p; "
         "descriptive, the points are not independent replicates):",
         "",
         "| metric | Pearson r | p |",
@@ -416,7 +420,7 @@ def _c3(p: Preset, r: dict[str, Any]) -> list[str]:
         f"{'–' if corr is None else f'{corr:+.3f}'} (descriptive: sizes and tasks are confounded with "
         f"overlap).",
         "",
-    ] + _metric_correlations(e3.get("metric_correlations"))
+    ] + metric_correlation_lines(e3.get("metric_correlations"))
     if e3.get("controlled"):
         L += _c3_controlled(e3["controlled"], r["verdicts"]["C3"])
     else:

@@ -8,6 +8,7 @@ from typing import Any
 from tinylm.config import model_shape
 from tinylm.paper.analyse_future import pareto_front
 from tinylm.paper.presets import Preset
+from tinylm.paper.render import metric_correlation_lines
 
 
 def _p(x: float | None) -> str:
@@ -58,7 +59,13 @@ def _e5(p: Preset, e5: dict[str, Any]) -> list[str]:
             f"{o['occurrence_coverage']:.3f}; score {m['metric']} chosen mean "
             f"{m['scores']['chosen_mean']:.3f} vs pool mean {m['scores']['pool_mean']:.3f}"
         )
-    return L + ["", "![E5](figures/e5_gaps.png)", ""]
+    what = "each corpus at the full budget, its overlap with the fine-tuning task's training samples"
+    return L + [
+        "",
+        *metric_correlation_lines(e5.get("metric_correlations"), what),
+        "![E5](figures/e5_gaps.png)",
+        "",
+    ]
 
 
 def _e6_task(task: str, t: dict[str, Any], lat: dict[str, Any]) -> list[str]:
