@@ -269,7 +269,7 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     real_data_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     args = dict(seeds=1, tasks=["agnews"], n_jobs=1, data_dir=str(real_data_dir))
-    preset = str(smoke_variant(tmp_path, e5=None))  # E5's jobs resume like any other; they cost CI minutes
+    preset = str(smoke_variant(tmp_path, e5=None, distill={"tasks": ["agnews"]}))  # E5 costs CI minutes
     full = reproduce(preset, str(tmp_path / "full"), **args, **QUIET)
     calls = []
     real_run_job = steps.run_job
@@ -464,7 +464,7 @@ def test_report_reads_results_only(smoke: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_grid_in_two_worker_processes(real_data_dir: Path, tmp_path: Path) -> None:
-    preset = str(smoke_variant(tmp_path, e5=None))
+    preset = str(smoke_variant(tmp_path, e5=None, distill={"tasks": ["agnews"]}))
     out = reproduce(preset, str(tmp_path / "jobs2"), 1, ["dbpedia"], 2, str(real_data_dir), **QUIET)
     results = json.loads((out / "results.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
