@@ -240,7 +240,8 @@ def test_smoke_future_work(smoke: Path) -> None:
         assert set(d["paired"][name]) == {"committee", "best_member", "member0", "deep"}
     # student+text also learnt the 300 documents (200 + 100 held out) E5 selected for agnews, every epoch
     assert (
-        d["distill"]["student+text"]["unlabelled"].endswith("/corpus")
+        d["distill"]["student+text"]["unlabelled"].startswith("file:runs/select-")
+        and d["distill"]["student+text"]["unlabelled"].endswith("/corpus")
         and d["distill"]["student"]["unlabelled"] is None
     )
     epochs = students["student"]["training"]["epochs_completed"]

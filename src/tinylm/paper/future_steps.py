@@ -42,7 +42,7 @@ def run_select(job: Job, ctx: Context) -> None:
         cache_dir=str(ctx.cache_dir),
         per_label=(s["samples"][0], s["samples"][1]),
     )
-    manifest = {k: v for k, v in sel.manifest.items() if k != "seconds"}
+    manifest = _relative_to_out({k: v for k, v in sel.manifest.items() if k != "seconds"}, ctx)
     overlap = corpus_overlap(target, s.get("overlap_with", {}), source, s["max_length"])
     write_json(
         ctx.result_path(job.id), {"kind": "select", "settings": s, "manifest": manifest, "overlap": overlap}
@@ -237,12 +237,21 @@ def run_distill(job: Job, ctx: Context) -> None:
             for i, name in enumerate(names)
         },
         "distill": {
-            name: json.loads(ctx.result_path(r).read_text()).get("distill")
+            name: _relative_to_out(json.loads(ctx.result_path(r).read_text()).get("distill"), ctx)
             for name, r in zip(names, students, strict=True)
         },
         "latency": _latency(timed, [1], s["max_length"], 20, committee.members[0].cfg.vocab_size),
     }
     write_json(ctx.result_path(job.id), result)
+
+
+def _relative_to_out(record: dict[str, Any] | None, ctx: Context) -> dict[str, Any] | None:
+    """A record with the paths under OUT/runs (teacher, unlabelled text) written as runs/…, so that
+    results.json does not depend on where OUT is."""
+    if record is None:
+        return None
+    prefix = str(ctx.runs_dir)
+    return {k: v.replace(prefix, "runs") if isinstance(v, str) else v for k, v in record.items()}
 
 
 def _committee_pred(logits: np.ndarray) -> np.ndarray:
