@@ -294,7 +294,7 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     )
     reproduce(preset, str(tmp_path / "resumed"), **args, **QUIET)
     assert not set(first) & set(calls)  # finished runs were reused, not retrained
-    total = len(build_grid(load_preset("smoke"), ["agnews"], 1))
+    total = len(build_grid(load_preset(preset), ["agnews"], 1))
     assert len(first) + len(calls) == total
     a = json.loads((full / "results.json").read_text())
     b = json.loads((tmp_path / "resumed" / "results.json").read_text())
