@@ -607,7 +607,7 @@ def test_overlap_metric_correlations_name_the_best_predictor() -> None:
     assert mc["metrics"]["coverage@5"] == pytest.approx({"r": r, "p": p})
     assert mc["metrics"]["weighted_overlap"]["r"] > mc["metrics"]["coverage@5"]["r"]
     assert metric_correlations(points[:2])["best"] is None  # fewer than 3 points: no correlation
-    from tinylm.paper.render import _metric_correlations
+    from tinylm.paper.render import metric_correlation_lines
 
-    text = "\n".join(_metric_correlations(mc))
+    text = "\n".join(metric_correlation_lines(mc))
     assert "| weighted_overlap | +" in text and "Best predictor here: **weighted_overlap**" in text
