@@ -451,7 +451,7 @@ def test_report_reads_results_only(smoke: Path, monkeypatch: pytest.MonkeyPatch)
     """The analysis and report need nothing but the jobs' results: no data, no token cache, no timing."""
     import shutil
 
-    from tinylm.paper.grid import Job
+    from tinylm.paper.jobs import Job
 
     before = (smoke / "results.json").read_bytes()
     plan = json.loads((smoke / "plan.json").read_text())
