@@ -369,18 +369,24 @@ def evaluate_committee(
         ref_right = logits.argmax(-1) == labels
         com_right = combine(member_logits, rule) == labels
         acc = float(ref_right.mean())
-        out["paired_counts"] = {  # the same test items, committee (all members) vs reference
-            "only_committee": int((com_right & ~ref_right).sum()),
-            "only_reference": int((ref_right & ~com_right).sum()),
-            "both": int((com_right & ref_right).sum()),
-            "neither": int((~com_right & ~ref_right).sum()),
-        }
+        out["paired_counts"] = paired_counts(com_right, ref_right)  # the same test items
         out["reference"] = {
             "run": reference,
             "accuracy": acc,
             "stderr": float(np.sqrt(acc * (1 - acc) / len(labels))),
         }
     return out, committee
+
+
+def paired_counts(a: np.ndarray, b: np.ndarray) -> dict[str, int]:
+    """Per-item agreement of two models' correctness: items right only by A, only by B, by both, by
+    neither (A plays the committee, B the reference)."""
+    return {
+        "only_committee": int((a & ~b).sum()),
+        "only_reference": int((b & ~a).sum()),
+        "both": int((a & b).sum()),
+        "neither": int((~a & ~b).sum()),
+    }
 
 
 def measured_latency(

@@ -39,3 +39,12 @@ def best_of(job_ids: list[str], ctx: Context) -> str:
 
     scores = [validation_score(json.loads(ctx.result_path(i).read_text())) for i in job_ids]
     return job_ids[scores.index(max(scores))]
+
+
+def best_of_groups(deps: list[str], sizes: list[int], ctx: Context) -> list[str]:
+    """The best run of each consecutive group of `deps` (an lr sweep each; `sizes`: the groups' lengths)."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(best_of(deps[start : start + size], ctx))
+        start += size
+    return out

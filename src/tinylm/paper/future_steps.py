@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.committee import paired_counts
 from tinylm.fileio import write_json
-from tinylm.paper.context import Context, best_of
+from tinylm.paper.context import Context, best_of, best_of_groups
 from tinylm.paper.jobs import Job
 
 
@@ -71,11 +72,7 @@ def corpus_overlap(
 
 def _groups(job: Job, ctx: Context) -> list[str]:
     """The best run of each group of dependencies (an lr sweep each, sizes in `group_sizes`)."""
-    out, start = [], 0
-    for size in job.settings["group_sizes"]:
-        out.append(best_of(job.deps[start : start + size], ctx))
-        start += size
-    return out
+    return best_of_groups(job.deps, job.settings["group_sizes"], ctx)
 
 
 def run_teacher(job: Job, ctx: Context) -> None:
@@ -97,16 +94,6 @@ def _logits(runs: list[Path], task: str, max_length: int) -> tuple[np.ndarray, n
     test, _ = shared_test_split([str(r) for r in runs], None, task, max_length)
     assert test.labels is not None
     return committee_logits(Committee.from_runs(runs), test), test.labels
-
-
-def paired_counts(a: np.ndarray, b: np.ndarray) -> dict[str, int]:
-    """Items right only by A, only by B, by both, by neither (A plays the committee, B the reference)."""
-    return {
-        "only_committee": int((a & ~b).sum()),
-        "only_reference": int((b & ~a).sum()),
-        "both": int((a & b).sum()),
-        "neither": int((~a & ~b).sum()),
-    }
 
 
 def _right(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -210,8 +197,9 @@ def run_distill(job: Job, ctx: Context) -> None:
     paths = [ctx.runs_dir / r for r in runs]
     logits, labels = _logits(paths, s["task"], s["max_length"])
     n, best = len(names), members.index(best_of(members, ctx))
+    committee_pred = _committee_pred(logits[n:-1])
     others = {
-        "committee": _right(logits[n:-1], labels),
+        "committee": committee_pred == labels,
         "best_member": _right(logits[n + best : n + best + 1], labels),
         "member0": _right(logits[n : n + 1], labels),
         "deep": _right(logits[-1:], labels),
@@ -233,8 +221,7 @@ def run_distill(job: Job, ctx: Context) -> None:
         "accuracy": {k: float(v.mean()) for k, v in (right | others).items()},
         "paired_counts": {a: {k: paired_counts(right[a], v) for k, v in others.items()} for a in names},
         "agreement_with_committee": {
-            name: float((logits[i].argmax(-1) == _committee_pred(logits[n:-1])).mean())
-            for i, name in enumerate(names)
+            name: float((logits[i].argmax(-1) == committee_pred).mean()) for i, name in enumerate(names)
         },
         "distill": {
             name: _relative_to_out(json.loads(ctx.result_path(r).read_text()).get("distill"), ctx)

@@ -14,7 +14,7 @@ from typing import Any
 
 from tinylm.fileio import write_json
 from tinylm.paper import future_steps
-from tinylm.paper.context import Context, best_of, log_of
+from tinylm.paper.context import Context, best_of_groups, log_of
 from tinylm.paper.jobs import Job
 from tinylm.settings import FinetuneSettings, PretrainSettings
 
@@ -103,11 +103,8 @@ def run_committee(job: Job, ctx: Context) -> None:
     from tinylm.committee import evaluate_committee, load_member, measured_latency
 
     s = job.settings
-    groups, start = [], 0
-    for size in s.get("group_sizes", [1] * len(job.deps)):  # each member's (and the reference's) sweep
-        groups.append(job.deps[start : start + size])
-        start += size
-    *members, ref = [best_of(group, ctx) for group in groups]
+    # each member's (and the reference's) lr sweep
+    *members, ref = best_of_groups(job.deps, s.get("group_sizes", [1] * len(job.deps)), ctx)
     result, committee = evaluate_committee(
         [str(ctx.runs_dir / m) for m in members],
         s["task"],
