@@ -37,12 +37,10 @@ def load_teacher(path: str, label_names: list[str]) -> Committee:
 def with_unlabelled(train: TokenData, spec: str, tok: TokenizerInfo, max_length: int) -> TokenData:
     """The training examples followed by every document of a `file:` corpus (first `max_length` WordPieces,
     as the task's texts), labelled UNLABELLED: the student learns them from the teacher alone."""
-    from tinylm.data.documents import FileDocuments
-    from tinylm.data.tokenize import encode_texts
+    from tinylm.data.documents import encode_documents
     from tinylm.objectives import UNLABELLED
 
-    docs = FileDocuments.open(spec)
-    extra = encode_texts(tok, docs.read(np.arange(docs.total)), max_length)
+    extra = encode_documents(spec, tok, max_length)
     width = max(train.ids.shape[1], extra.ids.shape[1])
     ids = np.zeros((len(train) + len(extra), width), dtype=train.ids.dtype)
     ids[: len(train), : train.ids.shape[1]] = train.ids

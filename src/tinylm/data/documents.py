@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tinylm.data.tokenize import EncodedTexts, TokenizerInfo, encode_texts
 from tinylm.errors import DataError
 from tinylm.fileio import file_fingerprint
 
@@ -133,3 +134,10 @@ class FileDocuments:
 
     def read(self, selected: np.ndarray) -> list[str]:
         return [self.documents[int(i)] for i in selected]
+
+
+def encode_documents(spec: str, tok: TokenizerInfo, max_length: int) -> EncodedTexts:
+    """Every document of a `file:` corpus, in file order, as its first `max_length` WordPieces ([CLS] …
+    [SEP], as a task's texts): distillation's unlabelled text, a selected corpus's token counts."""
+    docs = FileDocuments.open(spec)
+    return encode_texts(tok, docs.read(np.arange(docs.total)), max_length)

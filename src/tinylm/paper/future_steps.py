@@ -55,13 +55,12 @@ def corpus_overlap(
 ) -> dict[str, dict[str, float]]:
     """Overlap metrics (`tinylm overlap`'s) of a `file:` corpus's documents (first `max_length` WordPieces)
     with each task's training samples (`samples`: task → [train, test] per label)."""
-    from tinylm.data.documents import FileDocuments
+    from tinylm.data.documents import encode_documents
     from tinylm.data.token_stats import overlap_metrics, task_token_counts, token_counts
-    from tinylm.data.tokenize import encode_texts, load_tokenizer
+    from tinylm.data.tokenize import load_tokenizer
 
     tok = load_tokenizer(source)
-    docs = FileDocuments.open(f"file:{corpus}")
-    counts = token_counts(encode_texts(tok, docs.read(np.arange(docs.total)), max_length).ids, tok.vocab_size)
+    counts = token_counts(encode_documents(f"file:{corpus}", tok, max_length).ids, tok.vocab_size)
     return {
         task: overlap_metrics(
             counts, task_token_counts(task, source, tok, max_length, per_label=(tr, te))["train"]
