@@ -211,6 +211,20 @@ def test_smoke_future_work(smoke: Path) -> None:
         and "Which overlap metric predicts the gap" in (smoke / "report.md").read_text().split("## E5")[1]
     )
     plan = json.loads((smoke / "plan.json").read_text())["jobs"]
+    # each gap is paired with a scratch E5 model (e5.model, not the deep model) of the same seed
+    e5_model = load_preset("smoke").e5.model  # type: ignore[union-attr]
+    scratch = [j for j in plan if j["role"].get("init") == "scratch-e5" and j["role"]["task"] == "agnews"]
+    assert len(scratch) == 1 and all(scratch[0]["settings"][k] == v for k, v in e5_model.items())
+    wanted = {"init": "e5", "task": "agnews", "corpus": "agnews", "fraction": 1.0}
+    own = next(j for j in plan if all(j["role"].get(k) == v for k, v in wanted.items()))
+    acc = {
+        j["id"]: (lambda r: r.get("test", r["final_epoch"])["accuracy"])(
+            json.loads((smoke / "runs" / j["id"] / "results.json").read_text())
+        )
+        for j in (own, scratch[0])
+    }
+    cell = next(c for c in e5["tasks"]["agnews"]["cells"] if (c["corpus"], c["fraction"]) == ("agnews", 1.0))
+    assert cell["gap_pp"] == pytest.approx(100 * (acc[own["id"]] - acc[scratch[0]["id"]]))
     for job in [j for j in plan if j["role"].get("e5") in ("agnews", "dbpedia")]:
         res = json.loads((smoke / "runs" / job["id"] / "results.json").read_text())
         corpus = smoke / "runs" / job["deps"][0] / "corpus"
@@ -226,8 +240,26 @@ def test_smoke_future_work(smoke: Path) -> None:
     assert points[("mixed", 1)]["accuracy"] == pytest.approx(e4["members"][0]["accuracy"])
     assert points[("mixed", 2)]["accuracy"] == pytest.approx(e4["committee_accuracy"])
     assert e6["reference"]["accuracy"] == pytest.approx(e4["reference"]["accuracy"])
+    # training FLOPs of a committee point: the sum of its members'
+    flops = {k: p["cost"]["pretrain_flops"] + p["cost"]["finetune_flops"] for k, p in points.items()}
+    assert flops[("arch0", 1)] > 0 and flops[("mixed", 2)] == pytest.approx(
+        flops[("arch0", 1)] + flops[("arch1", 1)]
+    )
+    # the pool: member i has architecture i mod 2 and seed i
+    shallow = load_preset("smoke").shallow
+    for j in [j for j in plan if j["kind"] == "pretrain" and "member" in j["role"]]:
+        i = j["role"]["member"]
+        assert j["settings"]["seed"] == i and all(j["settings"][k] == v for k, v in shallow[i % 2].items())
     d = results["distill"]["tasks"]["agnews"]
     assert d["students"] == ["student", "student+text"]
+    # the best member is the one with the best validation score
+    from tinylm.finetune import validation_score
+
+    scores = {
+        m: validation_score(json.loads((smoke / m / "results.json").read_text()))
+        for m in d["runs"]["members"]
+    }
+    assert scores[d["best_member"]] == max(scores.values())
     assert d["accuracy"]["committee"] == pytest.approx(points[("mixed", 4)]["accuracy"])
     assert d["accuracy"]["deep"] == pytest.approx(e4["reference"]["accuracy"])
     assert d["accuracy"]["member0"] == pytest.approx(e4["members"][0]["accuracy"])
