@@ -3,6 +3,7 @@ points and Pareto front, the distillation jobs, and the presets' new sections.""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -125,6 +126,11 @@ def test_future_sections_are_validated_all_at_once(tmp_path: Path) -> None:
         assert expected in text
     with pytest.raises(ConfigError, match="e6: unknown key|e6.size: unknown key"):
         load_preset(variant(tmp_path, e6={"tasks": ["agnews"], "per_arch": 2, "size": 3}))
+    raw_pretrain = {k: v for k, v in raw["pretrain"].items() if k != "max_tokens"} | {"epochs": 2}
+    with pytest.raises(ConfigError) as e:
+        load_preset(variant(tmp_path, c2_epochs=2, pretrain=raw_pretrain))
+    assert "c2_epochs_of_main: set together with c2_epochs" in str(e.value)
+    assert "c2_epochs_of_main: needs pretrain.max_tokens" in str(e.value)
 
 
 def test_future_grid_wires_corpora_teachers_and_the_member_pool() -> None:
@@ -189,6 +195,20 @@ def test_future_preset_runs_what_the_issue_asks() -> None:
     assert p.member_pool == 8 and max(pt.role["member"] for pt in jobs if "member" in pt.role) == 7
     epochs = [j for j in jobs if j.kind == "pretrain" and j.role.get("deep_epochs")]
     sizes = [j for j in jobs if j.kind == "pretrain" and j.role.get("deep") and "selection" not in j.role]
-    assert sorted(j.role["size"] for j in epochs) == [5000, 5000, 20000, 20000]
+    # the paper's equal epochs at the main run's: 5K trains for a quarter of the main budget, and the 20K
+    # arm is the main run itself (no second pre-training of the largest cost)
+    assert sorted(j.role["size"] for j in epochs) == [5000, 5000]
     assert sorted(j.role["size"] for j in sizes) == [5000, 5000, 20000, 20000]
-    assert all(j.settings["epochs"] == p.c2_epochs and j.settings["max_tokens"] is None for j in epochs)
+    assert all(j.settings["max_tokens"] == p.pretrain["max_tokens"] // 4 for j in epochs)
+    assert all("epochs" not in j.settings for j in epochs)
+    # the gate of C2-epochs holds the main size's arm (the main runs of C2's replicates) to adequacy, not the
+    # smaller arms, which train for fewer tokens by design
+    assert claim_uses("C2-epochs", {"deep": True, "size": 20000, "pseed": 1}, p)
+    assert not claim_uses("C2-epochs", {"deep": True, "size": 20000, "pseed": 2}, p)
+    assert not claim_uses("C2-epochs", epochs[0].role, p)
+    # the explicit design: every size pre-trained for c2_epochs epochs, the main size too
+    explicit = dataclasses.replace(p, c2_epochs=3, c2_epochs_of_main=False)
+    jobs3 = [j for j in build_grid(explicit, p.tasks, p.seeds) if j.role.get("deep_epochs")]
+    assert sorted(j.role["size"] for j in jobs3 if j.kind == "pretrain") == [5000, 5000, 20000, 20000]
+    pre3 = [j for j in jobs3 if j.kind == "pretrain"]
+    assert all(j.settings["epochs"] == 3 and j.settings["max_tokens"] is None for j in pre3)

@@ -43,9 +43,10 @@ def test_smoke_artifacts(smoke: Path) -> None:
     gate = results["gate"]
     assert (
         gate["threshold_nats"] == 1.5
-        # 2 deep replicates + 2 more sizes × 2 + 3 sizes × 2 by epochs (C2-epochs) + 2×2 controlled
-        # + 2 members of E4 and 2 more of E6's pool + E5's 3 corpora × 2 budgets
-        and len(gate["models"]) == 26
+        # 2 deep replicates + 2 more sizes × 2 + 2 sizes × 2 by epochs (C2-epochs; the main size's arm
+        # is the main run) + 2×2 controlled + 2 members of E4 and 2 more of E6's pool + E5's 3 corpora
+        # × 2 budgets
+        and len(gate["models"]) == 24
         and not any(m["passed"] for m in gate["models"])
     )
     # C2: every size pre-trained twice (size_seeds 2), replicate r paired with the main corpus's pre-training
@@ -59,12 +60,20 @@ def test_smoke_artifacts(smoke: Path) -> None:
         len(rows) == 2 and [row.count("±") for row in rows] == [3, 3] and "@ 400" in c2_section
     )  # 2 designs
     assert "2 pre-training(s) per size (seeds 0 … 1" in c2_section
-    # C2 the paper's way (c2_epochs 1): every size pre-trained for one epoch over its subset, so the larger
-    # subsets saw more tokens, and judged on its own (C2-epochs), the report naming each design
+    # C2 the paper's way at the main run's epochs (c2_epochs_of_main): size n trains for max_tokens × n / 400
+    # tokens, so the larger subsets saw more tokens; the main size's arm is the main run itself; judged on its
+    # own (C2-epochs), the report naming each design and each size's epochs
     by_epochs = {m["role"]["size"]: m["tokens"] for m in gate["models"] if m["role"].get("deep_epochs")}
-    assert sorted(by_epochs) == [200, 400, 800] and by_epochs[200] < by_epochs[400] < by_epochs[800]
+    main0 = {"deep": True, "size": 400, "pseed": 0}
+    main_tokens = [m["tokens"] for m in gate["models"] if m["role"] == main0]
+    assert sorted(by_epochs) == [200, 800] and by_epochs[200] < main_tokens[0] < by_epochs[800]
     e2e = results["E2-epochs"]
     assert e2e["design"] == "epochs" and all(d["gap_n"] == [2, 2, 2] for d in e2e["tasks"].values())
+    epochs = {n: e2e["pretraining_mlm"][str(n)]["epochs"] for n in (200, 400, 800)}
+    assert e2e["pretraining_mlm"]["400"]["n"] == 2 and max(epochs.values()) < 1.25 * min(epochs.values())
+    main_mlm = e2["pretraining_mlm"]["400"]["mlm_loss"]
+    assert e2e["pretraining_mlm"]["400"]["mlm_loss"] == pytest.approx(main_mlm)
+    assert "400 articles: " in c2_section and " epochs, held-out MLM " in c2_section
     assert e2e["pooled_test"]["n"] == 6 and results["E2"]["design"] == "tokens"
     assert "### C2-epochs: the paper's design" in c2_section and "Design: equal training tokens" in c2_section
     for size in (200, 400, 800):

@@ -58,14 +58,7 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
         for n in p.corpus_sizes
         if n != p.main_corpus
     }
-    # C2 the paper's way: the same number of epochs over every subset (role deep_epochs, its own init name)
-    by_epochs = {
-        (n, r): g.pretrain(
-            p.deep, n, r, {"deep_epochs": True, "size": n, "pseed": r}, epochs=p.c2_epochs, max_tokens=None
-        )
-        for r in range(p.size_seeds if p.c2_epochs else 0)
-        for n in p.corpus_sizes
-    }
+    by_epochs = _c2_epoch_pretrains(g)
     ctl_pre = _controlled_pretrains(g)
     members = [
         g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}, **p.member_pretrain)
@@ -82,6 +75,27 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     add_distill(g, tasks, members)
     _measurements(g, tasks)
     return g.jobs
+
+
+def _c2_epoch_pretrains(g: GridBuilder) -> dict[tuple[int, int], Job]:
+    """C2 the paper's way: the same number of epochs over every nested subset (role deep_epochs, its own
+    init name), `c2_epochs` of them, or the main run's (`c2_epochs_of_main`: tokens ∝ articles, the main
+    size's arm being the main run, whose fine-tunings C2-epochs then reads under their own role)."""
+    p = g.p
+    if not p.c2_by_epochs:
+        return {}
+    out = {}
+    for r in range(p.size_seeds):
+        for n in p.corpus_sizes:
+            if p.c2_epochs_reuses_main(n):
+                continue
+            budget: dict[str, Any] = (
+                {"max_tokens": int(p.pretrain["max_tokens"]) * n // p.main_corpus}
+                if p.c2_epochs_of_main
+                else {"epochs": p.c2_epochs, "max_tokens": None}
+            )
+            out[n, r] = g.pretrain(p.deep, n, r, {"deep_epochs": True, "size": n, "pseed": r}, **budget)
+    return out
 
 
 def _controlled_pretrains(g: GridBuilder) -> dict[tuple[str, int], Job]:

@@ -137,6 +137,11 @@ class Preset:
     #: C2 the paper's way (reported as C2-epochs): every corpus size also pre-trained for this many epochs
     #: over its subset (a larger subset: more tokens), size_seeds times; none: only the equal-token design
     c2_epochs: int | None = None
+    #: C2 the paper's way at the main run's epochs (instead of `c2_epochs`): size n trains for
+    #: pretrain.max_tokens × n / main_corpus tokens (the nested subsets' mean article lengths agree to
+    #: < 0.1 %, so that is the main run's epochs over every subset), and the main size's arm *is* the main
+    #: run: no second pre-training of the largest cost
+    c2_epochs_of_main: bool = False
     #: classifier heads fine-tuned in E1 and E0 (the first one also in E2–E4): cls (the paper's), mean
     poolings: list[str] = field(default_factory=lambda: ["cls"])
     #: E0, gap vs pre-training budget; none: not run
@@ -159,6 +164,15 @@ class Preset:
         """Pre-trained committee members: E4's, or E6's pool when that is larger."""
         extra = self.e6.per_arch * len(self.shallow) if self.e6 else 0
         return max(self.members, extra)
+
+    @property
+    def c2_by_epochs(self) -> bool:
+        """Whether C2 also runs the paper's equal-epochs design."""
+        return self.c2_epochs is not None or self.c2_epochs_of_main
+
+    def c2_epochs_reuses_main(self, n: int) -> bool:
+        """Whether the equal-epochs arm of corpus size n is the main run itself."""
+        return self.c2_epochs_of_main and n == self.main_corpus
 
     def member_model(self, i: int) -> dict[str, Any]:
         """Member i's model settings: the shallow architectures in turn."""
@@ -222,6 +236,18 @@ def _mapping_problems(value: Any, tp: Any, where: str) -> list[str]:
     ]
 
 
+def _c2_epochs_problems(raw: dict[str, Any]) -> list[str]:
+    """The equal-epochs design of C2: explicit epochs, or the main run's, not both."""
+    out = []
+    if raw.get("c2_epochs") is not None and raw["c2_epochs"] < 1:
+        out.append(f"c2_epochs: must be positive (or absent), got {raw['c2_epochs']}")
+    if raw.get("c2_epochs_of_main") and raw.get("c2_epochs") is not None:
+        out.append("c2_epochs_of_main: set together with c2_epochs; the equal-epochs design takes one")
+    if raw.get("c2_epochs_of_main") and not raw["pretrain"].get("max_tokens"):
+        out.append("c2_epochs_of_main: needs pretrain.max_tokens (the main run's budget it scales)")
+    return out
+
+
 def _task_problems(raw: dict[str, Any]) -> list[str]:
     out = []
     for task in raw["tasks"]:
@@ -255,8 +281,7 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     out += _duplicate_problems(raw)
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
-    if raw.get("c2_epochs") is not None and raw["c2_epochs"] < 1:
-        out.append(f"c2_epochs: must be positive (or absent), got {raw['c2_epochs']}")
+    out += _c2_epochs_problems(raw)
     if not 1 <= raw.get("size_seeds", 1) <= raw.get("pretrain_seeds", 1):
         out.append(
             f"size_seeds: must be between 1 and pretrain_seeds ({raw.get('pretrain_seeds', 1)}: each "
