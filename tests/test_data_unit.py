@@ -14,7 +14,7 @@ from tinylm.data import corpus as corpus_mod
 from tinylm.data.corpus import load_wiki_corpus, wiki_index
 from tinylm.data.sources import resolve_source
 from tinylm.data.tasks import load_task, mark_entities
-from tinylm.data.tokenize import encode_texts, load_tokenizer, tokenizer_from_file
+from tinylm.data.tokenize import encode_records_cached, encode_texts, load_tokenizer, tokenizer_from_file
 from tinylm.errors import DataError, DataNotFoundError
 
 
@@ -88,6 +88,23 @@ def test_sampling_balanced_deterministic_disjoint(data_dir: Path) -> None:
 def test_sampling_more_than_available_is_an_error(data_dir: Path) -> None:
     with pytest.raises(DataError, match=r"samples_per_label_train=50 but label 0 \(World\) has only 10"):
         load_task("agnews", resolve_source(data_dir), samples_per_label_train=50, samples_per_label_test=1)
+
+
+def test_task_cache_answers_only_the_splits_it_holds(data_dir: Path, cache_dir: Path) -> None:
+    """A committee caches a task's test split alone; a fine-tuning of the same task asking for train and
+    test afterwards gets both (it once got the test-only entry back and failed with KeyError 'train_ids')."""
+    src = resolve_source(data_dir)
+    task = load_task("agnews", src, seed=1, samples_per_label_train=5, samples_per_label_test=3)
+    tok = load_tokenizer(src)
+    test_only, hit = encode_records_cached(tok, {"test": task.test}, task.description, 16, cache_dir)
+    assert set(test_only) == {"test"} and not hit
+    both, hit = encode_records_cached(
+        tok, {"train": task.train, "test": task.test}, task.description, 16, cache_dir
+    )
+    assert set(both) == {"train", "test"} and len(both["train"]["labels"]) == 20
+    assert both["test"]["ids"].tolist() == test_only["test"]["ids"].tolist()
+    again, hit = encode_records_cached(tok, {"test": task.test}, task.description, 16, cache_dir)
+    assert hit and again["test"]["ids"].tolist() == test_only["test"]["ids"].tolist()
 
 
 def test_tokenizer_special_ids_and_encoding(data_dir: Path) -> None:

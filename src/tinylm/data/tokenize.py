@@ -193,8 +193,14 @@ def encode_records_cached(
     max_length: int,
     cache_dir: str | os.PathLike | None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], bool]:
-    """Token ids, lengths and labels of each split of Records, cached under a hash of the task description."""
-    key = {"task": description, "tokenizer": tok.fingerprint, "max_length": max_length}
+    """Token ids, lengths and labels of each split of Records, cached under a hash of the task description
+    and the splits asked for (a committee's test-only entry must not answer a fine-tuning's request)."""
+    key = {
+        "task": description,
+        "tokenizer": tok.fingerprint,
+        "max_length": max_length,
+        "splits": sorted(splits),
+    }
 
     def build() -> dict[str, np.ndarray]:
         out = {}

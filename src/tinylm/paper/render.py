@@ -101,8 +101,8 @@ def _protocol_deviations(p: Preset, seeds: int) -> list[str]:
         "integers (p quantised to 1/65536).",
         f"C1: {p.pretrain_seeds} pre-training run(s) of the deep model on the main corpus, each with "
         f"{seeds} fine-tuning seed(s) per arm; {controlled}"
-        "the other corpus sizes (C2) and the committee reference use pre-training seed 0 only (one "
-        "pre-training per corpus: their tests replicate fine-tuning, not pre-training).",
+        f"the other corpus sizes (C2) use pre-training seeds 0 … {p.size_seeds - 1} and the committee "
+        "reference seed 0.",
     ]
 
 
