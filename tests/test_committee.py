@@ -211,8 +211,11 @@ class PreLNLayer(torch.nn.Module):
             model.Linear(cfg.ffn_size, cfg.hidden_size),
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False) -> torch.Tensor:
-        x = (x[..., :1, :] if cls_only else x) + self.proj(self.attn(self.ln1(x), mask, cls_only))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False, packed: object = None
+    ) -> torch.Tensor:
+        first = x[..., :1, :] if packed is None else packed.first(x)  # type: ignore[attr-defined]
+        x = (first if cls_only else x) + self.proj(self.attn(self.ln1(x), mask, cls_only, packed))
         return x + self.ff2(torch.nn.functional.gelu(self.ff1(self.ln2(x))))
 
 

@@ -288,3 +288,68 @@ def test_import_keeps_the_pooler_and_export_invents_nothing(tmp_path: Path) -> N
         a, b = hf(input_ids=ids), back(input_ids=ids)
     assert (a.last_hidden_state - b.last_hidden_state).abs().max() <= 1e-5
     assert (a.pooler_output - b.pooler_output).abs().max() <= 1e-5  # the pooler was kept
+
+
+def _padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([20, 5, 12, 3, 17, 9])
+    att = (torch.arange(20)[None] < lengths[:, None]).long()
+    ids = torch.randint(5, vocab, (6, 20)) * att
+    ids[:, 0] = 101
+    return ids, att
+
+
+def _step(model: torch.nn.Module, unpad: bool, ids: torch.Tensor, att: torch.Tensor, mlm: bool) -> tuple:
+    """One training forward/backward with per-row randomness (dropout on), then an eval forward."""
+    from tinylm import randomness
+
+    model = copy.deepcopy(model)  # BatchNorm statistics move in training: each arm from the same state
+    model.bert.unpad = unpad
+    seen: list[int] = []
+    model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].shape[:-1].numel())
+    )
+    model.train()
+    with randomness.activate(randomness.rows_of(1, 3, range(len(ids)), 32)):
+        out = model(ids, att)
+    # MLM: a loss on the real tokens' logits only (the trainer asks for masked real tokens' logits alone)
+    real = att.reshape(-1).bool()
+    loss = out[real].square().mean() if mlm else torch.nn.functional.cross_entropy(out, torch.arange(6) % 3)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.eval()
+    with torch.no_grad():
+        ev = model(ids, att)
+    return out.detach(), grads, ev, seen[0]
+
+
+@pytest.mark.parametrize(
+    "kind,extra",
+    [
+        ("cls", {}),
+        ("mean", {"pooling": "mean"}),
+        ("conv", {"conv_layers": 2, "conv_channels": 4}),
+        ("mlm", {}),
+    ],
+)
+def test_packed_real_tokens_compute_what_the_padded_batch_does(kind: str, extra: dict) -> None:
+    """The blocks' per-token work on the real tokens only (`Packed`) gives the padded computation's logits,
+    gradients and eval outputs (same dropout masks), and really skips the padding (the feed-forward sees
+    the 66 real rows, not 6 × 20)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        layers=2, hidden_size=32, heads=2, ffn_size=64, max_length=32, vocab_size=300, dropout=0.1,
+        attention_dropout=0.1, **extra,
+    )  # fmt: skip
+    mlm = kind == "mlm"
+    model = TinyBertForMaskedLM(cfg) if mlm else TinyBertForSequenceClassification(cfg, 3)
+    ids, att = _padded_batch(cfg.vocab_size)
+    out0, g0, ev0, rows0 = _step(model, False, ids, att, mlm)
+    out1, g1, ev1, rows1 = _step(model, True, ids, att, mlm)
+    if mlm:  # padding positions have no defined logits; compare the real tokens'
+        out0, out1, ev0, ev1 = (t[att.reshape(-1).bool()] for t in (out0, out1, ev0, ev1))
+    assert (rows0, rows1) == (120, int(att.sum())) == (120, 66)
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ev1, ev0, rtol=1e-5, atol=1e-6)
+    assert set(g0) == set(g1)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-7, msg=name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -29,19 +30,24 @@ from tinylm.vocab_loss import linear_cross_entropy
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def dropout(x: Tensor, p: float, training: bool, seq_dims: tuple[int, ...] = (0,)) -> Tensor:
+def dropout(
+    x: Tensor, p: float, training: bool, seq_dims: tuple[int, ...] = (0,), packed: Packed | None = None
+) -> Tensor:
     """Inverted dropout. The keep-mask comes from 16-bit random integers, four per 64-bit draw: about 2×
     cheaper than `F.dropout`'s Bernoulli sampling, with the drop probability quantised to a multiple of
     1/65536 (0.1 → 0.100006). In a training step each row draws from its own generator
     (`tinylm.randomness`; `seq_dims`: the sequence axes of a row, drawn at full length and cut), so a
     row's mask does not depend on the micro-batch it is in. Elsewhere: torch's generator on CPU,
-    `F.dropout` on other devices."""
+    `F.dropout` on other devices. `packed`: x holds only a padded batch's real tokens (N, H); its rows'
+    masks are drawn as for the padded batch and the same entries kept, so packing changes no mask."""
     if not training or p == 0.0:
         return x
     rows = randomness.active()
     if rows is not None:
-        assert len(rows) == x.shape[0], "one generator per row of the batch"
-        bits = rows.bits16(x.shape[1:], seq_dims).to(x.device)
+        shape = (packed.T, *x.shape[1:]) if packed is not None else x.shape[1:]
+        assert len(rows) == (packed.B if packed is not None else x.shape[0]), "one generator per row"
+        bits = rows.bits16(shape, seq_dims).to(x.device)
+        bits = packed.pack(bits) if packed is not None else bits
     elif x.device.type != "cpu":
         return F.dropout(x, p, True)
     else:
@@ -59,8 +65,45 @@ class Dropout(nn.Module):
         super().__init__()
         self.p, self.seq_dims = p, seq_dims
 
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training, self.seq_dims)
+    def forward(self, x: Tensor, packed: Packed | None = None) -> Tensor:
+        return dropout(x, self.p, self.training, self.seq_dims, packed)
+
+
+@dataclass
+class Packed:
+    """A padded batch's real tokens packed into rows (N, ...): the blocks' per-token work (projections,
+    feed-forward, LayerNorm, dropout) skips the padding, ~half of a batch of short texts; attention runs
+    on the padded layout (`pad`), so every real token's result is the padded computation's.
+
+    B, T: the padded batch's shape; idx: flat indices (into B·T) of the real tokens, row by row; starts:
+    each row's first token ([CLS]) in the packed rows."""
+
+    B: int
+    T: int
+    idx: Tensor
+    starts: Tensor
+
+    @staticmethod
+    def of(attention: Tensor) -> Packed:
+        """The packing of a (B, T) 1/0 padding mask whose real tokens come first in every row."""
+        B, T = attention.shape
+        flat = attention.reshape(-1).bool()
+        lengths = attention.bool().sum(-1)
+        starts = torch.cumsum(lengths, 0) - lengths
+        return Packed(B, T, flat.nonzero().squeeze(1), starts)
+
+    def pack(self, x: Tensor) -> Tensor:
+        """(B, T, ...) → (N, ...): the real tokens."""
+        return x.reshape(self.B * self.T, *x.shape[2:]).index_select(0, self.idx)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, ...) → (B, T, ...), zeros at the padding."""
+        out = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.idx, x)
+        return out.view(self.B, self.T, *x.shape[1:])
+
+    def first(self, x: Tensor) -> Tensor:
+        """(N, H) → (B, 1, H): every row's [CLS] state."""
+        return x.index_select(0, self.starts).unsqueeze(1)
 
 
 # ---------------------------------------------------------------- member-aware building blocks
@@ -188,18 +231,24 @@ class SelfAttention(nn.Module):
         self._fused.clear()
         return super().train(mode)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cls_only: bool = False, packed: Packed | None = None
+    ) -> Tensor:
         """Self-attention over x (..., T, H); leading dims (batch, or members × batch) are folded into one.
-        With `cls_only`, only the [CLS] query is computed: (..., 1, H)."""
-        *lead, T, H = x.shape
+        With `cls_only`, only the [CLS] query is computed: (..., 1, H). With `packed`, x is the real
+        tokens (N, H): projected packed, attended padded, returned packed."""
+        *lead, T, H = x.shape if packed is None else (packed.B, packed.T, x.shape[-1])
         B, nh, hd = math.prod(lead), self.heads, H // self.heads
         p = self.dropout_p if self.training else 0.0
+        unpack = packed.pad if packed is not None else (lambda t: t)
         if cls_only:  # keys and values of every position, the query of the first one only
-            k, v = linear(x, *self.fused(("key", "value"))).view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
-            q = self.query(x[..., :1, :]).view(B, 1, nh, hd).transpose(1, 2)
+            kv = unpack(linear(x, *self.fused(("key", "value"))))
+            k, v = kv.view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
+            first = x[..., :1, :] if packed is None else packed.first(x)
+            q = self.query(first).view(B, 1, nh, hd).transpose(1, 2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
             return y.transpose(1, 2).reshape(*lead, 1, H)
-        qkv = linear(x, *self.fused(("query", "key", "value")))
+        qkv = unpack(linear(x, *self.fused(("query", "key", "value"))))
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
         if self.training and self.dropout_p > 0 and (x.device.type == "cpu" or randomness.active()):
             # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
@@ -216,7 +265,8 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=p
             )  # (B, heads, T, head size)
-        return y.transpose(1, 2).reshape(*lead, T, H)
+        y = y.transpose(1, 2).reshape(*lead, T, H)
+        return y if packed is None else packed.pack(y)
 
 
 class AddNorm(nn.Module):
@@ -228,8 +278,8 @@ class AddNorm(nn.Module):
         self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(h)))
+    def forward(self, h: Tensor, residual: Tensor, packed: Packed | None = None) -> Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(h), packed))
 
 
 class Attention(nn.Module):
@@ -238,8 +288,13 @@ class Attention(nn.Module):
         self.self = SelfAttention(cfg)
         self.output = AddNorm(cfg.hidden_size, cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
-        return self.output(self.self(x, mask, cls_only), x[..., :1, :] if cls_only else x)
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cls_only: bool = False, packed: Packed | None = None
+    ) -> Tensor:
+        y = self.self(x, mask, cls_only, packed)
+        if not cls_only:
+            return self.output(y, x, packed)
+        return self.output(y, x[..., :1, :] if packed is None else packed.first(x))  # (..., 1, H): padded
 
 
 class Intermediate(nn.Module):
@@ -260,11 +315,14 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = AddNorm(cfg.ffn_size, cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cls_only: bool = False, packed: Packed | None = None
+    ) -> Tensor:
         """Post-LN block; with `cls_only` it returns only the [CLS] row (..., 1, H), computing nothing else
-        that row does not depend on (the classifier reads only [CLS] from the last block)."""
-        x = self.attention(x, mask, cls_only)
-        return self.output(self.intermediate(x), x)
+        that row does not depend on (the classifier reads only [CLS] from the last block). `packed`: x
+        holds the real tokens only (N, H), and so does the result (but for `cls_only`'s rows)."""
+        x = self.attention(x, mask, cls_only, packed)
+        return self.output(self.intermediate(x), x, None if cls_only else packed)
 
 
 class ConvFrontEnd(nn.Module):
@@ -299,12 +357,19 @@ class Encoder(nn.Module):
         self.conv = ConvFrontEnd(cfg) if cfg.conv_layers else None
         self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
 
-    def forward(self, x: Tensor, mask: Tensor | None, cls_only: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cls_only: bool = False, packed: Packed | None = None
+    ) -> Tensor:
+        """The blocks over x (..., T, H); with `packed`, on the real tokens only (after the conv front-end,
+        which convolves the padded map as the paper's code does), padded again at the end."""
         if self.conv is not None:
             x = self.conv(x)
+        if packed is not None:
+            x = packed.pack(x)
         for i, block in enumerate(self.layer):
-            x = block(x, mask, cls_only and i == len(self.layer) - 1)
-        return x
+            last = cls_only and i == len(self.layer) - 1
+            x = block(x, mask, last, packed)
+        return x if packed is None or (cls_only and self.layer) else packed.pad(x)
 
 
 class Pooler(nn.Module):
@@ -325,6 +390,11 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense((x * w).sum(dim=-2) / w.sum(dim=-2).clamp(min=1)))
 
 
+#: pack a batch's real tokens when they are at most this share of its positions (below, the gathers cost
+#: more than the padding they skip)
+UNPAD_BELOW = 0.9
+
+
 def attention_mask(attention: Tensor | None) -> Tensor | None:
     """(B, T) 1/0 padding mask → (B, 1, 1, T) boolean SDPA mask; None when nothing is padded."""
     if attention is None or (not torch.compiler.is_exporting() and bool(attention.all())):
@@ -342,6 +412,7 @@ class Bert(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
         self.pooler = Pooler(cfg) if pooler else None
+        self.unpad = True  #: skip the padding in the blocks' per-token work (`Packed`); same results
 
     def forward(
         self,
@@ -356,7 +427,18 @@ class Bert(nn.Module):
             mask is not None and x.dim() == 4
         ):  # stacked members share the inputs: one mask row per (member, row)
             mask = mask.repeat(x.shape[0], 1, 1, 1)
-        return self.encoder(x, mask, cls_only)
+        return self.encoder(x, mask, cls_only, self._packing(attention, mask, x))
+
+    def _packing(self, attention: Tensor | None, mask: Tensor | None, x: Tensor) -> Packed | None:
+        """Pack the real tokens when that skips enough padding (`unpad`, one model, not being compiled or
+        exported: those keep one static graph). On CPU only, where it is measured (`tinylm bench
+        finetune`); on a GPU the gathers' launches and the host sync for the token count are not."""
+        if not self.unpad or mask is None or attention is None or x.dim() != 3 or x.device.type != "cpu":
+            return None
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return None
+        real = int(attention.sum())
+        return Packed.of(attention) if real <= UNPAD_BELOW * attention.numel() else None
 
 
 class LMTransform(nn.Module):

@@ -6,6 +6,7 @@ process and run; results go to benchmarks/*.{json,md} with the CPU named.
     memory     resident memory over a long pre-training run                      (bench/memory.py)
     sweep      one-factor pre-training recipe sweep                              (bench/sweep.py)
     time-to-gate  recipes side by side until the adequacy gate                   (bench/time_to_gate.py)
+    unpad      training steps on the real tokens only vs the padded batch        (bench/unpad.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     from tinylm.bench.pretrain_cli import add_pretrain_parser
     from tinylm.bench.sweep import add_sweep_parser
     from tinylm.bench.time_to_gate import add_time_to_gate_parser
+    from tinylm.bench.unpad import add_unpad_parser
 
     p = sub.add_parser(
         "bench",
@@ -27,10 +29,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         description="Speed benchmarks; each compares implementations inside one process and run.",
     )
     bsub = p.add_subparsers(
-        dest="bench_cmd", required=True, metavar="{pretrain,latency,memory,sweep,time-to-gate}"
+        dest="bench_cmd", required=True, metavar="{pretrain,latency,memory,sweep,time-to-gate,unpad}"
     )
     add_pretrain_parser(bsub)
     add_latency_parser(bsub)
     add_memory_parser(bsub)
     add_sweep_parser(bsub)
     add_time_to_gate_parser(bsub)
+    add_unpad_parser(bsub)
