@@ -588,6 +588,29 @@ def test_gpu_estimate_of_tiny_models_has_a_per_step_floor() -> None:
     assert measured["gpu_step_floor_s"] == pytest.approx(0.004)
 
 
+def test_estimate_counts_a_students_unlabelled_documents() -> None:
+    """The distilled student with unlabelled text learns E5's selected articles every epoch beside its
+    labelled examples: the estimate counts them (it once counted the labelled examples alone)."""
+    from tinylm.paper.estimate import _unlabelled_docs, job_cost
+    from tinylm.paper.grid import build_grid
+    from tinylm.paper.jobs import by_role
+
+    p = load_preset("future")
+    jobs = build_grid(p, p.tasks, p.seeds)
+    by_job = {j.id: j for j in jobs}
+    lengths = {"wiki": 93.0, "agnews": 50.0, "agnews:labels": 4.0, "dbpedia:labels": 14.0, "dbpedia": 60.0}
+    plain, text = (
+        by_role(jobs, "finetune", init="distill", unlabelled=u, task="agnews") for u in (None, True)
+    )
+    assert [_unlabelled_docs(j, by_job) for j in plain] == [0] * len(plain)
+    assert {_unlabelled_docs(j, by_job) for j in text} == {p.e5.articles}  # type: ignore[union-attr]
+    init = by_job[text[0].deps[0]]
+    with_text = job_cost(text[0], lengths, init, _unlabelled_docs(text[0], by_job))["tokens"]
+    labelled = job_cost(plain[0], lengths, init)["tokens"]
+    epochs = p.finetune["epochs"]
+    assert with_text - labelled == pytest.approx(epochs * p.e5.articles * 93.0)  # type: ignore[union-attr]
+
+
 def test_grid_status_shows_running_jobs_and_a_corrected_eta(tmp_path: Path) -> None:
     """Under the jobs bar: each running training job's steps of total and tokens/s (from its metrics log)
     and the grid's ETA (the estimate scaled by measured ÷ estimated of the finished jobs, over the workers);

@@ -52,9 +52,12 @@ def mean_lengths(data_dir: str | None, tasks: list[str], max_length: int) -> dic
     return out
 
 
-def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> dict[str, Any]:
+def job_cost(
+    job: Job, lengths: dict[str, float], init: Job | None = None, unlabelled_docs: int = 0
+) -> dict[str, Any]:
     """Tokens, steps and FLOPs of one training job (its settings built as its command would); a
-    fine-tuning job has the architecture of its `init` pre-training job."""
+    fine-tuning job has the architecture of its `init` pre-training job; `unlabelled_docs`: a student's
+    extra unlabelled documents (Wikipedia-like articles), learnt every epoch beside the labelled ones."""
     scratch = {"init": "scratch"} if job.kind == "finetune" else {}  # an init job id is no path yet
     built = RECIPES[job.kind].build(job.settings | scratch)
     mcfg: ModelConfig = built.model
@@ -72,7 +75,7 @@ def job_cost(job: Job, lengths: dict[str, float], init: Job | None = None) -> di
         per_label = task.samples_per_label_train
         assert per_label is not None, f"{job.id}: a grid fine-tuning names its sample size"
         n = (per_label - (task.validation_per_label or 0)) * labels
-        tokens, mlm = tc.epochs * n * seq, None
+        tokens, mlm = tc.epochs * (n * seq + unlabelled_docs * lengths["wiki"]), None
     flops = train_flops_per_token(mcfg, int(round(seq)), mlm) * tokens
     steps = int(np.ceil(tokens / (seq * tc.batch_size)))
     return {
@@ -192,7 +195,8 @@ def estimate(
     for j in jobs:
         if j.kind not in RECIPES:
             continue
-        c = job_cost(j, lengths, by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None)
+        init = by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None
+        c = job_cost(j, lengths, init, _unlabelled_docs(j, by_job))
         key = (j.kind, str(c["model"]), c["batch"])
         if key not in speed:
             speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"])
@@ -228,6 +232,13 @@ def estimate(
         "critical_path_gpu_minutes": critical,
         "busy": {"load_average": load, "cores": cores, "busy": load > BUSY_LOAD_SHARE * cores},
     }
+
+
+def _unlabelled_docs(job: Job, by_job: dict[str, Job]) -> int:
+    """Documents of a distilled student's unlabelled text: the articles its `select` dependency writes."""
+    if "distill_unlabelled" not in job.settings:
+        return 0
+    return sum(int(by_job[d].settings["articles"]) for d in job.deps if by_job[d].kind == "select")
 
 
 def _h(minutes: float) -> str:
