@@ -298,8 +298,11 @@ def _padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, att
 
 
-def _step(model: torch.nn.Module, unpad: bool, ids: torch.Tensor, att: torch.Tensor, mlm: bool) -> tuple:
-    """One training forward/backward with per-row randomness (dropout on), then an eval forward."""
+def _step(
+    model: torch.nn.Module, unpad: bool, ids: torch.Tensor, att: torch.Tensor, mlm: bool, bf16: bool = False
+) -> tuple:
+    """One training forward/backward with per-row randomness (dropout on), then an eval forward (under
+    bf16 autocast with `bf16`, as `precision: bf16` trains)."""
     from tinylm import randomness
 
     model = copy.deepcopy(model)  # BatchNorm statistics move in training: each arm from the same state
@@ -309,16 +312,17 @@ def _step(model: torch.nn.Module, unpad: bool, ids: torch.Tensor, att: torch.Ten
         lambda m, i, o: seen.append(i[0].shape[:-1].numel())
     )
     model.train()
-    with randomness.activate(randomness.rows_of(1, 3, range(len(ids)), 32)):
-        out = model(ids, att)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with randomness.activate(randomness.rows_of(1, 3, range(len(ids)), 32)), cast:
+        out = model(ids, att).float()
     # MLM: a loss on the real tokens' logits only (the trainer asks for masked real tokens' logits alone)
     real = att.reshape(-1).bool()
     loss = out[real].square().mean() if mlm else torch.nn.functional.cross_entropy(out, torch.arange(6) % 3)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.eval()
-    with torch.no_grad():
-        ev = model(ids, att)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ev = model(ids, att).float()
     return out.detach(), grads, ev, seen[0]
 
 
@@ -353,3 +357,23 @@ def test_packed_real_tokens_compute_what_the_padded_batch_does(kind: str, extra:
     assert set(g0) == set(g1)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_packed_real_tokens_under_bf16_autocast() -> None:
+    """Under bf16 autocast (precision bf16) packing changes the matmuls' row counts, not their rows: the
+    logits and gradients agree with the padded computation to bf16 rounding."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        layers=2, hidden_size=32, heads=2, ffn_size=64, max_length=32, vocab_size=300, dropout=0.1,
+        attention_dropout=0.1,
+    )  # fmt: skip
+    model = TinyBertForSequenceClassification(cfg, 3)
+    ids, att = _padded_batch(cfg.vocab_size)
+    out0, g0, ev0, _ = _step(model, False, ids, att, False, bf16=True)
+    out1, g1, ev1, rows = _step(model, True, ids, att, False, bf16=True)
+    assert rows == 66
+    torch.testing.assert_close(out1, out0, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ev1, ev0, rtol=2e-2, atol=2e-2)
+    for name in g0:
+        scale = g0[name].abs().max().item()
+        assert (g1[name] - g0[name]).abs().max().item() <= 0.05 * scale + 1e-6, name
