@@ -293,6 +293,11 @@ def test_smoke_future_work(smoke: Path) -> None:
     summary = json.loads((smoke / "summary.json").read_text())
     assert {"e5", "e6", "distill", "c2"} <= set(summary)
     assert set(summary["c2"]) == {"equal_tokens", "equal_epochs"}
+    # each design's record: its decision, the gap per task and size, each size's epochs and losses
+    c2e = summary["c2"]["equal_epochs"]
+    assert c2e["decision"]["verdict"] == summary["verdicts"]["C2-epochs"]["verdict"]
+    assert c2e["sizes"] == [200, 400, 800] and len(c2e["gap_pp"]["agnews"]) == 3
+    assert set(c2e["pretraining"]) == {"200", "400", "800"} and c2e["pretraining"]["400"]["epochs"] > 0
     timings = json.loads((smoke / "timings.json").read_text())["future_latency"]
     assert set(timings) == {"ensemble:agnews", "distill:agnews"}
     assert set(timings["ensemble:agnews"]["ms"]) == {"deep"} | {f"{c}:{k}" for c, k in points}
