@@ -533,7 +533,7 @@ def test_learning_rate_sweep_is_chosen_on_validation(real_data_dir: Path, tmp_pa
         poolings=["cls"],
         pretrain_seeds=1,
         size_seeds=1,
-        c2_epochs=None,
+        c2_epochs_of_main=False,
         e0=None,
         e5=None,
         e6=None,

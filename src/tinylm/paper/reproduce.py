@@ -89,19 +89,26 @@ def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str
         "e0": results.get("E0", []),
         "e3_metric_correlations": results.get("E3", {}).get("metric_correlations"),
         "c2": {
-            design: _c2_record(results[key])
-            for design, key in (("equal_tokens", "E2"), ("equal_epochs", "E2-epochs"))
+            design: _c2_record(results[key], results["decisions"].get(claim))
+            for design, key, claim in (
+                ("equal_tokens", "E2", "C2"),
+                ("equal_epochs", "E2-epochs", "C2-epochs"),
+            )
             if key in results
         },
         **_future_summary(results),
     }
 
 
-def _c2_record(e2: dict[str, Any]) -> dict[str, Any]:
-    """One C2 design: its decision, the gap per task and size, and each size's pre-training (epochs, held-out
-    MLM and unigram loss, replicates)."""
+#: summary.json's C2 records: (design, results key, claim)
+C2_RECORDS = (("equal_tokens", "E2", "C2"), ("equal_epochs", "E2-epochs", "C2-epochs"))
+
+
+def _c2_record(e2: dict[str, Any], decision: dict[str, Any] | None) -> dict[str, Any]:
+    """One C2 design: its decision (after the adequacy gate), the gap per task and size, and each size's
+    pre-training (epochs, held-out MLM and unigram loss, replicates)."""
     return {
-        "decision": e2.get("decision"),
+        "decision": decision,
         "sizes": e2.get("sizes"),
         "gap_pp": {t: [100 * g for g in d["gap_mean"]] for t, d in e2.get("tasks", {}).items()},
         "pretraining": e2.get("pretraining_mlm", {}),
