@@ -390,8 +390,8 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense((x * w).sum(dim=-2) / w.sum(dim=-2).clamp(min=1)))
 
 
-#: pack a batch's real tokens when they are at most this share of its positions (below, the gathers cost
-#: more than the padding they skip)
+#: pack a batch's real tokens when they are at most this share of its positions (a nearly full batch has
+#: little padding to skip for the gathers' cost; the threshold is a round number, not tuned)
 UNPAD_BELOW = 0.9
 
 
@@ -432,7 +432,7 @@ class Bert(nn.Module):
     def _packing(self, attention: Tensor | None, mask: Tensor | None, x: Tensor) -> Packed | None:
         """Pack the real tokens when that skips enough padding (`unpad`, one model, not being compiled or
         exported: those keep one static graph). On CPU only, where it is measured (`tinylm bench
-        finetune`); on a GPU the gathers' launches and the host sync for the token count are not."""
+        unpad`); on a GPU the gathers' launches and the host sync for the token count are not."""
         if not self.unpad or mask is None or attention is None or x.dim() != 3 or x.device.type != "cpu":
             return None
         if torch.compiler.is_compiling() or torch.compiler.is_exporting():
