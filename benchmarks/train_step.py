@@ -1,12 +1,14 @@
 """Tokens/s of tinylm's real MLM training step (MLMObjective.loss + backward + AdamW) on the 2/128 and 1/128
 models, for one or several source trees, alternated in rounds so that machine noise hits all alike.
 
-    python benchmarks/train_step.py --trees /path/to/old/src src --rounds 3
+    python benchmarks/train_step.py --trees /path/to/old/src src --rounds 3 [--real-lengths]
 
 Each measurement runs in a fresh process with PYTHONPATH set to the tree (batch 32 × 128 real Wikipedia
 tokens when TINYLM_DATA_DIR is set, dropout off, fp32, torch's default threads, glibc's allocator tuned as
 the trainer tunes it); the table gives the
-median over rounds and the ratio of every tree to the first, with the CPU named.
+median over rounds and the ratio of every tree to the first, with the CPU named. `--real-lengths`: the rows
+cut to the lengths of 32 seeded Wikipedia leads of the presets' corpus (padded, trimmed to the longest, as
+the trainer batches them; tokens/s count real tokens), so that work skipped on padding shows.
 """
 
 from __future__ import annotations
@@ -28,14 +30,21 @@ from tinylm.train import make_optimizer
 from tinylm.bench.pretrain import sample_batch
 from tinylm.perf import tune_cpu_allocator
 tune_cpu_allocator()  # as the trainer does
-layers, steps = int(sys.argv[1]), int(sys.argv[2])
+layers, steps, lengths = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 torch.manual_seed(0)
 cfg = ModelConfig(layers=layers, hidden_size=128, heads=2, ffn_size=512, dropout=0.0, attention_dropout=0.0)
 model = TinyBertForMaskedLM(cfg).train()
 objective = MLMObjective(cfg.vocab_size, seed=0)
 opt = make_optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
 ids = sample_batch(32, 128, cfg.vocab_size)
-batch = {"input_ids": ids, "attention": torch.ones_like(ids)}
+attention = torch.ones_like(ids)
+if lengths:  # real lead lengths: pad after each row's length ([SEP] moved there), trim to the longest
+    n = torch.tensor(lengths)
+    attention = (torch.arange(128)[None, :] < n[:, None]).long()
+    ids = ids * attention
+    ids[torch.arange(32), n - 1] = 102
+    ids, attention = ids[:, : int(n.max())], attention[:, : int(n.max())]
+batch = {"input_ids": ids, "attention": attention}
 times = []
 for i in range(steps + 3):
     t = time.perf_counter()
@@ -45,15 +54,30 @@ for i in range(steps + 3):
     opt.zero_grad(set_to_none=True)
     if i >= 3:
         times.append(time.perf_counter() - t)
-print(json.dumps(ids.numel() / statistics.median(times)))
+print(json.dumps(int(attention.sum()) / statistics.median(times)))
 """
 
 
-def measure(tree: str, layers: int, steps: int) -> float:
+def measure(tree: str, layers: int, steps: int, lengths: list[int]) -> float:
     env = os.environ | {"PYTHONPATH": os.path.abspath(tree)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(layers), str(steps)], env=env, capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    argv = [sys.executable, "-c", CHILD, str(layers), str(steps), json.dumps(lengths)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def real_lengths(n: int = 32, seed: int = 0) -> list[int]:
+    """The token lengths of n seeded leads of the presets' Wikipedia corpus (first 2,000 articles)."""
+    import numpy as np
+
+    from tinylm.data.corpus import load_wiki_corpus
+    from tinylm.data.sources import resolve_source
+    from tinylm.data.tokenize import load_tokenizer
+    from tinylm.registry import PAPER_CORPUS_SEED
+
+    src = resolve_source(None)
+    corpus = load_wiki_corpus(src, load_tokenizer(src), 2000, PAPER_CORPUS_SEED, 128, 100)
+    pick = np.random.default_rng(seed).choice(len(corpus.train.lengths), n, replace=False)
+    return [int(x) for x in corpus.train.lengths[pick]]
 
 
 def main() -> None:
@@ -61,16 +85,20 @@ def main() -> None:
     p.add_argument("--trees", nargs="+", default=["src"], help="source trees (directories holding tinylm/)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--real-lengths", action="store_true", help="rows cut to real Wikipedia lead lengths")
     args = p.parse_args()
     sys.path.insert(0, os.path.abspath(args.trees[-1]))
     from tinylm.machine import cpu_name
+
+    lengths = real_lengths() if args.real_lengths else []
 
     runs: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for tree in args.trees:
             for layers in (2, 1):
-                runs.setdefault((tree, layers), []).append(measure(tree, layers, args.steps))
-    print(f"CPU: {cpu_name()}; median of {args.rounds} rounds, tokens/s of one training step (fp32)")
+                runs.setdefault((tree, layers), []).append(measure(tree, layers, args.steps, lengths))
+    shape = f"real lead lengths (mean {sum(lengths) / len(lengths):.1f})" if lengths else "32 × 128 tokens"
+    print(f"CPU: {cpu_name()}; median of {args.rounds} rounds, tokens/s of one training step (fp32), {shape}")
     for layers in (2, 1):
         base = statistics.median(runs[(args.trees[0], layers)])
         for tree in args.trees:
