@@ -115,6 +115,14 @@ def test_smoke_artifacts(smoke: Path) -> None:
     assert all(c["dropout"] == 0.1 and c["attention_dropout"] == 0.1 for c in ft)
     summary = json.loads((smoke / "summary.json").read_text())
     assert summary["preset"] == "smoke" and summary["wall_minutes"] > 0
+    # lane time: the runs' training seconds summed per kind (what interruptions do not inflate)
+    lanes = json.loads((smoke / "timings.json").read_text())["train_seconds"]
+    pre_seconds = [
+        json.loads((smoke / "runs" / m["run"] / "results.json").read_text())["train_seconds"]
+        for m in gate["models"]
+    ]
+    assert lanes["pretrain"] == pytest.approx(sum(pre_seconds), abs=0.1) and lanes["finetune"] > 0
+    assert "training time summed over the runs: pre-training " in (smoke / "report.md").read_text()
     assert set(summary["verdicts"]["C1"]) == {"verdict", "test", "p", "effect_pp"}
     assert {m["run"] for m in summary["gate"]["models"]} == {m["run"] for m in gate["models"]}
     for task in ("agnews", "dbpedia", "fewrel"):

@@ -121,6 +121,17 @@ def _fmt(x: float | None, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
+def _lane_time(timings: dict[str, Any]) -> str:
+    """The training seconds summed over the runs, when recorded."""
+    t = timings.get("train_seconds")
+    if not t:
+        return ""
+    return (
+        f"; training time summed over the runs: pre-training {t['pretrain'] / 60:.0f} min, fine-tuning "
+        f"{t['finetune'] / 60:.0f} min (lane time, evaluations excluded)"
+    )
+
+
 def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[str, int]) -> list[str]:
     m = timings["machine"]
     jobs = ", ".join(f"{n} {kind}" for kind, n in counts.items())
@@ -134,7 +145,7 @@ def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[
         f"seed(s), "
         f"device {m['device']} ({m['cpus']} CPUs: {m.get('cpu', '?')}), torch {m['torch']}, "
         f"wall time {timings['wall_seconds'] / 60:.1f} min (all invocations of this grid, "
-        f"OUT/invocations.json).",
+        f"OUT/invocations.json){_lane_time(timings)}.",
         "",
         "## Verdicts",
         "",

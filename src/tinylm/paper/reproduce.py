@@ -151,6 +151,20 @@ def _future_summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def train_seconds(r: Results) -> dict[str, float]:
+    """Training seconds summed over the grid's pre-training and fine-tuning runs (evaluations excluded):
+    lane time, which interruptions and idle gaps between invocations do not inflate (other work on the
+    machine still does)."""
+    out = {"pretrain": 0.0, "finetune": 0.0}
+    for j in r.jobs:
+        if j.kind in out:
+            res = r.of(j)
+            out[j.kind] += float(
+                res.get("train_seconds") or res.get("training", {}).get("train_seconds") or 0
+            )
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def write_report(
     out: Path,
     p: Preset,
@@ -168,6 +182,7 @@ def write_report(
     timings: dict[str, Any] = {
         "wall_seconds": round(wall_seconds, 1),
         "run_seconds": run_seconds,
+        "train_seconds": train_seconds(Results(out, jobs)),
         "latency": latency_rows(out, jobs),
         "committee_latency": committee_latency(out, jobs),
         "future_latency": future_latency(out, jobs),
