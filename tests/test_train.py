@@ -436,3 +436,17 @@ def test_a_lane_that_never_crosses_reports_null(tmp_path: Path) -> None:
     assert [p["seconds"] for p in c["curve"]] == [5.0, 8.5]  # the first evaluation's time is not training
     assert c["final_loss"] == 7.2 and c["tokens_per_s"] == round(200 / 8.5, 1)
     assert crossing(tmp_path / "metrics.jsonl", -0.3)["steps_to_gate"] == 20
+
+
+def test_unpad_bench_runs_on_real_data(real_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`tinylm bench unpad` on real AG News batches: both arms train, the JSON and table have the promised
+    fields, and the padding share is what the batches hold."""
+    from tinylm.bench.unpad import CASES, bench_unpad, format_table
+
+    monkeypatch.setenv("TINYLM_DATA_DIR", str(real_data_dir))
+    res = bench_unpad(["finetune agnews 2/128"], steps=2, warmup=1, batch=8)
+    (row,) = res["cases"]
+    assert row["case"] in CASES and 0.0 < row["padding_share"] < 0.9
+    assert row["padded_tokens_per_s"] > 0 and row["packed_tokens_per_s"] > 0
+    assert row["speedup"] == pytest.approx(row["packed_tokens_per_s"] / row["padded_tokens_per_s"])
+    assert res["cpu"] and "finetune agnews 2/128" in format_table(res)
