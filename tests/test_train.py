@@ -440,7 +440,7 @@ def test_a_lane_that_never_crosses_reports_null(tmp_path: Path) -> None:
 
 def test_unpad_bench_runs_on_real_data(real_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`tinylm bench unpad` on real AG News batches: both arms train, the JSON and table have the promised
-    fields, and the padding share is what the batches hold."""
+    fields, and real AG News batches are partly padding."""
     from tinylm.bench.unpad import CASES, bench_unpad, format_table
 
     monkeypatch.setenv("TINYLM_DATA_DIR", str(real_data_dir))
