@@ -17,13 +17,11 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from tinylm.data.tokens import TokenData
-from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification
+if TYPE_CHECKING:  # torch and numpy load when a case runs, not when the CLI builds its parser
+    from tinylm.data.tokens import TokenData
+    from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification
 
 #: the cases: name → (data, model settings over the 2/128 model)
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -52,11 +50,16 @@ class Case:
 
 def load_case(name: str, samples: int = 300) -> Case:
     """A case's model (fresh init, seed 0), objective and real token data."""
+    import numpy as np
+    import torch
+
     from tinylm.config import ModelConfig
     from tinylm.data.corpus import load_wiki_corpus
     from tinylm.data.sources import resolve_source
     from tinylm.data.tasks import load_task
     from tinylm.data.tokenize import encode_texts, load_tokenizer
+    from tinylm.data.tokens import TokenData
+    from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification
     from tinylm.objectives import ClassificationObjective, MLMObjective
     from tinylm.registry import PAPER_CORPUS_SEED
 
@@ -78,6 +81,9 @@ def load_case(name: str, samples: int = 300) -> Case:
 
 def time_case(case: Case, steps: int, warmup: int, batch: int) -> dict[str, Any]:
     """Median step seconds of the padded and the packed arm on the same batches, alternated."""
+    import numpy as np
+    import torch
+
     from tinylm.config import TrainConfig
     from tinylm.randomness import activate, rows_of
     from tinylm.train import make_optimizer
@@ -116,6 +122,8 @@ def time_case(case: Case, steps: int, warmup: int, batch: int) -> dict[str, Any]
 
 
 def bench_unpad(cases: list[str], steps: int, warmup: int, batch: int) -> dict[str, Any]:
+    import torch
+
     from tinylm.machine import cpu_name
 
     rows = [time_case(load_case(c), steps, warmup, batch) for c in cases]
@@ -150,6 +158,8 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    import torch
+
     from tinylm.machine import write_benchmark
 
     if args.threads:
