@@ -335,10 +335,15 @@ def _step(
         ("mlm", {}),
     ],
 )
-def test_packed_real_tokens_compute_what_the_padded_batch_does(kind: str, extra: dict) -> None:
+def test_packed_real_tokens_compute_what_the_padded_batch_does(
+    kind: str, extra: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The blocks' per-token work on the real tokens only (`Packed`) gives the padded computation's logits,
     gradients and eval outputs (same dropout masks), and really skips the padding (the feed-forward sees
-    the 66 real rows, not 6 × 20)."""
+    the 66 real rows and 6 padding ones up to the bucket of 8, not 6 × 20)."""
+    from tinylm import model as model_module
+
+    monkeypatch.setattr(model_module, "PACK_BUCKET", 8)
     torch.manual_seed(0)
     cfg = ModelConfig(
         layers=2, hidden_size=32, heads=2, ffn_size=64, max_length=32, vocab_size=300, dropout=0.1,
@@ -351,7 +356,7 @@ def test_packed_real_tokens_compute_what_the_padded_batch_does(kind: str, extra:
     out1, g1, ev1, rows1 = _step(model, True, ids, att, mlm)
     if mlm:  # padding positions have no defined logits; compare the real tokens'
         out0, out1, ev0, ev1 = (t[att.reshape(-1).bool()] for t in (out0, out1, ev0, ev1))
-    assert (rows0, rows1) == (120, int(att.sum())) == (120, 66)
+    assert (rows0, rows1) == (120, 72) and int(att.sum()) == 66
     torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ev1, ev0, rtol=1e-5, atol=1e-6)
     assert set(g0) == set(g1)
@@ -359,9 +364,12 @@ def test_packed_real_tokens_compute_what_the_padded_batch_does(kind: str, extra:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-7, msg=name)
 
 
-def test_packed_real_tokens_under_bf16_autocast() -> None:
+def test_packed_real_tokens_under_bf16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under bf16 autocast (precision bf16) packing changes the matmuls' row counts, not their rows: the
     logits and gradients agree with the padded computation to bf16 rounding."""
+    from tinylm import model as model_module
+
+    monkeypatch.setattr(model_module, "PACK_BUCKET", 8)
     torch.manual_seed(0)
     cfg = ModelConfig(
         layers=2, hidden_size=32, heads=2, ffn_size=64, max_length=32, vocab_size=300, dropout=0.1,
@@ -371,9 +379,23 @@ def test_packed_real_tokens_under_bf16_autocast() -> None:
     ids, att = _padded_batch(cfg.vocab_size)
     out0, g0, ev0, _ = _step(model, False, ids, att, False, bf16=True)
     out1, g1, ev1, rows = _step(model, True, ids, att, False, bf16=True)
-    assert rows == 66
+    assert rows == 72
     torch.testing.assert_close(out1, out0, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(ev1, ev0, rtol=2e-2, atol=2e-2)
     for name in g0:
         scale = g0[name].abs().max().item()
         assert (g1[name] - g0[name]).abs().max().item() <= 0.05 * scale + 1e-6, name
+
+
+def test_packed_row_counts_come_in_buckets() -> None:
+    """Packed row counts are multiples of PACK_BUCKET (padding positions fill up the last bucket), so that
+    oneDNN caches a handful of matmul shapes, not one per batch; every real token is among the rows."""
+    from tinylm.model import PACK_BUCKET, Packed
+
+    for n in (3, 64, 65, 200):
+        lengths = torch.tensor([n // 2, n - n // 2])
+        att = (torch.arange(256)[None] < lengths[:, None]).long()
+        p = Packed.of(att)
+        assert len(p.idx) % PACK_BUCKET == 0 and len(p.idx) >= n
+        assert set(att.reshape(-1).nonzero().squeeze(1).tolist()) <= set(p.idx.tolist())
+        assert p.starts.tolist() == [0, n // 2]

@@ -69,6 +69,10 @@ class Dropout(nn.Module):
         return dropout(x, self.p, self.training, self.seq_dims, packed)
 
 
+#: packed row counts are multiples of this (see `Packed.of`)
+PACK_BUCKET = 64
+
+
 @dataclass
 class Packed:
     """A padded batch's real tokens packed into rows (N, ...): the blocks' per-token work (projections,
@@ -85,12 +89,19 @@ class Packed:
 
     @staticmethod
     def of(attention: Tensor) -> Packed:
-        """The packing of a (B, T) 1/0 padding mask whose real tokens come first in every row."""
+        """The packing of a (B, T) 1/0 padding mask whose real tokens come first in every row. The real
+        tokens are followed by padding positions up to a multiple of PACK_BUCKET rows: each new row count
+        of a matmul makes oneDNN build and cache a primitive (memory grew ~4 MB a step with one count per
+        batch, `tests/test_memory.py`); the extra rows compute what the padded batch computes there."""
         B, T = attention.shape
         flat = attention.reshape(-1).bool()
         lengths = attention.bool().sum(-1)
         starts = torch.cumsum(lengths, 0) - lengths
-        return Packed(B, T, flat.nonzero().squeeze(1), starts)
+        idx = flat.nonzero().squeeze(1)
+        extra = (-len(idx)) % PACK_BUCKET
+        if extra:
+            idx = torch.cat([idx, (~flat).nonzero().squeeze(1)[:extra]])
+        return Packed(B, T, idx, starts)
 
     def pack(self, x: Tensor) -> Tensor:
         """(B, T, ...) → (N, ...): the real tokens."""
