@@ -72,6 +72,10 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: summary.json's C2 records: (design, results key, claim)
+C2_RECORDS = (("equal_tokens", "E2", "C2"), ("equal_epochs", "E2-epochs", "C2-epochs"))
+
+
 def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
     """The machine-readable summary: preset, wall time, the gate, each claim's decision."""
     keys = ("run", "tokens", "mlm_loss", "unigram_loss", "passed")
@@ -90,18 +94,11 @@ def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str
         "e3_metric_correlations": results.get("E3", {}).get("metric_correlations"),
         "c2": {
             design: _c2_record(results[key], results["decisions"].get(claim))
-            for design, key, claim in (
-                ("equal_tokens", "E2", "C2"),
-                ("equal_epochs", "E2-epochs", "C2-epochs"),
-            )
+            for design, key, claim in C2_RECORDS
             if key in results
         },
         **_future_summary(results),
     }
-
-
-#: summary.json's C2 records: (design, results key, claim)
-C2_RECORDS = (("equal_tokens", "E2", "C2"), ("equal_epochs", "E2-epochs", "C2-epochs"))
 
 
 def _c2_record(e2: dict[str, Any], decision: dict[str, Any] | None) -> dict[str, Any]:
@@ -178,11 +175,12 @@ def write_report(
     """Analyse the finished grid and write results.json, timings.json, figures/ and report.md."""
     log("analysing runs ...")
     results, curves = analyse(out, p, jobs, tasks, seeds)
-    results |= analyse_future(Results(out, jobs), p, tasks)
+    runs = Results(out, jobs)
+    results |= analyse_future(runs, p, tasks)
     timings: dict[str, Any] = {
         "wall_seconds": round(wall_seconds, 1),
         "run_seconds": run_seconds,
-        "train_seconds": train_seconds(Results(out, jobs)),
+        "train_seconds": train_seconds(runs),
         "latency": latency_rows(out, jobs),
         "committee_latency": committee_latency(out, jobs),
         "future_latency": future_latency(out, jobs),
