@@ -206,6 +206,9 @@ def test_future_preset_runs_what_the_issue_asks() -> None:
     assert claim_uses("C2-epochs", {"deep": True, "size": 20000, "pseed": 1}, p)
     assert not claim_uses("C2-epochs", {"deep": True, "size": 20000, "pseed": 2}, p)
     assert not claim_uses("C2-epochs", epochs[0].role, p)
+    assert claim_uses("C2-epochs", {"deep_epochs": True, "size": 40000, "pseed": 0}, p)  # a larger arm
+    # fine-tuning at lr 1e-3 only (no sweep), as the preset's description says
+    assert {j.settings["lr"] for j in jobs if j.kind == "finetune"} == {1e-3} and not p.finetune_lrs
     # the explicit design: every size pre-trained for c2_epochs epochs, the main size too
     explicit = dataclasses.replace(p, c2_epochs=3, c2_epochs_of_main=False)
     jobs3 = [j for j in build_grid(explicit, p.tasks, p.seeds) if j.role.get("deep_epochs")]

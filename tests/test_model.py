@@ -399,3 +399,27 @@ def test_packed_row_counts_come_in_buckets() -> None:
         assert len(p.idx) % PACK_BUCKET == 0 and len(p.idx) >= n
         assert set(att.reshape(-1).nonzero().squeeze(1).tolist()) <= set(p.idx.tolist())
         assert p.starts.tolist() == [0, n // 2]
+
+
+def test_packing_applies_to_padded_batches_only() -> None:
+    """As the README says: on CPU a batch whose real tokens are at most 90 % of its positions is packed, a
+    fuller one is not (the feed-forward sees every position), and `model.bert.unpad = False` turns it off."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, max_length=32, vocab_size=300)
+    model = TinyBertForSequenceClassification(cfg, 3).eval()
+    seen: list[int] = []
+    model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].shape[:-1].numel())
+    )
+
+    def rows(lengths: list[int], unpad: bool = True) -> int:
+        model.bert.unpad = unpad
+        att = (torch.arange(20)[None] < torch.tensor(lengths)[:, None]).long()
+        with torch.no_grad():
+            model(torch.randint(5, 300, (len(lengths), 20)) * att, att, cls_only=False)
+        return seen[-1]
+
+    assert rows([18] * 10) == 192  # 90 % real: packed, 180 real rows bucketed up to 192
+    assert rows([19] * 10) == 200  # 95 % real: not packed
+    assert rows([10] * 10) == 128  # 50 % real: 100 real rows, bucketed to 128
+    assert rows([10] * 10, unpad=False) == 200
