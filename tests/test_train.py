@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -111,6 +112,28 @@ def test_pretrain_run_directory_and_loss_falls(data_dir: Path, tmp_path: Path) -
     assert fresh["mlm_loss"] == pytest.approx(evals[-1]["mlm_loss"], abs=2e-5)  # stale: off by 2.6e-4
     again = pretrain(tiny(data_dir, tmp_path, epochs=6, checkpoint_every=None), log=lambda *_: None)
     assert again.path == run.path  # a finished run is reused, not retrained
+
+
+def test_a_run_made_before_a_setting_existed_resumes_at_its_default(tmp_path: Path) -> None:
+    """A setting added later (`runs.HASHED_WHEN_CHANGED`) is absent from an older run's config.yaml: resuming
+    with it at its default continues the run (same name), with another value is refused."""
+    from tinylm.runs import HASHED_WHEN_CHANGED, run_name
+
+    new = {"lr": 1e-3, "attention_window_start": None, "attention_window_share": 0.25}
+    assert HASHED_WHEN_CHANGED["attention_window_share"] == 0.25
+    old = {"lr": 1e-3}
+    assert run_name("pretrain", old | {"layers": 1, "hidden_size": 8}) == run_name(
+        "pretrain", new | {"layers": 1, "hidden_size": 8}
+    )
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    (run.path / "config.yaml").write_text(yaml.safe_dump(old))
+    (run.path / "metrics.jsonl").write_text('{"step": 1}\n')  # something was trained
+    run.prepare(new, resume=True)
+    assert yaml.safe_load((run.path / "config.yaml").read_text()) == new
+    (run.path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(TinylmError, match=r"attention_window_share: 0.25 -> 0.5"):
+        run.prepare(new | {"attention_window_share": 0.5}, resume=True)
 
 
 def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
@@ -450,3 +473,4 @@ def test_unpad_bench_runs_on_real_data(real_data_dir: Path, tmp_path: Path, monk
     assert row["padded_tokens_per_s"] > 0 and row["packed_tokens_per_s"] > 0
     assert row["speedup"] == pytest.approx(row["packed_tokens_per_s"] / row["padded_tokens_per_s"])
     assert res["cpu"] and "finetune agnews 2/128" in format_table(res)
+    assert res["allocator_tuned"] is (sys.platform == "linux")  # the trainer's allocator setting

@@ -1,5 +1,5 @@
 """The fused vocabulary projection + loss (`vocab_loss`) against the plain path, and the init-only and
-masking-schedule options of the faster pre-training recipes."""
+masking-schedule and attention-window options of the faster pre-training recipes."""
 
 from __future__ import annotations
 
@@ -93,6 +93,53 @@ def test_mask_rate_schedule_falls_linearly_and_evaluation_keeps_mask_prob() -> N
     assert 0.13 < len(held_out) / n < 0.17
 
 
+def _window_model() -> tuple[TinyBertForMaskedLM, torch.Tensor, torch.Tensor]:
+    cfg = ModelConfig(layers=2, hidden_size=32, heads=2, ffn_size=64, vocab_size=200, max_length=16,
+                      dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (3, 16), generator=torch.Generator().manual_seed(2))
+    attention = torch.ones(3, 16, dtype=torch.long)
+    attention[1, 10:], attention[2, 3:] = 0, 0
+    return TinyBertForMaskedLM(cfg).eval(), ids * attention, attention
+
+
+@pytest.mark.parametrize("unpad", [True, False])
+def test_attention_window_restricts_what_each_token_sees(unpad: bool) -> None:
+    """A window as wide as the sequence changes no real token's logits; window w: changing a token more
+    than w·layers positions away changes nothing, a nearer one does; padding queries beyond every real
+    token's window stay finite (each token keeps itself)."""
+    model, ids, attention = _window_model()
+    model.bert.unpad = unpad
+    real = attention.view(-1).bool()
+    full = model(ids, attention)
+    torch.testing.assert_close(model(ids, attention, window=15)[real], full[real], rtol=0, atol=0)
+    narrow = model(ids, attention, window=1)  # 2 layers: position 0 sees positions 0-2
+    assert bool(torch.isfinite(narrow).all())
+    assert not torch.allclose(narrow[real], full[real], atol=1e-4)
+    far, near = ids.clone(), ids.clone()
+    far[0, 3], near[0, 2] = ids[0, 3] % 90 + 6, ids[0, 2] % 90 + 6
+    torch.testing.assert_close(model(far, attention, window=1)[0], narrow[0], rtol=0, atol=0)
+    assert not torch.allclose(model(near, attention, window=1)[0], narrow[0], atol=1e-6)
+    assert not torch.allclose(model(far, attention)[0], full[0], atol=1e-6)  # full attention sees it
+
+
+def test_attention_window_widens_to_full_and_training_steps_use_it() -> None:
+    objective = MLMObjective(200, seed=0, window_start=2, window_share=0.5)
+    assert [objective.window_at(p, 128) for p in (0.0, 0.25, 0.49, 0.5, 1.0)] == [2, 65, 125, None, None]
+    assert MLMObjective(100).window_at(0.0, 128) is None
+    model, ids, attention = _window_model()
+    model.train()
+    batch = {"input_ids": ids, "attention": attention}
+
+    def step_loss(obj: MLMObjective, progress: float) -> float:
+        with activate(rows_of(0, 3, range(3), 16, progress)):
+            return float(obj.loss(model, batch)[0].detach())
+
+    plain = MLMObjective(200, seed=0)
+    assert step_loss(objective, 0.0) != step_loss(plain, 0.0)  # same masks, windowed attention
+    assert step_loss(objective, 0.6) == step_loss(plain, 0.6)  # past the warm-up: full attention
+
+
 def test_init_options_change_only_the_init() -> None:
     base = ModelConfig(layers=1, hidden_size=64, heads=2, ffn_size=64, vocab_size=300, max_length=32)
     plain = TinyBertForMaskedLM(base)
@@ -118,9 +165,11 @@ def test_bad_recipe_options_are_one_clear_error_before_anything_runs(tmp_path) -
     from tinylm.settings import PretrainSettings
 
     with pytest.raises(ConfigError) as e:
-        PretrainSettings.build({"mask_prob_start": 1.5, "position_init": "random", "attention_init": "x"})
+        PretrainSettings.build({"mask_prob_start": 1.5, "position_init": "random", "attention_init": "x",
+                                "attention_window_start": -1, "attention_window_share": 0})  # fmt: skip
     text = str(e.value)
-    for field in ("mask_prob_start", "position_init", "attention_init"):
+    for field in ("mask_prob_start", "position_init", "attention_init", "attention_window_start",
+                  "attention_window_share"):  # fmt: skip
         assert field in text
     out = subprocess.run(
         [sys.executable, "-m", "tinylm", "pretrain", "--mask_prob_start", "0", "--out", str(tmp_path)],

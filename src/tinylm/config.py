@@ -289,6 +289,16 @@ class CorpusConfig:
         "masking-rate schedule: start at this share and fall linearly to mask_prob over the run's steps "
         "(e.g. 0.3; arXiv 2305.15096); held-out evaluation always masks mask_prob; None = constant",
     )
+    attention_window_start: int | None = opt(
+        None,
+        "attention-window warm-up: in a training step each token attends only to the tokens within ± this "
+        "many positions, the window widening linearly to the whole sequence over attention_window_share of "
+        "the run's steps, then full attention; evaluation and the saved model always attend to every token "
+        "(same architecture, a training curriculum); None = full attention throughout",
+    )
+    attention_window_share: float = opt(
+        0.25, "share of the run's steps over which attention_window_start widens to full attention"
+    )
     mask_replace: float = opt(0.8, "share of selected tokens replaced by [MASK]")
     mask_random: float = opt(0.1, "share of selected tokens replaced by a random token (rest: unchanged)")
 
@@ -313,10 +323,22 @@ class CorpusConfig:
             p.append(
                 f"selection_pool: {self.selection_pool} is smaller than num_articles {self.num_articles}"
             )
+        return p + self._objective_problems()
+
+    def _objective_problems(self) -> list[str]:
+        """The masking and attention-window settings' problems."""
+        p: list[str] = []
         if not 0 < self.mask_prob < 1:
             p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
         if self.mask_prob_start is not None and not 0 < self.mask_prob_start < 1:
             p.append(f"mask_prob_start: must be in (0, 1) or null (constant), got {self.mask_prob_start}")
+        if self.attention_window_start is not None and self.attention_window_start < 0:
+            p.append(
+                f"attention_window_start: must be >= 0 positions or null (full attention), got "
+                f"{self.attention_window_start}"
+            )
+        if not 0 < self.attention_window_share <= 1:
+            p.append(f"attention_window_share: must be in (0, 1], got {self.attention_window_share}")
         if not (
             0 <= self.mask_replace and 0 <= self.mask_random and self.mask_replace + self.mask_random <= 1
         ):

@@ -413,6 +413,17 @@ def attention_mask(attention: Tensor | None) -> Tensor | None:
     return attention.bool()[:, None, None, :]
 
 
+def windowed(mask: Tensor | None, length: int, window: int, device: torch.device) -> Tensor:
+    """The attention mask restricted to keys within ± `window` positions of each query ((B, 1, T, T), or
+    (1, 1, T, T) without padding); every token keeps itself, so no query row is empty (a padding query
+    beyond the window of every real token would otherwise get NaN)."""
+    i = torch.arange(length, device=device)
+    band = (i[:, None] - i[None, :]).abs() <= window
+    if mask is None:
+        return band[None, None]
+    return (mask & band) | torch.eye(length, dtype=torch.bool, device=device)
+
+
 class Bert(nn.Module):
     """The backbone (`bert.*` in transformers): embeddings, optional conv front-end, blocks, optional
     pooler."""
@@ -431,9 +442,14 @@ class Bert(nn.Module):
         attention: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         cls_only: bool = False,
+        window: int | None = None,
     ) -> Tensor:
+        """Token states; `window`: attend only within ± that many positions (`windowed`; training's
+        attention-window warm-up)."""
         x = self.embeddings(input_ids, token_type_ids)
         mask = attention_mask(attention)
+        if window is not None:
+            mask = windowed(mask, x.shape[-2], window, x.device)
         if (
             mask is not None and x.dim() == 4
         ):  # stacked members share the inputs: one mask row per (member, row)
@@ -499,11 +515,12 @@ class TinyBertForMaskedLM(nn.Module):
         attention: Tensor | None = None,
         positions: Tensor | None = None,
         targets: Tensor | None = None,
+        window: int | None = None,
     ) -> Any:
         """Logits at `positions` (all positions where None); with `targets` (one per position, negative =
         ignore) instead the summed cross-entropy and the hit count, projection and loss fused
-        (`vocab_loss`: the logit matrix is never stored)."""
-        h = self.bert(input_ids, attention)
+        (`vocab_loss`: the logit matrix is never stored). `window`: `Bert.forward`'s."""
+        h = self.bert(input_ids, attention, window=window)
         h = (
             h.reshape(-1, h.shape[-1])
             if positions is None

@@ -111,7 +111,9 @@ class MLMObjective(Objective):
     The loss (cross-entropy) and accuracy count only the selected positions. With `mask_prob_start`, a
     training step's rate falls linearly from it to `mask_prob` over the run (evaluation: `mask_prob`).
     `fused`: the training loss through the model's fused projection + loss (`vocab_loss`), else the
-    plain logits + `cross_entropy_and_hits`."""
+    plain logits + `cross_entropy_and_hits`. With `window_start`, a training step's tokens attend only
+    within ± `window_at(progress)` positions: from `window_start`, widening linearly to the whole sequence
+    at `window_share` of the run, full attention after that and in evaluation."""
 
     def __init__(
         self,
@@ -123,8 +125,11 @@ class MLMObjective(Objective):
         unigram: np.ndarray | None = None,
         mask_prob_start: float | None = None,
         fused: bool = True,
+        window_start: int | None = None,
+        window_share: float = 0.25,
     ):
         self.vocab_size = vocab_size
+        self.window_start, self.window_share = window_start, window_share
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
         self.mask_prob_start, self.fused = mask_prob_start, fused
         self.generator = torch.Generator().manual_seed(seed)
@@ -145,6 +150,14 @@ class MLMObjective(Objective):
         if self.mask_prob_start is None:
             return self.mask_prob
         return self.mask_prob_start + (self.mask_prob - self.mask_prob_start) * min(1.0, max(0.0, progress))
+
+    def window_at(self, progress: float, length: int) -> int | None:
+        """The attention window (± positions) of a training step `progress` into the run over sequences of
+        `length`; None: full attention."""
+        if self.window_start is None or progress >= self.window_share:
+            return None
+        w = self.window_start + (length - self.window_start) * max(0.0, progress) / self.window_share
+        return int(w) if int(w) < length - 1 else None
 
     def mask_rows(self, ids: Tensor, rows: Rows) -> tuple[Tensor, Tensor, Tensor]:
         """`mask` with every row drawn from its own generator (a training step's rows): a row's masks do
@@ -175,15 +188,18 @@ class MLMObjective(Objective):
             self.mask_rows(ids, rows) if rows is not None else self.mask(ids, self.generator)
         )
         padded, count = bucketed(positions).to(device), targets.numel()
+        window = None if rows is None else self.window_at(rows.progress, ids.shape[1])
+        extra = {} if window is None else {"window": window}
         if self.fused:  # padding rows get target -1: ignored
             loss, correct = model(
                 inputs.to(device),
                 batch["attention"],
                 padded,
                 targets=padded_targets(targets, len(padded)).to(device),
+                **extra,
             )
         else:
-            logits = model(inputs.to(device), batch["attention"], padded)[:count]
+            logits = model(inputs.to(device), batch["attention"], padded, **extra)[:count]
             loss, correct = cross_entropy_and_hits(logits.float(), targets.to(device))
         return loss, {"correct": int(correct), "count": count}
 

@@ -135,6 +135,8 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
         seed=tcfg.seed,
         unigram=unigram,
         mask_prob_start=ccfg.mask_prob_start,
+        window_start=ccfg.attention_window_start,
+        window_share=ccfg.attention_window_share,
         fused=tcfg.fused_loss,
     )
     eval_data, train = (TokenData(c.ids, c.lengths) for c in (corpus.eval, corpus.train))

@@ -49,6 +49,8 @@ HASHED_WHEN_CHANGED = {
     "position_init": "normal",
     "attention_init": "normal",
     "mask_prob_start": None,
+    "attention_window_start": None,
+    "attention_window_share": 0.25,
     "patience": None,
     "corpus": "wikipedia",
     "teacher": None,
@@ -111,6 +113,8 @@ class RunDir:
                 ) from e
             if not isinstance(old, dict):
                 raise TinylmError(f"{cfg_path}: expected a mapping of settings; the run directory is damaged")
+            # a setting added after the run was made is absent from its config.yaml: its default
+            old = {k: v for k, v in HASHED_WHEN_CHANGED.items() if k in config} | old
             diff = sorted(
                 k
                 for k in set(old) | set(config)

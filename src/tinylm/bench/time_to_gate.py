@@ -47,6 +47,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mimetic attention": {"attention_init": "mimetic"},
     "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
     "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
+    "window ±2 → full at 25%": {"attention_window_start": 2, "attention_window_share": 0.25},
+    "window ±8 → full at 25%": {"attention_window_start": 8, "attention_window_share": 0.25},
     # committee members (issue 21, item 5): the paper's BERT-1 variants at tiny width, on today's recipe
     MEMBER: {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330},
     "member 1/128, 4 heads": {"fused_loss": True, "model": "tiny-1x128", "heads": 4, "warmup_steps": 330},
