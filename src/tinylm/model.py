@@ -449,6 +449,8 @@ class Bert(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         mask = attention_mask(attention)
         if window is not None:
+            if cls_only:
+                raise ValueError("window: a training curriculum of every token's states, not with cls_only")
             mask = windowed(mask, x.shape[-2], window, x.device)
         if (
             mask is not None and x.dim() == 4
