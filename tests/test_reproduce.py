@@ -463,6 +463,20 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
     assert load_preset(str(smoke_variant(tmp_path, controlled=None, e0=None))).controlled is None
 
 
+def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
+    """The cpu preset's description: three 1-layer/128 members — 2 heads, 4 heads, 2 heads with the Conv2d
+    front-end — on 20M tokens each."""
+    p = load_preset("cpu")
+    members = [j for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain" and "member" in j.role]
+    shapes = [
+        (s["layers"], s["hidden_size"], s["heads"], s.get("conv_layers", 0), s["max_tokens"])
+        for s in (j.settings for j in members)
+    ]
+    assert shapes == [(1, 128, 2, 0, 20_000_000), (1, 128, 4, 0, 20_000_000), (1, 128, 2, 2, 20_000_000)]
+    assert "2 heads, 4 heads, 2 heads with the Conv2d" in " ".join(p.description.split())
+    assert "20M tokens each" in p.description
+
+
 def test_controlled_corpora_get_their_own_pretraining_budget(tmp_path: Path) -> None:
     """`controlled_pretrain` changes the high/low-overlap pre-trainings only (their full-length articles
     buy fewer steps per token); set without controlled corpora it is an error."""

@@ -474,3 +474,4 @@ def test_unpad_bench_runs_on_real_data(real_data_dir: Path, tmp_path: Path, monk
     assert row["speedup"] == pytest.approx(row["packed_tokens_per_s"] / row["padded_tokens_per_s"])
     assert res["cpu"] and "finetune agnews 2/128" in format_table(res)
     assert res["allocator_tuned"] is (sys.platform == "linux")  # the trainer's allocator setting
+    assert f"allocator tuned as in training: {'yes' if res['allocator_tuned'] else 'no'}" in format_table(res)

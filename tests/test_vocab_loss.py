@@ -3,11 +3,13 @@ masking-schedule and attention-window options of the faster pre-training recipes
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tinylm.config import ModelConfig
+from tinylm.data.tokens import TokenData
 from tinylm.model import TinyBertForMaskedLM, sinusoidal_positions
 from tinylm.objectives import MLMObjective, cross_entropy_and_hits
 from tinylm.randomness import activate, rows_of
@@ -138,6 +140,11 @@ def test_attention_window_widens_to_full_and_training_steps_use_it() -> None:
     plain = MLMObjective(200, seed=0)
     assert step_loss(objective, 0.0) != step_loss(plain, 0.0)  # same masks, windowed attention
     assert step_loss(objective, 0.6) == step_loss(plain, 0.6)  # past the warm-up: full attention
+    data = TokenData(ids.numpy().astype(np.uint16), attention.sum(1).numpy())
+    cpu = torch.device("cpu")
+    assert objective.evaluate(model, data, 2, cpu) == plain.evaluate(model, data, 2, cpu)  # full attention
+    with pytest.raises(ValueError, match="not with cls_only"):
+        model.bert(ids, attention, cls_only=True, window=2)
 
 
 def test_init_options_change_only_the_init() -> None:
