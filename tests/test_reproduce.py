@@ -702,3 +702,104 @@ def test_overlap_metric_correlations_name_the_best_predictor() -> None:
 
     text = "\n".join(metric_correlation_lines(mc))
     assert "| weighted_overlap | +" in text and "Best predictor here: **weighted_overlap**" in text
+
+
+def test_finished_pretrainings_of_another_grid_are_reused(
+    smoke: Path, real_data_dir: Path, tmp_path: Path
+) -> None:
+    """`--reuse-from`: a finished pre-training of another grid with the same settings is copied in (without
+    what only a resume needs) and the grid does not train it again; one with other settings (another
+    grid's `file:` corpus, a dry run's 2 steps), an unfinished one, or a run already here is not taken; the
+    report lists the copies and leaves their time out of the lane time."""
+    import shutil
+
+    from tinylm.paper.analyse import Results
+    from tinylm.paper.context import Context
+    from tinylm.paper.executor import run_local
+    from tinylm.paper.render import _lane_time
+    from tinylm.paper.reproduce import train_seconds
+    from tinylm.paper.reuse import reuse_runs, reused_runs, source_runs_dirs
+
+    p = load_preset("smoke")
+    jobs = build_grid(p, p.tasks, p.seeds)
+    pre = [j for j in jobs if j.kind == "pretrain"]
+    wiki = [j for j in pre if not j.settings.get("corpus", "wikipedia").startswith("file:")]
+    assert 0 < len(wiki) < len(pre)  # the smoke grid has both kinds
+    # a second source: one run as a bare runs directory, with a checkpoint and a lock left in it
+    other = tmp_path / "other-runs"
+    shutil.copytree(smoke / "runs" / wiki[0].id, other / wiki[0].id)
+    (other / wiki[0].id / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (other / wiki[0].id / ".lock").write_text("1\n")
+    shutil.copytree(smoke / "runs" / wiki[2].id, other / wiki[2].id)
+    (other / wiki[2].id / "results.json").unlink()  # unfinished there: taken from the next source
+    sources, problems = source_runs_dirs([str(other), str(smoke)])
+    assert problems == [] and sources == [other, smoke / "runs"]
+
+    ctx, logs = Context(tmp_path / "grid", str(real_data_dir)), []
+    (ctx.runs_dir / wiki[1].id).mkdir(parents=True)  # in progress here: resumed, not replaced
+    copied = reuse_runs(jobs, ctx, sources, logs.append)
+    assert set(copied) == {j.id for j in wiki[2:]} | {wiki[0].id}
+    assert copied[wiki[0].id] == str((other / wiki[0].id).resolve())  # the first source that has it
+    assert copied[wiki[2].id] == str((smoke / "runs" / wiki[2].id).resolve())
+    refused = [line for line in logs if "not reused" in line]
+    assert len(refused) == len(pre) - len(wiki) and all("corpus: 'file:" in line for line in refused)
+    first = ctx.runs_dir / wiki[0].id
+    assert not (first / "checkpoints").exists() and not (first / ".lock").exists()
+    assert (first / "model.safetensors").read_bytes() == (
+        smoke / "runs" / wiki[0].id / "model.safetensors"
+    ).read_bytes()
+    assert json.loads((first / "reused_from.json").read_text())["source"] == copied[wiki[0].id]
+    assert not [f for f in ctx.runs_dir.iterdir() if f.name.startswith(".")]  # no temporary directory left
+
+    # the grid finds them finished and trains none of them again
+    before = {i: (ctx.runs_dir / i / "results.json").stat().st_mtime_ns for i in copied}
+    done = [j for j in wiki if j.id in copied]
+    assert set(run_local(done, ctx, 1, lambda *_: None).values()) == {0.0}
+    assert before == {i: (ctx.runs_dir / i / "results.json").stat().st_mtime_ns for i in copied}
+    assert reuse_runs(jobs, ctx, sources, logs.append) == {}  # nothing more to copy
+
+    # the report: listed with their source, their training time not in this grid's lane time
+    assert reused_runs(ctx, jobs) == copied
+    assert train_seconds(Results(ctx.out, done), copied)["pretrain"] == 0.0
+    assert train_seconds(Results(ctx.out, done), {})["pretrain"] > 0.0
+    line = _lane_time({"train_seconds": {"pretrain": 60.0, "finetune": 60.0}, "reused_runs": copied})
+    assert f"{len(copied)} finished pre-training(s)" in line and all(f"`{i}` from" in line for i in copied)
+
+    # a dry run trains 2 steps: no finished run of a real grid has its settings
+    dry_logs: list[str] = []
+    assert (
+        reuse_runs(
+            wiki, Context(tmp_path / "dry", str(real_data_dir), dry_run=True), sources, dry_logs.append
+        )
+        == {}
+    )
+    assert all("max_steps" in line for line in dry_logs)
+
+    # a source that is not there: one clear error, before anything is created
+    with pytest.raises(ConfigError, match=r"reuse-from: .*nope: no such directory"):
+        reproduce(
+            "smoke",
+            str(tmp_path / "x"),
+            None,
+            None,
+            1,
+            str(real_data_dir),
+            reuse_from=[str(tmp_path / "nope")],
+            **QUIET,
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_cpu_grid_shares_the_pretrainings_the_readme_names() -> None:
+    """README: the cpu grid's deep models of seeds 0 and 1 on 20K articles are quick's, its 5K ones of equal
+    tokens are future's — the same job ids, so `--reuse-from` can take them."""
+
+    def pretrainings(name: str) -> dict[str, dict]:
+        p = load_preset(name)
+        return {j.id: j.settings for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain"}
+
+    cpu, quick, future = pretrainings("cpu"), pretrainings("quick"), pretrainings("future")
+    from_quick = {(s["num_articles"], s["seed"], s["layers"]) for i, s in cpu.items() if i in quick}
+    from_future = {(s["num_articles"], s["seed"], s["max_tokens"]) for i, s in cpu.items() if i in future}
+    assert from_quick == {(20000, 0, 2), (20000, 1, 2)}
+    assert {(5000, 0, 14_000_000), (5000, 1, 14_000_000)} <= from_future

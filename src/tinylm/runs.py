@@ -72,6 +72,15 @@ def run_name(prefix: str, flat: dict[str, Any]) -> str:
     return f"{prefix}-{arch}-{stable_hash(identity, 10)}"
 
 
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The settings that define a run and differ between a run's config.yaml (`old`) and `new` settings,
+    as "key: old -> new, ..." (at most 6), or "" when they define the same run. A setting added after
+    the old run was made is absent from its config.yaml: it counts at its default."""
+    old = {k: v for k, v in HASHED_WHEN_CHANGED.items() if k in new} | old
+    diff = sorted(k for k in set(old) | set(new) if k not in NON_IDENTITY_KEYS and old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+
+
 class RunDir:
     """A run's directory. In a data-parallel job only rank 0 is its `writer`: the other ranks read it (to
     resume) and every write is a no-op for them."""
@@ -113,17 +122,10 @@ class RunDir:
                 ) from e
             if not isinstance(old, dict):
                 raise TinylmError(f"{cfg_path}: expected a mapping of settings; the run directory is damaged")
-            # a setting added after the run was made is absent from its config.yaml: its default
-            old = {k: v for k, v in HASHED_WHEN_CHANGED.items() if k in config} | old
-            diff = sorted(
-                k
-                for k in set(old) | set(config)
-                if k not in NON_IDENTITY_KEYS and old.get(k) != config.get(k)
-            )
+            diff = identity_differences(old, config)
             if diff:
-                details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
                 raise TinylmError(
-                    f"cannot resume {self.path}: settings differ from the original run ({details})"
+                    f"cannot resume {self.path}: settings differ from the original run ({diff})"
                 )
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))

@@ -26,6 +26,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         gpu_launch_us=args.gpu_launch_us,
         executor=args.executor,
         ray_address=args.ray_address,
+        reuse_from=args.reuse_from,
     )
     return 0
 
@@ -104,6 +105,15 @@ def add_reproduce(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="validate the whole grid, then run one pre-training and one "
         "fine-tuning run for 2 steps each (e.g. the paper preset on a CPU)",
+    )
+    p.add_argument(
+        "--reuse-from",
+        "--reuse_from",
+        dest="reuse_from",
+        nargs="+",
+        metavar="DIR",
+        help="other grids' --out directories: their finished pre-trainings with the same settings as a job "
+        "of this grid are copied in instead of trained again (listed in the report, their time not counted)",
     )
     _add_scale_args(p)
     p.set_defaults(handler=_reproduce)

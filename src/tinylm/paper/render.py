@@ -122,13 +122,21 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def _lane_time(timings: dict[str, Any]) -> str:
-    """The training seconds summed over the runs, when recorded."""
+    """The training seconds summed over the runs, when recorded, and the runs copied from other grids."""
     t = timings.get("train_seconds")
     if not t:
         return ""
+    reused = timings.get("reused_runs") or {}
+    copied = (
+        f"; {len(reused)} finished pre-training(s) with the same settings were copied from other grids "
+        f"(`--reuse-from`; their training time is not in these numbers): "
+        + ", ".join(f"`{i}` from {src}" for i, src in sorted(reused.items()))
+        if reused
+        else ""
+    )
     return (
         f"; training time summed over the runs: pre-training {t['pretrain'] / 60:.0f} min, fine-tuning "
-        f"{t['finetune'] / 60:.0f} min (lane time, evaluations excluded)"
+        f"{t['finetune'] / 60:.0f} min (lane time, evaluations excluded){copied}"
     )
 
 

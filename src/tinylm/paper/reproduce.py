@@ -29,6 +29,7 @@ from tinylm.paper.jobs import Job
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.render import render
 from tinylm.paper.render_future import future_sections
+from tinylm.paper.reuse import reuse_runs, reused_runs, source_runs_dirs
 from tinylm.registry import PAPER_CORPUS_SEED
 
 Log = Callable[[str], None]
@@ -148,13 +149,13 @@ def _future_summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_seconds(r: Results) -> dict[str, float]:
+def train_seconds(r: Results, reused: dict[str, str]) -> dict[str, float]:
     """Training seconds summed over the grid's pre-training and fine-tuning runs (evaluations excluded):
     lane time, which interruptions and idle gaps between invocations do not inflate (other work on the
-    machine still does)."""
+    machine still does). Runs copied from other grids (`reused`) trained there: left out."""
     out = {"pretrain": 0.0, "finetune": 0.0}
     for j in r.jobs:
-        if j.kind in out:
+        if j.kind in out and j.id not in reused:
             res = r.of(j)
             out[j.kind] += float(
                 res.get("train_seconds") or res.get("training", {}).get("train_seconds") or 0
@@ -177,10 +178,12 @@ def write_report(
     results, curves = analyse(out, p, jobs, tasks, seeds)
     runs = Results(out, jobs)
     results |= analyse_future(runs, p, tasks)
+    reused = reused_runs(Context(out, None), jobs)
     timings: dict[str, Any] = {
         "wall_seconds": round(wall_seconds, 1),
         "run_seconds": run_seconds,
-        "train_seconds": train_seconds(runs),
+        "train_seconds": train_seconds(runs, reused),
+        "reused_runs": reused,
         "latency": latency_rows(out, jobs),
         "committee_latency": committee_latency(out, jobs),
         "future_latency": future_latency(out, jobs),
@@ -215,9 +218,11 @@ def reproduce(
     gpu_launch_us: float = 10.0,
     executor: str = "local",
     ray_address: str | None = None,
+    reuse_from: list[str] | None = None,
 ) -> Path:
     """Run the grid of a preset and write the report; rerun with the same OUT to resume. The grid's cost
-    estimate is printed first (`estimate_only`: printed, nothing run)."""
+    estimate is printed first (`estimate_only`: printed, nothing run). `reuse_from`: other grids' OUT
+    directories whose finished pre-trainings with the same settings are copied in first (`paper.reuse`)."""
     p = load_preset(preset)
     tasks = tasks or p.tasks
     seeds = p.seeds if seeds is None else seeds
@@ -229,6 +234,8 @@ def reproduce(
     problems += (
         [f"executor: expected local or ray, got {executor!r}"] if executor not in ("local", "ray") else []
     )
+    sources, bad_sources = source_runs_dirs(reuse_from or [])
+    problems += bad_sources
     if problems:
         raise ConfigError(problems, "reproduce")
     jobs = build_grid(p, tasks, seeds)
@@ -241,6 +248,8 @@ def reproduce(
         return outp
     # the lock first: a second reproduce on the same OUT stops here, changing nothing and timing nothing
     with DirLock(outp, "reproduce"):
+        if sources:
+            reuse_runs(jobs, Context(outp, data_dir, dry_run=dry_run), sources, log)
         expected = None
         if not dry_run:
             expected = _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)

@@ -42,13 +42,18 @@ def _in_runs(ctx: Context, path: str) -> str:
     return path if Path(path).is_absolute() else str(ctx.runs_dir / path)
 
 
-def run_pretrain(job: Job, ctx: Context) -> None:
-    from tinylm.pretrain import pretrain
-
+def pretrain_settings(job: Job, ctx: Context) -> PretrainSettings:
+    """The settings a pre-training job runs with in this grid."""
     settings = _training_settings(job, ctx)
     if settings.get("corpus", "wikipedia").startswith("file:"):  # E5: a `select` job's corpus
         settings["corpus"] = "file:" + _in_runs(ctx, settings["corpus"].removeprefix("file:"))
-    pretrain(PretrainSettings.build(settings), log=log_of(ctx))
+    return PretrainSettings.build(settings)
+
+
+def run_pretrain(job: Job, ctx: Context) -> None:
+    from tinylm.pretrain import pretrain
+
+    pretrain(pretrain_settings(job, ctx), log=log_of(ctx))
 
 
 def run_finetune(job: Job, ctx: Context) -> None:

@@ -1,0 +1,101 @@
+"""Finished pre-trainings of other grids, reused: `tinylm reproduce --reuse-from DIR ...`.
+
+A job's id is a hash of its settings, so two presets that share a pre-training (the quick and cpu
+grids' main deep model of seed 0, say) give it the same id. Before the grid runs, each pre-training job
+without a finished run of its own is looked up in the source grids (DIR/runs/ID, or DIR/ID for a runs
+directory); a finished run whose config.yaml defines the same run as this grid's settings (every
+setting but paths, threads and display: `runs.identity_differences`) is copied in, without what only a
+resume needs, with `reused_from.json` naming its source. Its training time was spent elsewhere: the
+report lists it apart and leaves it out of this grid's lane time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tinylm.fileio import atomic_dir, write_json
+from tinylm.paper.context import Context
+from tinylm.paper.jobs import Job
+from tinylm.runs import RESUME_ONLY, identity_differences
+
+#: The file a copied run gets, naming where it came from.
+REUSED_FROM = "reused_from.json"
+
+
+def source_runs_dirs(sources: list[str]) -> tuple[list[Path], list[str]]:
+    """Each `--reuse-from` directory as a runs directory (a grid's OUT or its OUT/runs), and a problem for
+    each one that is not a directory."""
+    dirs, problems = [], []
+    for s in sources:
+        d = Path(s)
+        if (d / "runs").is_dir():
+            dirs.append(d / "runs")
+        elif d.is_dir():
+            dirs.append(d)
+        else:
+            problems.append(f"reuse-from: {s}: no such directory (expected a reproduce --out directory)")
+    return dirs, problems
+
+
+def reuse_runs(
+    jobs: list[Job], ctx: Context, sources: list[Path], log: Callable[[str], None]
+) -> dict[str, str]:
+    """Copy into OUT/runs every pre-training job's finished run found in `sources` (runs directories) with
+    the same settings; returns {job id: source run directory} of the runs copied now."""
+    from tinylm.paper.steps import pretrain_settings
+
+    copied: dict[str, str] = {}
+    for job in jobs:
+        target = ctx.runs_dir / job.id
+        if job.kind != "pretrain" or target.exists():
+            continue  # finished here already, or in progress here (resumed, not replaced)
+        for src in (d / job.id for d in sources):
+            if not (src / "results.json").is_file():
+                continue
+            old = _config(src)
+            diff = None if old is None else identity_differences(old, pretrain_settings(job, ctx).flat())
+            if diff != "":
+                log(
+                    f"reuse-from: {src} not reused: "
+                    + (f"settings differ ({diff})" if diff else "no readable config.yaml")
+                )
+                continue
+            _copy_run(src, target)
+            copied[job.id] = str(src.resolve())
+            log(f"reuse-from: {job.id} copied from {src} (finished, same settings)")
+            break
+    return copied
+
+
+def _config(run: Path) -> dict[str, Any] | None:
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _copy_run(src: Path, target: Path) -> None:
+    with atomic_dir(target) as tmp:
+        shutil.copytree(
+            src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*RESUME_ONLY, ".lock", "*.tmp")
+        )
+        write_json(tmp / REUSED_FROM, {"source": str(src.resolve()), "copied_at": time.strftime("%FT%T%z")})
+
+
+def reused_runs(ctx: Context, jobs: list[Job]) -> dict[str, str]:
+    """{job id: source} of the grid's runs that were copied from another grid (at any invocation)."""
+    import json
+
+    out = {}
+    for job in jobs:
+        f = ctx.runs_dir / job.id / REUSED_FROM
+        if f.is_file():
+            out[job.id] = json.loads(f.read_text(encoding="utf-8"))["source"]
+    return out
