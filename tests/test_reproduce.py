@@ -116,13 +116,17 @@ def test_smoke_artifacts(smoke: Path) -> None:
     summary = json.loads((smoke / "summary.json").read_text())
     assert summary["preset"] == "smoke" and summary["wall_minutes"] > 0
     # lane time: the runs' training seconds summed per kind (what interruptions do not inflate)
+    # (evaluations excluded), and their CPU time (which a paused or crowded machine does not inflate)
     lanes = json.loads((smoke / "timings.json").read_text())["train_seconds"]
-    pre_seconds = [
-        json.loads((smoke / "runs" / m["run"] / "results.json").read_text())["train_seconds"]
-        for m in gate["models"]
-    ]
-    assert lanes["pretrain"] == pytest.approx(sum(pre_seconds), abs=0.1) and lanes["finetune"] > 0
-    assert "training time summed over the runs: pre-training " in (smoke / "report.md").read_text()
+    pre = [json.loads((smoke / "runs" / m["run"] / "results.json").read_text()) for m in gate["models"]]
+    assert all(0 < r["eval_seconds"] < r["train_seconds"] and r["cpu_seconds"] > 0 for r in pre)
+    assert lanes["pretrain"] == pytest.approx(
+        sum(r["train_seconds"] - r["eval_seconds"] for r in pre), abs=0.1
+    )
+    assert lanes["pretrain_cpu"] == pytest.approx(sum(r["cpu_seconds"] for r in pre), abs=0.1)
+    assert lanes["pretrain_cpu_runs"] == len(pre) and lanes["finetune"] > 0 and lanes["finetune_cpu"] > 0
+    report = (smoke / "report.md").read_text()
+    assert "training time summed over the runs: pre-training " in report and "their CPU time" in report
     assert set(summary["verdicts"]["C1"]) == {"verdict", "test", "p", "effect_pp"}
     assert {m["run"] for m in summary["gate"]["models"]} == {m["run"] for m in gate["models"]}
     for task in ("agnews", "dbpedia", "fewrel"):

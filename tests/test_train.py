@@ -152,6 +152,7 @@ def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
         pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2), log=lambda *_: None)
     with pytest.raises(TinylmError, match="settings differ"):
         pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, lr=5e-3, resume=True), log=lambda *_: None)
+    kept = torch.load(run_b.checkpoints / "step-00000006" / "state.pt", weights_only=False)["progress"]
     t0 = time.perf_counter()
     resumed = pretrain(tiny(data_dir, tmp_path / "b", grad_accum=2, resume=True), log=lambda *_: None)
     resume_wall = time.perf_counter() - t0
@@ -162,8 +163,12 @@ def test_resume_gives_identical_weights(data_dir: Path, tmp_path: Path) -> None:
     steps = [m["step"] for m in resumed.read_metrics() if "loss" in m]
     assert steps == sorted(set(steps))  # no duplicated metric lines after resume
     # train_seconds covers the segment before the kill too: more than the resuming call took in all
-    seconds = json.loads((resumed.path / "results.json").read_text())["train_seconds"]
+    res = json.loads((resumed.path / "results.json").read_text())
+    seconds = res["train_seconds"]
     assert seconds > resume_wall and seconds >= 3.0, (seconds, resume_wall)
+    # and so do its CPU time and the evaluations' share of the wall time (the sleeps above are wall only)
+    assert 0 < kept["cpu_seconds"] < res["cpu_seconds"] < seconds, (kept, res)
+    assert 0 < kept["eval_seconds"] <= res["eval_seconds"] < seconds, (kept, res)
 
 
 def test_corrupt_checkpoint_is_an_error_not_a_restart(data_dir: Path, tmp_path: Path) -> None:

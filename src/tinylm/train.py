@@ -108,6 +108,10 @@ class Progress:
     tokens: int = 0
     examples: int = 0
     seconds: float = 0.0  #: wall time of the training kept so far, over every resumed segment
+    eval_seconds: float = 0.0  #: the part of `seconds` spent in evaluations
+    #: this process's CPU time (all its threads) over the same span: what pauses (SIGSTOP) and other work
+    #: on the machine do not inflate
+    cpu_seconds: float = 0.0
     #: how each segment (a start, then each resume) computed its steps: from step, processes, grad_accum
     segments: list[dict[str, int]] = field(default_factory=list)
     #: training ended before its budget because `Trainer.stop_when` said so (fine-tuning's patience)
@@ -153,7 +157,7 @@ class Trainer:
             self.optimizer, lr_lambda(cfg, self.total_steps, self.steps_per_epoch)
         )
         self.progress = Progress()
-        self._clock = time.perf_counter()
+        self._clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self.resumed_eval: dict[str, Any] | None = None
 
     def _total_steps(self) -> int:
@@ -203,9 +207,10 @@ class Trainer:
     def _count_seconds(self) -> None:
         """Add the wall time since the last count to `progress.seconds`, which checkpoints keep: a resumed
         run's train_seconds then covers every segment whose steps it kept, not only its last one."""
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         self.progress.seconds += now - self._clock
-        self._clock = now
+        self.progress.cpu_seconds += now_cpu - self._cpu_clock
+        self._clock, self._cpu_clock = now, now_cpu
 
     def checkpoint(self) -> None:
         self._count_seconds()
@@ -245,6 +250,7 @@ class Trainer:
             t0 - self._clock
         )  # the run's wall time so far, earlier evals included
         out = self.evaluate_fn(self.forward_model)  # the evaluation applies the run's precision itself
+        self.progress.eval_seconds += time.perf_counter() - t0
         rec = {
             "step": self.progress.step,
             "epoch": self.progress.epoch,
@@ -367,7 +373,7 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        win, self._clock = StepStats(), time.perf_counter()
+        win, self._clock, self._cpu_clock = StepStats(), time.perf_counter(), time.process_time()
         # resumed at a step already evaluated (e.g. killed after the final checkpoint): not again
         last_eval, evaluated_at = (self.resumed_eval, p.step) if self.resumed_eval is not None else ({}, -1)
         try:
@@ -403,6 +409,8 @@ class Trainer:
             "tokens": p.tokens,
             "examples": p.examples,
             "train_seconds": round(p.seconds, 2),
+            "eval_seconds": round(p.eval_seconds, 2),
+            "cpu_seconds": round(p.cpu_seconds, 2),
             "segments": p.segments,
             "stopped_early": p.stopped,
             "final_eval": last_eval,

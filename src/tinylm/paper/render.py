@@ -134,9 +134,16 @@ def _lane_time(timings: dict[str, Any]) -> str:
         if reused
         else ""
     )
+    cpu = (
+        f"; their CPU time (evaluations included; pauses and waiting for a core are not): pre-training "
+        f"{t['pretrain_cpu'] / 60:.0f} min over {t['pretrain_cpu_runs']} run(s), fine-tuning "
+        f"{t['finetune_cpu'] / 60:.0f} min over {t['finetune_cpu_runs']} run(s)"
+        if t.get("pretrain_cpu_runs") or t.get("finetune_cpu_runs")
+        else ""
+    )
     return (
         f"; training time summed over the runs: pre-training {t['pretrain'] / 60:.0f} min, fine-tuning "
-        f"{t['finetune'] / 60:.0f} min (lane time, evaluations excluded){copied}"
+        f"{t['finetune'] / 60:.0f} min (lane time, evaluations excluded){cpu}{copied}"
     )
 
 

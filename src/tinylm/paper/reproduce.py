@@ -150,17 +150,23 @@ def _future_summary(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_seconds(r: Results, reused: dict[str, str]) -> dict[str, float]:
-    """Training seconds summed over the grid's pre-training and fine-tuning runs (evaluations excluded):
-    lane time, which interruptions and idle gaps between invocations do not inflate (other work on the
-    machine still does). Runs copied from other grids (`reused`) trained there: left out."""
-    out = {"pretrain": 0.0, "finetune": 0.0}
+    """Training seconds summed over the grid's pre-training and fine-tuning runs, evaluations excluded
+    (`pretrain`, `finetune`: lane time, which interruptions and idle gaps between invocations do not
+    inflate, pauses and other work on the machine do), and the runs' CPU time (`pretrain_cpu`,
+    `finetune_cpu`: evaluations included, neither pauses nor waiting for a core; recorded by runs made
+    since it existed, `*_cpu_runs` of them). Runs copied from other grids (`reused`) trained there: left
+    out."""
+    out = dict.fromkeys(("pretrain", "finetune", "pretrain_cpu", "finetune_cpu"), 0.0)
+    runs = {"pretrain_cpu_runs": 0, "finetune_cpu_runs": 0}
     for j in r.jobs:
-        if j.kind in out and j.id not in reused:
+        if j.kind in ("pretrain", "finetune") and j.id not in reused:
             res = r.of(j)
-            out[j.kind] += float(
-                res.get("train_seconds") or res.get("training", {}).get("train_seconds") or 0
-            )
-    return {k: round(v, 1) for k, v in out.items()}
+            t = res.get("training", res)  # a fine-tuning's trainer numbers sit under "training"
+            out[j.kind] += float(t.get("train_seconds") or 0) - float(t.get("eval_seconds") or 0)
+            if "cpu_seconds" in t:
+                out[f"{j.kind}_cpu"] += float(t["cpu_seconds"])
+                runs[f"{j.kind}_cpu_runs"] += 1
+    return {k: round(v, 1) for k, v in out.items()} | runs
 
 
 def write_report(
