@@ -739,6 +739,23 @@ def test_finished_pretrainings_of_another_grid_are_reused(
     sources, problems = source_runs_dirs([str(other), str(smoke)])
     assert problems == [] and sources == [other, smoke / "runs"]
 
+    # --estimate says what is left when they are copied, and copies nothing
+    logs: list[str] = []
+    reproduce(
+        "smoke",
+        str(tmp_path / "grid"),
+        None,
+        None,
+        1,
+        str(real_data_dir),
+        estimate_only=True,
+        reuse_from=[str(other), str(smoke)],
+        log=logs.append,
+    )
+    left = [line for line in logs if line.startswith("left to run: ")]
+    assert len(left) == 1 and f"0 finished in --out, {len(wiki)} to be copied by --reuse-from" in left[0]
+    assert not (tmp_path / "grid").exists()
+
     ctx, logs = Context(tmp_path / "grid", str(real_data_dir)), []
     (ctx.runs_dir / wiki[1].id).mkdir(parents=True)  # in progress here: resumed, not replaced
     copied = reuse_runs(jobs, ctx, sources, logs.append)

@@ -286,3 +286,18 @@ def format_estimate(e: dict[str, Any]) -> str:
             "estimate on an idle machine"
         )
     return "\n".join(lines)
+
+
+def format_left(e: dict[str, Any], finished: set[str], reusable: set[str]) -> str:
+    """What is left of the estimate when some training jobs are finished in OUT already or will be copied
+    from other grids (`--reuse-from`); "" when none are."""
+    done = {r["id"] for r in e["rows"]} & (finished | reusable)
+    if not done:
+        return ""
+    left = [r for r in e["rows"] if r["id"] not in done]
+    n_fin = len(done & finished)
+    return (
+        f"left to run: {len(left)} of {len(e['rows'])} training jobs, "
+        f"{sum(r['tokens'] for r in left) / 1e6:,.1f}M tokens, {_h(sum(r['minutes_here'] for r in left))} "
+        f"one job at a time ({n_fin} finished in --out, {len(done) - n_fin} to be copied by --reuse-from)"
+    )

@@ -29,7 +29,7 @@ from tinylm.paper.jobs import Job
 from tinylm.paper.presets import Preset, load_preset
 from tinylm.paper.render import render
 from tinylm.paper.render_future import future_sections
-from tinylm.paper.reuse import reuse_runs, reused_runs, source_runs_dirs
+from tinylm.paper.reuse import reusable, reuse_runs, reused_runs, source_runs_dirs
 from tinylm.registry import PAPER_CORPUS_SEED
 
 Log = Callable[[str], None]
@@ -249,16 +249,18 @@ def reproduce(
     if dry_run:  # the paper preset on a CPU: one pre-training and one fine-tuning run, two steps each
         p, jobs = dry_run_grid(p, jobs)
     outp = Path(out)
+    ctx = Context(outp, data_dir, dry_run=dry_run)
     if estimate_only:
-        _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
+        found = set(reusable(jobs, ctx, sources, log)) if sources else set()
+        _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log, ctx, found)
         return outp
     # the lock first: a second reproduce on the same OUT stops here, changing nothing and timing nothing
     with DirLock(outp, "reproduce"):
         if sources:
-            reuse_runs(jobs, Context(outp, data_dir, dry_run=dry_run), sources, log)
+            reuse_runs(jobs, ctx, sources, log)
         expected = None
         if not dry_run:
-            expected = _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log)
+            expected = _print_estimate(p, jobs, data_dir, tasks, gpus, (gpu_tflops, gpu_launch_us), log, ctx)
         return _run_grid(
             outp, p, jobs, tasks, seeds, n_jobs, data_dir, dry_run, log, executor, ray_address, expected
         )
@@ -272,13 +274,19 @@ def _print_estimate(
     gpus: list[int] | None,
     gpu: tuple[float, float],
     log: Log,
+    ctx: Context,
+    to_copy: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, float]:
-    """Prints the estimate (`gpu`: the assumed sustained TFLOP/s and µs per operator launch of one GPU);
-    returns the estimated seconds of each training job on this machine (the grid's ETA starts from them)."""
-    from tinylm.paper.estimate import estimate, format_estimate
+    """Prints the estimate (`gpu`: the assumed sustained TFLOP/s and µs per operator launch of one GPU)
+    and what is left of it (jobs finished in OUT, or `to_copy` from other grids); returns the estimated
+    seconds of each training job on this machine (the grid's ETA starts from them)."""
+    from tinylm.paper.estimate import estimate, format_estimate, format_left
 
     cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], *gpu)
     log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
+    left = format_left(cost, {j.id for j in jobs if ctx.result_path(j.id).is_file()}, set(to_copy))
+    if left:
+        log(left)
     return {r["id"]: 60.0 * r["minutes_here"] for r in cost["rows"]}
 
 

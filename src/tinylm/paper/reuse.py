@@ -43,33 +43,41 @@ def source_runs_dirs(sources: list[str]) -> tuple[list[Path], list[str]]:
     return dirs, problems
 
 
-def reuse_runs(
+def reusable(
     jobs: list[Job], ctx: Context, sources: list[Path], log: Callable[[str], None]
-) -> dict[str, str]:
-    """Copy into OUT/runs every pre-training job's finished run found in `sources` (runs directories) with
-    the same settings; returns {job id: source run directory} of the runs copied now."""
+) -> dict[str, Path]:
+    """{job id: source run directory} of every pre-training job without a run in OUT/runs whose finished
+    run in `sources` (runs directories, the first that has one) has the same settings; each source run
+    passed over for its settings is logged with the reason."""
     from tinylm.paper.steps import pretrain_settings
 
-    copied: dict[str, str] = {}
+    found: dict[str, Path] = {}
     for job in jobs:
-        target = ctx.runs_dir / job.id
-        if job.kind != "pretrain" or target.exists():
+        if job.kind != "pretrain" or (ctx.runs_dir / job.id).exists():
             continue  # finished here already, or in progress here (resumed, not replaced)
         for src in (d / job.id for d in sources):
             if not (src / "results.json").is_file():
                 continue
             old = _config(src)
             diff = None if old is None else identity_differences(old, pretrain_settings(job, ctx).flat())
-            if diff != "":
-                log(
-                    f"reuse-from: {src} not reused: "
-                    + (f"settings differ ({diff})" if diff else "no readable config.yaml")
-                )
-                continue
-            _copy_run(src, target)
-            copied[job.id] = str(src.resolve())
-            log(f"reuse-from: {job.id} copied from {src} (finished, same settings)")
-            break
+            if diff == "":
+                found[job.id] = src
+                break
+            reason = f"settings differ ({diff})" if diff else "no readable config.yaml"
+            log(f"reuse-from: {src} not reused: {reason}")
+    return found
+
+
+def reuse_runs(
+    jobs: list[Job], ctx: Context, sources: list[Path], log: Callable[[str], None]
+) -> dict[str, str]:
+    """Copy into OUT/runs every pre-training job's finished run found in `sources` with the same settings
+    (`reusable`); returns {job id: source run directory} of the runs copied now."""
+    copied: dict[str, str] = {}
+    for job_id, src in reusable(jobs, ctx, sources, log).items():
+        _copy_run(src, ctx.runs_dir / job_id)
+        copied[job_id] = str(src.resolve())
+        log(f"reuse-from: {job_id} copied from {src} (finished, same settings)")
     return copied
 
 
