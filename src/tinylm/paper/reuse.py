@@ -11,6 +11,7 @@ report lists it apart and leaves it out of this grid's lane time.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -99,8 +100,6 @@ def _copy_run(src: Path, target: Path) -> None:
 
 def reused_runs(ctx: Context, jobs: list[Job]) -> dict[str, str]:
     """{job id: source} of the grid's runs that were copied from another grid (at any invocation)."""
-    import json
-
     out = {}
     for job in jobs:
         f = ctx.runs_dir / job.id / REUSED_FROM
