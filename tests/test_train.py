@@ -274,6 +274,10 @@ def test_recipe_sweep_records_curves_against_tokens_and_time(
     for x in r["rows"]:
         assert x["tokens"] >= 1500 and x["curve"] and x["unigram_loss"] > 0 and x["tokens_per_s"] > 0
         assert [p["tokens"] for p in x["curve"]] == sorted(p["tokens"] for p in x["curve"])
+        # tokens/s counts the training steps only: the run's evaluation seconds are taken out
+        assert 0 < x["eval_seconds"] < x["train_seconds"]
+        step_seconds = x["train_seconds"] - x["eval_seconds"]
+        assert x["tokens_per_s"] == pytest.approx(x["tokens"] / step_seconds, rel=1e-3)
     assert not r["rows"][0]["settings"]["packing"] and r["rows"][1]["settings"]["packing"]
     table = bench_sweep.format_sweep(r)
     assert table.count("\n| ") == 2 and "below unigram" in table

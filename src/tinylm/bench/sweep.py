@@ -99,7 +99,8 @@ def run_config(
 
 def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """A sweep row from a finished pre-training run directory: its held-out curve against tokens seen,
-    final loss next to the unigram baseline, throughput (a `reproduce` run can be compared this way)."""
+    final loss next to the unigram baseline, throughput over the training steps alone (evaluations excluded;
+    a `reproduce` run can be compared this way)."""
     import yaml
 
     lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -111,6 +112,7 @@ def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) ->
             curve.append({"step": m["step"], "tokens": seen, **m["eval"]})
     result = json.loads((path / "results.json").read_text())
     ev = result["final_eval"]
+    step_seconds = result["train_seconds"] - result.get("eval_seconds", 0.0)
     if settings is None:
         settings = yaml.safe_load((path / "config.yaml").read_text())
     return {
@@ -119,7 +121,8 @@ def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) ->
         "minutes": round(result["train_seconds"] / 60, 2),
         "train_seconds": result["train_seconds"],
         "tokens": result["tokens"],
-        "tokens_per_s": round(result["tokens"] / result["train_seconds"], 1),
+        "eval_seconds": result.get("eval_seconds", 0.0),
+        "tokens_per_s": round(result["tokens"] / max(step_seconds, 1e-9), 1),
         "mlm_loss": ev["mlm_loss"],
         "unigram_loss": ev["unigram_loss"],
         "below_unigram": ev["unigram_loss"] - ev["mlm_loss"],
@@ -200,7 +203,12 @@ def format_sweep(r: dict[str, Any]) -> str:
             f"{x['tokens']:,} | {x['tokens_per_s']:,.0f} | {x['minutes']} |"
         )
     return "\n".join(
-        lines + ["", f"Base recipe: {r['base']}; machine: {r['machine']['cpu']}; `{r['command']}`"]
+        lines
+        + [
+            "",
+            "tokens/s: training steps only (evaluations excluded); minutes: wall time, evaluations included.",
+            f"Base recipe: {r['base']}; machine: {r['machine']['cpu']}; `{r['command']}`",
+        ]
     )
 
 
