@@ -6,7 +6,8 @@ steps), stopped at STOP tokens, with
   this way is a plain BERT once T is folded into the query weights and bias (same architecture);
 - `--lr-mult GROUP=M`: the learning rate of a parameter group times M (`positions`: the position
   embeddings; `embeddings`: word, position and token-type embeddings; `attention`: Q/K/V weights and
-  biases), the same warm-up and decay.
+  biases), the same warm-up and decay;
+- `--warmup N`: N warm-up steps instead of the recipe's 230.
 The curve is compared, at equal steps, with the committed `tiny-pretrain` lane of
 benchmarks/time_to_gate.json (same settings and seed; the runs are deterministic up to rounding).
 
@@ -69,6 +70,7 @@ class Stop(Exception):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tau", type=float, default=1.0)
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: the recipe's)")
     ap.add_argument("--lr-mult", nargs="*", default=[], metavar="GROUP=M", help=f"GROUP in {list(GROUPS)}")
     ap.add_argument("--stop", type=int, default=4_000_000, help="stop after this many training tokens")
     args = ap.parse_args()
@@ -82,6 +84,8 @@ def main() -> None:
     F.scaled_dot_product_attention = tempered
     schedule = {"max_tokens": 10_000_000, "eval_every": 100, "checkpoint_every": 10**9}
     settings = recipe_settings(CURRENT) | schedule
+    if args.warmup is not None:
+        settings["warmup_steps"] = args.warmup
     multipliers = {g: float(m) for g, m in (x.split("=") for x in args.lr_mult)}
     with_lr_multipliers(multipliers, settings["lr"])
 
@@ -97,7 +101,10 @@ def main() -> None:
     committed = json.loads((HERE / "time_to_gate.json").read_text())["lanes"]
     ref = next(x for x in committed if x["recipe"] == CURRENT)
     by_step = {p["step"]: p for p in ref["curve"]}
-    print(f"attention temperature {args.tau}, lr multipliers {multipliers}, {cpu_name()}, 1 thread")
+    print(
+        f"attention temperature {args.tau}, lr multipliers {multipliers}, warm-up {settings['warmup_steps']} "
+        f"steps, {cpu_name()}, 1 thread"
+    )
     print(f"step | tokens | held-out loss (this lane) | committed {CURRENT} lane | tokens/s (this lane)")
     for p in lane["curve"]:
         r = by_step.get(p["step"])
