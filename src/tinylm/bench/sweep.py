@@ -112,7 +112,7 @@ def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) ->
             curve.append({"step": m["step"], "tokens": seen, **m["eval"]})
     result = json.loads((path / "results.json").read_text())
     ev = result["final_eval"]
-    step_seconds = result["train_seconds"] - result.get("eval_seconds", 0.0)
+    eval_seconds = result.get("eval_seconds", 0.0)
     if settings is None:
         settings = yaml.safe_load((path / "config.yaml").read_text())
     return {
@@ -121,8 +121,8 @@ def row_of_run(path: Path, name: str, settings: dict[str, Any] | None = None) ->
         "minutes": round(result["train_seconds"] / 60, 2),
         "train_seconds": result["train_seconds"],
         "tokens": result["tokens"],
-        "eval_seconds": result.get("eval_seconds", 0.0),
-        "tokens_per_s": round(result["tokens"] / max(step_seconds, 1e-9), 1),
+        "eval_seconds": eval_seconds,
+        "tokens_per_s": round(result["tokens"] / max(result["train_seconds"] - eval_seconds, 1e-9), 1),
         "mlm_loss": ev["mlm_loss"],
         "unigram_loss": ev["unigram_loss"],
         "below_unigram": ev["unigram_loss"] - ev["mlm_loss"],
