@@ -778,6 +778,11 @@ def test_finished_pretrainings_of_another_grid_are_reused(
     assert set(run_local(done, ctx, 1, lambda *_: None).values()) == {0.0}
     assert before == {i: (ctx.runs_dir / i / "results.json").stat().st_mtime_ns for i in copied}
     assert reuse_runs(jobs, ctx, sources, logs.append) == {}  # nothing more to copy
+    # and --estimate on this grid counts them as finished in --out
+    logs = []
+    reproduce("smoke", str(ctx.out), None, None, 1, str(real_data_dir), estimate_only=True, log=logs.append)
+    left = [line for line in logs if line.startswith("left to run: ")]
+    assert len(left) == 1 and f"({len(copied)} finished in --out, 0 to be copied by --reuse-from)" in left[0]
 
     # the report: listed with their source, their training time not in this grid's lane time
     assert reused_runs(ctx, jobs) == copied
