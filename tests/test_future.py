@@ -215,3 +215,20 @@ def test_future_preset_runs_what_the_issue_asks() -> None:
     assert sorted(j.role["size"] for j in jobs3 if j.kind == "pretrain") == [5000, 5000, 20000, 20000]
     pre3 = [j for j in jobs3 if j.kind == "pretrain"]
     assert all(j.settings["epochs"] == 3 and j.settings["max_tokens"] is None for j in pre3)
+
+
+def test_pareto_figure_labels_latencies_within_one_decade(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Committee latencies of 1.3–8.5 ms lie between two decades: the log axis still gets numbered ticks."""
+    from tinylm.paper import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig))
+    points = [{"committee": "arch0", "k": k, "accuracy": 0.7 + 0.02 * k} for k in (1, 2, 3, 4)]
+    ms = {f"arch0:{k}": {"1": 1.3 * 1.8 ** (k - 1)} for k in (1, 2, 3, 4)} | {"deep": {"1": 3.1}}
+    task = {"task": "agnews", "points": points, "reference": {"accuracy": 0.75}}
+    figures.fig_e6_pareto(task, ms, "1", Path("unused.png"))
+    ax = drawn[0].axes[0]
+    drawn[0].canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.xaxis.get_major_ticks() if lo <= t.get_loc() <= hi and t.label1.get_text()]
+    assert [float(t.label1.get_text()) for t in shown] == [2.0, 3.0, 5.0]

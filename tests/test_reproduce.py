@@ -8,6 +8,7 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -304,6 +305,10 @@ def test_smoke_future_work(smoke: Path) -> None:
     )
     summary = json.loads((smoke / "summary.json").read_text())
     assert {"e5", "e6", "distill", "c2"} <= set(summary)
+    # summary.json's E5 cells keep the per-(replicate/seed) gaps their mean and std come from
+    for c in summary["e5"]["cells"]:
+        assert len(c["units"]) == c["n"] and c["gap_pp"] == pytest.approx(np.mean(list(c["units"].values())))
+        assert 0 < c["scratch_accuracy"] <= 1
     assert set(summary["c2"]) == {"equal_tokens", "equal_epochs"}
     # each design's record: its decision, the gap per task and size, each size's epochs and losses
     c2e = summary["c2"]["equal_epochs"]

@@ -211,8 +211,10 @@ def fig_e6_pareto(task: dict[str, Any], ms: dict[str, dict[str, float]], batch: 
         [ms["deep"][batch]], [100 * task["reference"]["accuracy"]], "k*", markersize=12, label="deep model"
     )
     ax.set_xscale("log")
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+    # labelled ticks at 1, 2, 3, 5 × each decade: a range within one decade still gets numbers
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"ms per input (batch {batch}, log scale)")

@@ -120,7 +120,11 @@ def _future_summary(results: dict[str, Any]) -> dict[str, Any]:
         e5 = results["E5"]
         out["e5"] = {
             "answer": e5["answer"],
-            "cells": [c | {"units": None} for t in e5["tasks"].values() for c in t["cells"]],
+            "cells": [
+                c | {"scratch_accuracy": t["scratch_accuracy"]}
+                for t in e5["tasks"].values()
+                for c in t["cells"]
+            ],
             "metric_correlations": e5["metric_correlations"],
             "comparisons": [
                 c for t in e5["tasks"].values() for c in t["own_vs_generic_full"] + t["cross_vs_generic"]
