@@ -189,7 +189,8 @@ def test_future_preset_runs_what_the_issue_asks() -> None:
     validate_jobs(jobs)
     kinds = Counter(j.kind for j in jobs)
     assert kinds["select"] == 2 and kinds["ensemble"] == 2 and kinds["teacher"] == 2 and kinds["distill"] == 2
-    e5 = [j for j in jobs if j.kind == "pretrain" and "e5" in j.role]
+    e5 = by_role(jobs, "pretrain", e5="generic") + by_role(jobs, "pretrain", e5="agnews")
+    e5 += by_role(jobs, "pretrain", e5="dbpedia")  # generic seed 0 is member 0: found by its E5 role
     assert len(e5) == 3 * 2 * 2 and {j.role["fraction"] for j in e5} == {1.0, 0.25}
     assert {j.settings["max_tokens"] for j in e5} == {p.e5.tokens, p.e5.tokens // 4}  # type: ignore[union-attr]
     assert p.member_pool == 8 and max(pt.role["member"] for pt in jobs if "member" in pt.role) == 7
@@ -232,3 +233,26 @@ def test_pareto_figure_labels_latencies_within_one_decade(monkeypatch: pytest.Mo
     lo, hi = ax.get_xlim()
     shown = [t for t in ax.xaxis.get_major_ticks() if lo <= t.get_loc() <= hi and t.label1.get_text()]
     assert [float(t.label1.get_text()) for t in shown] == [2.0, 3.0, 5.0]
+
+
+def test_a_run_asked_for_in_two_roles_is_one_job() -> None:
+    """The `future` preset's E5 generic model of seed 0 has committee member 0's settings: one run serves
+    both roles (it was trained twice), and the analysis finds it by either role, with that role's fields."""
+    import json
+
+    p = load_preset("future")
+    jobs = build_grid(p, p.tasks, p.seeds)
+    keys = [(j.kind, json.dumps(j.settings, sort_keys=True), tuple(j.deps)) for j in jobs]
+    assert len(keys) == len(set(keys))  # no two jobs would train the same thing
+    member0 = by_role(jobs, "pretrain", member=0)[0]
+    generic0 = by_role(jobs, "pretrain", e5="generic", fraction=1.0, pseed=0)[0]
+    assert generic0.id == member0.id and sum(j.id == member0.id for j in jobs) == 1
+    assert member0.role == {"member": 0} and generic0.role == {"e5": "generic", "fraction": 1.0, "pseed": 0}
+    for task in p.tasks:
+        (ft,) = by_role(jobs, "finetune", init="e5", corpus="generic", fraction=1.0, pseed=0, task=task)
+        (own,) = by_role(jobs, "finetune", init="member", member=0, task=task)
+        assert ft.id == own.id and ft.deps == [member0.id]
+        assert ft.role["pseed"] == 0 and own.role["member"] == 0
+    # the other seed's generic model is not a member's (member 1 has the other architecture): its own run
+    generic1 = by_role(jobs, "pretrain", e5="generic", fraction=1.0, pseed=1)[0]
+    assert generic1.id not in {j.id for j in jobs if "member" in j.role}

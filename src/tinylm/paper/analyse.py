@@ -111,6 +111,7 @@ def gate_models(r: Results, gate_nats: float) -> list[dict[str, Any]]:
             {
                 "run": j.id,
                 "role": j.role,
+                "also": j.also,  # the other roles the same run serves
                 "tokens": res.get("tokens"),
                 "mlm_loss": loss,
                 "unigram_loss": uni,
@@ -142,7 +143,11 @@ def claim_uses(claim: str, role: dict[str, Any], p: Preset) -> bool:
 def apply_gate(decisions: dict[str, dict[str, Any]], models: list[dict[str, Any]], p: Preset) -> None:
     """A claim whose pre-trained models do not all pass the gate gets 'not tested' (its test is kept)."""
     for claim in decisions:
-        failed = [m["run"] for m in models if claim_uses(claim, m["role"], p) and not m["passed"]]
+        failed = [
+            m["run"]
+            for m in models
+            if any(claim_uses(claim, role, p) for role in [m["role"], *m.get("also", [])]) and not m["passed"]
+        ]
         if failed and decisions[claim]["verdict"] != "not tested":
             decisions[claim] |= {"verdict": "not tested", "gate_failed": failed}
 

@@ -6,6 +6,7 @@ reused and an interrupted grid resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,11 @@ class Job:
     )  #: what the job is for (the analysis finds jobs by role)
     id: str = ""
     exclusive: bool = False  #: run with nothing else running (timings)
+    #: the other roles the same run serves (the same settings asked for twice: trained once)
+    also: list[dict[str, Any]] = field(default_factory=list)
+
+    def roles(self) -> list[dict[str, Any]]:
+        return [self.role, *self.also]
 
 
 def make_job(
@@ -44,15 +50,12 @@ def make_job(
     role: dict[str, Any],
     deps: list[Job] | None = None,
     exclusive: bool = False,
-    keyed_by_role: bool = False,
 ) -> Job:
-    """A job keyed by its kind, its identity-defining settings and its dependencies' ids (and its role,
-    with `keyed_by_role`). A fine-tuning job's `init` is its pre-training dependency (its id stands in
-    the key for the path)."""
+    """A job keyed by its kind, its identity-defining settings and its dependencies' ids, not its role: the
+    same run asked for in two roles is one job. A fine-tuning job's `init` is its pre-training dependency
+    (its id stands in the key for the path)."""
     deps = deps or []
     key = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS | {"init"}} | {"kind": kind}
-    if keyed_by_role:
-        key["role"] = role
     if kind == "finetune":
         if "init" in settings:  # a job id (or its snapshot) relative to OUT/runs, or "scratch"
             key["init"] = settings["init"]
@@ -68,7 +71,8 @@ FINETUNE_DROPOUT = {"dropout": 0.1, "attention_dropout": 0.1}
 
 
 class GridBuilder:
-    """Builds the jobs of a preset in dependency order; a job built twice (same id) is kept once."""
+    """Builds the jobs of a preset in dependency order; a job built twice (same id) is kept once, with
+    every role it was asked for (e.g. E5's generic corpus at seed 0 is committee member 0)."""
 
     def __init__(self, p: Preset):
         self.p = p
@@ -85,7 +89,10 @@ class GridBuilder:
 
     def add(self, job: Job) -> Job:
         if job.id in self.by_id:
-            return self.by_id[job.id]
+            kept = self.by_id[job.id]
+            if job.role not in kept.roles():
+                kept.also.append(job.role)
+            return kept
         self.jobs.append(job)
         self.by_id[job.id] = job
         return job
@@ -100,14 +107,9 @@ class GridBuilder:
         **extra: Any,
     ) -> Job:
         """One pre-training (`deps`: e.g. the job that writes its corpus). The same settings asked for in
-        another role (a committee member with the deep model's architecture and seed) get a run of their
-        own, keyed by the role: the analysis finds jobs by role, so a shared run would leave one role
-        without its job."""
+        another role (a committee member that is also E5's generic model) are the same run, trained once."""
         settings = self.pre_common | model | {"num_articles": n, "seed": seed} | extra
-        job = make_job("pretrain", settings, role, deps)
-        if job.id in self.by_id and self.by_id[job.id].role != role:
-            job = make_job("pretrain", settings, role, deps, keyed_by_role=True)
-        return self.add(job)
+        return self.add(make_job("pretrain", settings, role, deps))
 
     def finetune(
         self,
@@ -148,6 +150,13 @@ class GridBuilder:
 
 
 def by_role(jobs: list[Job], kind: str, **role: Any) -> list[Job]:
-    """The jobs of `kind` whose role has these values, ordered by seed (then member)."""
-    found = [j for j in jobs if j.kind == kind and all(j.role.get(k) == v for k, v in role.items())]
+    """The jobs of `kind` with a role that has these values, ordered by seed (then member); a job found by
+    one of its other roles comes back as a copy whose `role` is that one (same id, same run)."""
+    found = []
+    for j in jobs:
+        if j.kind != kind:
+            continue
+        match = next((r for r in j.roles() if all(r.get(k) == v for k, v in role.items())), None)
+        if match is not None:
+            found.append(j if match is j.role else dataclasses.replace(j, role=match))
     return sorted(found, key=lambda j: (j.role.get("seed", 0), j.role.get("member", 0)))

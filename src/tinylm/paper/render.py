@@ -207,8 +207,9 @@ def _gate(r: dict[str, Any]) -> list[str]:
         gap = (
             None if m["mlm_loss"] is None or m["unigram_loss"] is None else m["unigram_loss"] - m["mlm_loss"]
         )
+        roles = " = ".join(str(r) for r in [m["role"], *m.get("also", [])])  # one run, every role it serves
         L.append(
-            f"| {m['run']} | {m['role']} | {_fmt(m['tokens'], ',')} | {_fmt(m['mlm_loss'], '.3f')} | "
+            f"| {m['run']} | {roles} | {_fmt(m['tokens'], ',')} | {_fmt(m['mlm_loss'], '.3f')} | "
             f"{_fmt(m['unigram_loss'], '.3f')} | {_fmt(gap, '.2f')} | {'yes' if m['passed'] else '**no**'} |"
         )
     if not all(m["passed"] for m in g["models"]):

@@ -309,7 +309,9 @@ def _run_grid(
     expected: dict[str, float] | None = None,
 ) -> Path:
     plan = [
-        {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings} for j in jobs
+        {"id": j.id, "kind": j.kind, "role": j.role, "deps": j.deps, "settings": j.settings}
+        | ({"also": j.also} if j.also else {})
+        for j in jobs
     ]
     write_json(
         outp / "plan.json",
