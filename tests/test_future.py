@@ -248,6 +248,7 @@ def test_a_run_asked_for_in_two_roles_is_one_job() -> None:
     generic0 = by_role(jobs, "pretrain", e5="generic", fraction=1.0, pseed=0)[0]
     assert generic0.id == member0.id and sum(j.id == member0.id for j in jobs) == 1
     assert member0.role == {"member": 0} and generic0.role == {"e5": "generic", "fraction": 1.0, "pseed": 0}
+    assert generic0.also == [member0.role] and member0.also == [generic0.role]
     for task in p.tasks:
         (ft,) = by_role(jobs, "finetune", init="e5", corpus="generic", fraction=1.0, pseed=0, task=task)
         (own,) = by_role(jobs, "finetune", init="member", member=0, task=task)

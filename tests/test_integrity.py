@@ -101,17 +101,19 @@ def test_duplicate_lists_are_rejected_up_front(tmp_path: Path) -> None:
     assert "corpus_sizes: 400 listed more than once" in msg and "tasks: 'agnews' listed more than once" in msg
 
 
-def test_a_member_with_the_deep_architecture_gets_its_own_pretraining(tmp_path: Path) -> None:
+def test_a_member_with_the_deep_architecture_shares_its_pretraining(tmp_path: Path) -> None:
+    """A member with the deep model's architecture and seed is the same computation: one run serving both
+    roles, and each role still finds its job (the committee its member 0, C1 its deep model)."""
     raw = yaml.safe_load(Path(load_preset("smoke").path).read_text())
     p = load_preset(smoke_variant(tmp_path, shallow=[raw["deep"]], e0=None))
     jobs = build_grid(p, ["agnews"], 1)
     deep = by_role(jobs, "pretrain", deep=True, size=p.main_corpus, pseed=0)
     member = by_role(jobs, "pretrain", member=0)
-    assert len(deep) == 1 and len(member) == 1 and deep[0].id != member[0].id
-    assert deep[0].settings == member[0].settings  # the same computation, run once per role
+    assert len(deep) == 1 and len(member) == 1 and deep[0].id == member[0].id
+    assert sum(j.id == deep[0].id for j in jobs) == 1 and member[0].role == {"member": 0}
     committee = next(j for j in jobs if j.kind == "committee")
-    members = [j for j in jobs if j.id in committee.deps and j.role.get("init") == "member"]
-    assert {j.role["member"] for j in members} == {0, 1}
+    members = [j for j in by_role(jobs, "finetune", init="member") if j.id in committee.deps]
+    assert {j.role["member"] for j in members} == {0, 1} and len(committee.deps) >= 2
 
 
 # ---------------------------------------------------------------- many labels
