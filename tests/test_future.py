@@ -257,3 +257,37 @@ def test_a_run_asked_for_in_two_roles_is_one_job() -> None:
     # the other seed's generic model is not a member's (member 1 has the other architecture): its own run
     generic1 = by_role(jobs, "pretrain", e5="generic", fraction=1.0, pseed=1)[0]
     assert generic1.id not in {j.id for j in jobs if "member" in j.role}
+
+
+def test_e3_figure_plots_the_gap_against_the_frequency_weighted_overlap_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The E3 figure gains a panel for `weighted_overlap` beside the coverage metric, each with its r."""
+    from tinylm.paper import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig))
+    rows = [
+        {"task": t, "coverage@5": c, "weighted_overlap": w, "gap_mean": g}
+        for t, c, w, g in [
+            ("agnews", 0.86, 0.55, -0.005),
+            ("agnews", 0.96, 0.56, -0.02),
+            ("dbpedia", 0.91, 0.75, 0.04),
+        ]
+    ]
+    corr = {"metrics": {"coverage@5": {"r": 0.33}, "weighted_overlap": {"r": 0.97}}}
+    e3 = {"metric_for_plot": "coverage@5", "rows": rows, "metric_correlations": corr}
+    figures.fig_e3(e3, ["agnews", "dbpedia"], Path("unused.png"))
+    axes = drawn[0].axes
+    assert [ax.get_title() for ax in axes] == [
+        "coverage@5 (Pearson r = +0.33)",
+        "weighted_overlap (Pearson r = +0.97)",
+    ]
+    # each panel: one line per task, the gap in pp at the metric's x
+    xs, ys = axes[1].lines[0].get_data()
+    assert list(xs) == [0.55, 0.56] and list(ys) == pytest.approx([-0.5, -2.0])
+    # a grid without the weighted metric (an older results.json) keeps the single panel
+    drawn.clear()
+    older = [{k: v for k, v in r.items() if k != "weighted_overlap"} for r in rows]
+    figures.fig_e3({"metric_for_plot": "coverage@5", "rows": older}, ["agnews", "dbpedia"], Path("x.png"))
+    assert len(drawn[0].axes) == 1

@@ -83,6 +83,30 @@ def fig_gap_vs(
     _save(fig, path)
 
 
+def fig_e3(e3: dict[str, Any], tasks: list[str], path: Path) -> None:
+    """E3: the gap against token overlap, one panel per metric: the coverage metric and the
+    frequency-weighted overlap (each titled with its Pearson r over the points, where computed)."""
+    plt = _plt()
+    metrics = [e3["metric_for_plot"]] + [
+        m for m in ("weighted_overlap",) if all(r.get(m) is not None for r in e3["rows"])
+    ]
+    corr = (e3.get("metric_correlations") or {}).get("metrics", {})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for task in tasks:
+            pts = sorted((r[m], 100 * r["gap_mean"]) for r in e3["rows"] if r["task"] == task)
+            ax.plot([x for x, _ in pts], [g for _, g in pts], marker="o", label=task)
+        ax.axhline(0, color="grey", lw=0.8)
+        r = corr.get(m, {}).get("r")
+        ax.set_title(f"{m}" + ("" if r is None else f" (Pearson r = {r:+.2f})"), fontsize=10)
+        ax.set_xlabel(f"token overlap: {m} with the task's training tokens")
+        ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("E3: gap vs token overlap (each point: one corpus)", fontsize=10)
+    _save(fig, path)
+
+
 def fig_latency(rows: list[dict[str, Any]], path: Path) -> None:
     plt = _plt()
     sel = [r for r in rows if r["batch"] == 1 and r["precision"] == "fp32"]
@@ -155,17 +179,7 @@ def write_figures(
             figs / "e2_gap_vs_size.png",
             logx=True,
         )
-        e3 = results["E3"]
-        m = e3["metric_for_plot"]
-        xs = {t: [r[m] for r in e3["rows"] if r["task"] == t] for t in tasks}
-        gs = {t: [(r["gap_mean"], 0.0) for r in e3["rows"] if r["task"] == t] for t in tasks}
-        fig_gap_vs(
-            xs,
-            gs,
-            f"token overlap: {m} of the task's training tokens",
-            "E3: gap vs token overlap (each point: one corpus size)",
-            figs / "e3_gap_vs_overlap.png",
-        )
+        fig_e3(results["E3"], tasks, figs / "e3_gap_vs_overlap.png")
     for t in tasks:
         plot_curve(results["E4"]["tasks"][t], figs / f"e4_committee_{t}.png")
     fig_latency(latency["rows"], figs / "e4_latency.png")
