@@ -286,6 +286,11 @@ def test_e3_figure_plots_the_gap_against_the_frequency_weighted_overlap_too(
     # each panel: one line per task, the gap in pp at the metric's x
     xs, ys = axes[1].lines[0].get_data()
     assert list(xs) == [0.55, 0.56] and list(ys) == pytest.approx([-0.5, -2.0])
+    # a correlation that could not be computed (under 3 points, or nothing varies) is None: no r in the title
+    drawn.clear()
+    e3["metric_correlations"] = {"metrics": {"coverage@5": None, "weighted_overlap": None}}
+    figures.fig_e3(e3, ["agnews", "dbpedia"], Path("unused.png"))
+    assert [ax.get_title() for ax in drawn[0].axes] == ["coverage@5", "weighted_overlap"]
     # a grid without the weighted metric (an older results.json) keeps the single panel
     drawn.clear()
     older = [{k: v for k, v in r.items() if k != "weighted_overlap"} for r in rows]

@@ -90,14 +90,14 @@ def fig_e3(e3: dict[str, Any], tasks: list[str], path: Path) -> None:
     metrics = [e3["metric_for_plot"]] + [
         m for m in ("weighted_overlap",) if all(r.get(m) is not None for r in e3["rows"])
     ]
-    corr = (e3.get("metric_correlations") or {}).get("metrics", {})
+    corr = (e3.get("metric_correlations") or {}).get("metrics") or {}
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
         for task in tasks:
             pts = sorted((r[m], 100 * r["gap_mean"]) for r in e3["rows"] if r["task"] == task)
             ax.plot([x for x, _ in pts], [g for _, g in pts], marker="o", label=task)
         ax.axhline(0, color="grey", lw=0.8)
-        r = corr.get(m, {}).get("r")
+        r = (corr.get(m) or {}).get("r")  # None: too few points, or nothing varies
         ax.set_title(f"{m}" + ("" if r is None else f" (Pearson r = {r:+.2f})"), fontsize=10)
         ax.set_xlabel(f"token overlap: {m} with the task's training tokens")
         ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
