@@ -32,6 +32,9 @@ def bf16_supported(device: torch.device) -> bool:
 #: The matmuls timed to choose a precision: a transformer block's (tokens × hidden @ hidden × 4·hidden) and
 #: the MLM decoder's (masked rows × hidden @ hidden × vocabulary), at a tiny model's width.
 PRECISION_PROBES = ((4096, 128, 512), (512, 128, 30522))
+#: fp32 and bf16 are timed alternately this many times and each keeps its fastest round, so a burst of
+#: other work on the machine (a second lane starting) slows one round, not one precision's only timing
+PRECISION_ROUNDS = 3
 
 
 def _matmul_seconds(dtype: torch.dtype, reps: int = 5) -> float:
@@ -52,8 +55,9 @@ def _cache_file() -> Path:
 
 
 def measured_precision(cpu: str) -> tuple[str, str]:
-    """On a CPU with bf16: 'bf16' or 'fp32', whichever ran the probe matmuls faster here (timed once per
-    CPU model, thread count and torch version, then cached), and why."""
+    """On a CPU with bf16: 'bf16' or 'fp32', whichever ran the probe matmuls faster here (the fastest of
+    `PRECISION_ROUNDS` alternating rounds each; timed once per CPU model, thread count and torch version,
+    then cached), and why."""
     key = f"{cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
     path = _cache_file()
     try:
@@ -61,7 +65,10 @@ def measured_precision(cpu: str) -> tuple[str, str]:
     except (OSError, ValueError):
         cached = None
     if cached is None:
-        fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)
+        rounds = [
+            (_matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)) for _ in range(PRECISION_ROUNDS)
+        ]
+        fp32, bf16 = min(r[0] for r in rounds), min(r[1] for r in rounds)
         cached = {"fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4)}
         try:
             table = json.loads(path.read_text()) if path.is_file() else {}
