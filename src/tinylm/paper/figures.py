@@ -68,19 +68,26 @@ def fig_gap_vs(
 ) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    _gap_panel(ax, xs, gaps, xlabel, title)
+    if logx:
+        ax.set_xscale("log")
+    _save(fig, path)
+
+
+def _gap_panel(
+    ax: Any, xs: dict[str, list[float]], gaps: dict[str, list[tuple[float, float]]], xlabel: str, title: str
+) -> None:
+    """One axes of gap (pp, ± std) against x, a line per task, with the zero line."""
     for task in xs:
         m = [g[0] * 100 for g in gaps[task]]
         sd = [g[1] * 100 for g in gaps[task]]
         ax.errorbar(xs[task], m, yerr=sd, marker="o", capsize=3, label=task)
     ax.axhline(0, color="grey", lw=0.8)
-    if logx:
-        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
 
 
 def fig_e3(e3: dict[str, Any], tasks: list[str], path: Path) -> None:
@@ -93,16 +100,15 @@ def fig_e3(e3: dict[str, Any], tasks: list[str], path: Path) -> None:
     corr = (e3.get("metric_correlations") or {}).get("metrics") or {}
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
-        for task in tasks:
-            pts = sorted((r[m], 100 * r["gap_mean"]) for r in e3["rows"] if r["task"] == task)
-            ax.plot([x for x, _ in pts], [g for _, g in pts], marker="o", label=task)
-        ax.axhline(0, color="grey", lw=0.8)
+        pts = {t: sorted((r[m], r["gap_mean"]) for r in e3["rows"] if r["task"] == t) for t in tasks}
         r = (corr.get(m) or {}).get("r")  # None: too few points, or nothing varies
-        ax.set_title(f"{m}" + ("" if r is None else f" (Pearson r = {r:+.2f})"), fontsize=10)
-        ax.set_xlabel(f"token overlap: {m} with the task's training tokens")
-        ax.set_ylabel("gap: pre-trained − scratch accuracy (pp)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _gap_panel(
+            ax,
+            {t: [x for x, _ in p] for t, p in pts.items()},
+            {t: [(g, 0.0) for _, g in p] for t, p in pts.items()},
+            f"token overlap: {m} with the task's training tokens",
+            f"{m}" + ("" if r is None else f" (Pearson r = {r:+.2f})"),
+        )
     fig.suptitle("E3: gap vs token overlap (each point: one corpus)", fontsize=10)
     _save(fig, path)
 

@@ -156,8 +156,9 @@ def by_role(jobs: list[Job], kind: str, **role: Any) -> list[Job]:
     for j in jobs:
         if j.kind != kind:
             continue
-        match = next((r for r in j.roles() if all(r.get(k) == v for k, v in role.items())), None)
+        roles = j.roles()
+        match = next((r for r in roles if all(r.get(k) == v for k, v in role.items())), None)
         if match is not None:
-            others = [r for r in j.roles() if r is not match]
+            others = [r for r in roles if r is not match]
             found.append(j if match is j.role else dataclasses.replace(j, role=match, also=others))
     return sorted(found, key=lambda j: (j.role.get("seed", 0), j.role.get("member", 0)))
