@@ -2,10 +2,11 @@
 backward, AdamW) under torch.profiler, self CPU time grouped into matmuls, attention, the vocabulary
 loss, the optimizer and the rest; with the plain loss path and with the fused one (`train.fused_loss`).
 
-    python benchmarks/profile_step.py [--layers 2] [--steps 10] [--threads 1]
+    python benchmarks/profile_step.py [--layers 2] [--steps 10] [--threads 1] [--precision bf16] [--top 15]
 
-Batch 32 × 128 real Wikipedia tokens when TINYLM_DATA_DIR is set (else random ids), dropout off, fp32,
-glibc's allocator tuned as the trainer tunes it.
+Batch 32 × 128 real Wikipedia tokens when TINYLM_DATA_DIR is set (else random ids), dropout off, fp32 (or
+the trainer's bf16 autocast), glibc's allocator tuned as the trainer tunes it; `--top`: the operators that
+took the most self CPU time in the fused path.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def part_of(name: str) -> str:
     return "other"
 
 
-def profile_step(layers: int, fused: bool, steps: int) -> tuple[float, dict[str, float]]:
-    """Tokens/s of `steps` timed steps, and each part's share of the profiled steps' self CPU time."""
+def profile_step(
+    layers: int, fused: bool, steps: int, bf16: bool = False
+) -> tuple[float, dict[str, float], list[tuple[str, float]]]:
+    """Tokens/s of `steps` timed steps, each part's share of the profiled steps' self CPU time, and every
+    operator's share (largest first)."""
     torch.manual_seed(0)
     cfg = ModelConfig(
         layers=layers, hidden_size=128, heads=2, ffn_size=512, dropout=0.0, attention_dropout=0.0
@@ -58,7 +62,8 @@ def profile_step(layers: int, fused: bool, steps: int) -> tuple[float, dict[str,
     batch = {"input_ids": ids, "attention": torch.ones_like(ids)}
 
     def step() -> None:
-        loss, stats = objective.loss(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, stats = objective.loss(model, batch)
         (loss / stats["count"]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -73,10 +78,12 @@ def profile_step(layers: int, fused: bool, steps: int) -> tuple[float, dict[str,
         for _ in range(steps):
             step()
     shares: dict[str, float] = defaultdict(float)
-    for e in prof.key_averages():
-        shares[part_of(e.key)] += e.self_cpu_time_total
+    ops = [(e.key, float(e.self_cpu_time_total)) for e in prof.key_averages()]
+    for key, t in ops:
+        shares[part_of(key)] += t
     total = sum(shares.values())
-    return tokens_per_s, {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+    top = sorted(((k, t / total) for k, t in ops), key=lambda kv: -kv[1])
+    return tokens_per_s, {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}, top
 
 
 def main() -> None:
@@ -84,15 +91,20 @@ def main() -> None:
     p.add_argument("--layers", type=int, nargs="+", default=[2, 1])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--top", type=int, default=0, help="also list the N costliest operators (fused path)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()  # as the trainer does: large buffers reused, not re-faulted every step
-    print(f"CPU: {cpu_name()}; {args.threads} thread(s); torch {torch.__version__}; fp32; batch 32 x 128")
+    setting = f"{args.threads} thread(s); torch {torch.__version__}; {args.precision}; batch 32 x 128"
+    print(f"CPU: {cpu_name()}; {setting}")
     for layers in args.layers:
         for fused in (False, True):
-            tps, shares = profile_step(layers, fused, args.steps)
+            tps, shares, top = profile_step(layers, fused, args.steps, args.precision == "bf16")
             parts = ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
             print(f"{layers}/128 {'fused' if fused else 'plain'} loss: {tps:,.0f} tokens/s; {parts}")
+        for key, share in top[: args.top]:
+            print(f"    {share:6.1%}  {key}")
 
 
 if __name__ == "__main__":

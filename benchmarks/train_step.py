@@ -1,14 +1,14 @@
 """Tokens/s of tinylm's real MLM training step (MLMObjective.loss + backward + AdamW) on the 2/128 and 1/128
 models, for one or several source trees, alternated in rounds so that machine noise hits all alike.
 
-    python benchmarks/train_step.py --trees /path/to/old/src src --rounds 3 [--real-lengths]
+    python benchmarks/train_step.py --trees OLD/src src --rounds 3 [--real-lengths] [--precision bf16]
 
 Each measurement runs in a fresh process with PYTHONPATH set to the tree (batch 32 × 128 real Wikipedia
-tokens when TINYLM_DATA_DIR is set, dropout off, fp32, torch's default threads, glibc's allocator tuned as
-the trainer tunes it); the table gives the
-median over rounds and the ratio of every tree to the first, with the CPU named. `--real-lengths`: the rows
-cut to the lengths of 32 seeded Wikipedia leads of the presets' corpus (padded, trimmed to the longest, as
-the trainer batches them; tokens/s count real tokens), so that work skipped on padding shows.
+tokens when TINYLM_DATA_DIR is set, dropout off, fp32 or `--precision bf16` autocast as the trainer's,
+torch's default threads, glibc's allocator tuned as the trainer tunes it); the table gives the median over
+rounds and the ratio of every tree to the first, with the CPU named. `--real-lengths`: the rows cut to the
+lengths of 32 seeded Wikipedia leads of the presets' corpus (padded, trimmed to the longest, as the trainer
+batches them; tokens/s count real tokens), so that work skipped on padding shows.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tinylm.bench.pretrain import sample_batch
 from tinylm.perf import tune_cpu_allocator
 tune_cpu_allocator()  # as the trainer does
 layers, steps, lengths = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+bf16 = sys.argv[4] == "bf16"  # autocast as the trainer's precision: bf16 does
 torch.manual_seed(0)
 cfg = ModelConfig(layers=layers, hidden_size=128, heads=2, ffn_size=512, dropout=0.0, attention_dropout=0.0)
 model = TinyBertForMaskedLM(cfg).train()
@@ -48,7 +49,8 @@ batch = {"input_ids": ids, "attention": attention}
 times = []
 for i in range(steps + 3):
     t = time.perf_counter()
-    loss, stats = objective.loss(model, batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss, stats = objective.loss(model, batch)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -58,9 +60,9 @@ print(json.dumps(int(attention.sum()) / statistics.median(times)))
 """
 
 
-def measure(tree: str, layers: int, steps: int, lengths: list[int]) -> float:
+def measure(tree: str, layers: int, steps: int, lengths: list[int], precision: str) -> float:
     env = os.environ | {"PYTHONPATH": os.path.abspath(tree)}
-    argv = [sys.executable, "-c", CHILD, str(layers), str(steps), json.dumps(lengths)]
+    argv = [sys.executable, "-c", CHILD, str(layers), str(steps), json.dumps(lengths), precision]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -86,6 +88,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--real-lengths", action="store_true", help="rows cut to real Wikipedia lead lengths")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the step under bf16 autocast"
+    )
     args = p.parse_args()
     sys.path.insert(0, os.path.abspath(args.trees[-1]))
     from tinylm.machine import cpu_name
@@ -96,9 +101,12 @@ def main() -> None:
     for _ in range(args.rounds):
         for tree in args.trees:
             for layers in (2, 1):
-                runs.setdefault((tree, layers), []).append(measure(tree, layers, args.steps, lengths))
+                runs.setdefault((tree, layers), []).append(
+                    measure(tree, layers, args.steps, lengths, args.precision)
+                )
     shape = f"real lead lengths (mean {sum(lengths) / len(lengths):.1f})" if lengths else "32 × 128 tokens"
-    print(f"CPU: {cpu_name()}; median of {args.rounds} rounds, tokens/s of one training step (fp32), {shape}")
+    step = f"tokens/s of one training step ({args.precision})"
+    print(f"CPU: {cpu_name()}; median of {args.rounds} rounds, {step}, {shape}")
     for layers in (2, 1):
         base = statistics.median(runs[(args.trees[0], layers)])
         for tree in args.trees:

@@ -2,9 +2,10 @@
 (logits, then `cross_entropy_and_hits`, then the slice's and the matmul's gradients) against the fused
 `vocab_loss.linear_cross_entropy` at several chunk sizes, alternated in rounds, on one thread.
 
-    python benchmarks/vocab_loss.py [--rows 640] [--rounds 7]
+    python benchmarks/vocab_loss.py [--rows 640] [--rounds 7] [--precision bf16] [--chunks 32 64 128 256]
 
-640 rows ≈ 15 % of a 32 × 128 batch, padded to the 64-row bucket; hidden 128, vocabulary 30,522, fp32.
+640 rows ≈ 15 % of a 32 × 128 batch, padded to the 64-row bucket; hidden 128, vocabulary 30,522, fp32 or
+under the trainer's bf16 autocast.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=640)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256], help="rows per chunk to time")
     args = p.parse_args()
+    bf16 = args.precision == "bf16"
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()  # as the trainer does
     g = torch.Generator().manual_seed(0)
@@ -39,14 +43,17 @@ def main() -> None:
     targets[valid:] = -1
 
     def plain() -> None:
-        loss, _ = cross_entropy_and_hits(F.linear(h, w, b)[:valid], targets[:valid])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = cross_entropy_and_hits(F.linear(h, w, b)[:valid].float(), targets[:valid])
         loss.backward()
 
     def fused(chunk: int) -> None:
-        loss, _ = linear_cross_entropy(h, w, b, targets, chunk)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = linear_cross_entropy(h, w, b, targets, chunk)
         loss.backward()
 
-    runs = {"plain": plain} | {f"fused, {c} rows/chunk": (lambda c=c: fused(c)) for c in (64, 128, 256, rows)}
+    chunks = [*args.chunks, rows]
+    runs = {"plain": plain} | {f"fused, {c} rows/chunk": (lambda c=c: fused(c)) for c in chunks}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for f in runs.values():
         f()
@@ -57,7 +64,7 @@ def main() -> None:
             times[k].append(time.perf_counter() - t)
     base = statistics.median(times["plain"])
     print(
-        f"CPU: {cpu_name()}; {args.threads} thread(s); {rows} rows × {vocab} × {d}, fp32; "
+        f"CPU: {cpu_name()}; {args.threads} thread(s); {rows} rows × {vocab} × {d}, {args.precision}; "
         f"median of {args.rounds}"
     )
     for k, v in times.items():

@@ -423,3 +423,59 @@ def test_packing_applies_to_padded_batches_only() -> None:
     assert rows([19] * 10) == 200  # 95 % real: not packed
     assert rows([10] * 10) == 128  # 50 % real: 100 real rows, bucketed to 128
     assert rows([10] * 10, unpad=False) == 200
+
+
+def test_explicit_attention_is_chosen_where_it_is_faster_and_only_there() -> None:
+    """The rule `explicit_attention` states: explicit matmuls on CPU with dropout or in bf16, SDPA for
+    fp32 on CPU without dropout."""
+    from tinylm.model import explicit_attention
+
+    fp32, bf16 = torch.zeros(3, 1, 2, 4, 8), torch.zeros(3, 1, 2, 4, 8, dtype=torch.bfloat16)
+    assert not explicit_attention(fp32, dropping=False)
+    assert explicit_attention(fp32, dropping=True)
+    assert explicit_attention(bf16, dropping=False) and explicit_attention(bf16, dropping=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_explicit_attention_equals_sdpa_on_loss_and_every_gradient(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same MLM loss and gradients of every parameter whichever attention path runs, with a padded
+    row (masked keys) and queries/keys large enough for peaked attention. Each gradient within a stated
+    share of its own largest entry: fp32 1e-5 (summation order; measured ≤ 3e-6), bf16 8e-2 (SDPA keeps
+    its softmax in fp32 internally, the explicit path rounds the probabilities to bf16 before p·v;
+    measured ≤ 4.5e-2; a 15 % error in the score scale gives ≥ 0.15)."""
+    from tinylm import model as model_module
+    from tinylm.objectives import MLMObjective
+
+    cfg = ModelConfig(layers=2, hidden_size=32, heads=2, ffn_size=64, vocab_size=500, max_length=24,
+                      dropout=0.0, attention_dropout=0.0)  # fmt: skip
+    ids = torch.randint(5, 500, (6, 24), generator=torch.Generator().manual_seed(1))
+    ids[:, 0], ids[:, -1], ids[4, 15:] = 101, 102, 0
+    batch = {"input_ids": ids, "attention": (ids != 0).long()}
+    results, chosen = [], []
+    for explicit in (False, True):
+        monkeypatch.setattr(
+            model_module, "explicit_attention", lambda qkv, d, e=explicit: chosen.append(e) or e
+        )
+        torch.manual_seed(0)
+        model = TinyBertForMaskedLM(cfg)
+        with torch.no_grad():  # queries and keys far from init's near-uniform attention
+            for name, p in model.named_parameters():
+                if name.endswith(("query.weight", "key.weight")):
+                    p.normal_(0.0, 0.5)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss, _ = MLMObjective(cfg.vocab_size, seed=0).loss(model, batch)
+        loss.backward()
+        results.append((float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert chosen.count(False) == chosen.count(True) == cfg.layers  # each path ran in every layer
+    (sdpa_loss, want), (loss, got) = results
+    tol = 1e-5 if dtype == torch.float32 else 8e-2
+    assert abs(loss - sdpa_loss) <= tol * abs(sdpa_loss) and set(got) == set(want)
+    scale = max(float(g.abs().max()) for g in want.values())
+    for name in want:
+        err = float((got[name] - want[name]).abs().max())
+        if name.endswith("key.bias"):  # softmax ignores a shift of every score: zero in exact arithmetic
+            assert err <= tol * scale, name
+        else:
+            assert err <= tol * float(want[name].abs().max()), f"{name}: {err:.2e}"

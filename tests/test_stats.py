@@ -102,6 +102,25 @@ def test_gate_decides_what_is_tested() -> None:
     assert gate_models(r, 1.5)[0]["passed"] is False
 
 
+def test_a_run_serving_two_roles_is_gated_and_named_under_both() -> None:
+    """One run that is E5's generic model and committee member 0: below the gate it leaves C4 (the member's
+    claim) untested although its first role is E5's, and the gate table names both roles."""
+    from tinylm.paper.render import _gate
+
+    r, p = gate_inputs(mlm=5.0, unigram=7.2)
+    e5, member = {"e5": "generic", "fraction": 1.0, "pseed": 0}, {"member": 0}
+    r.jobs[1] = Job("pretrain", {}, [], e5, id="m0", also=[member])
+    r.by_id["m0"] = {"final_eval": {"mlm_loss": 6.9, "unigram_loss": 7.2}, "tokens": 100}
+    models = gate_models(r, 1.5)
+    assert [m["passed"] for m in models] == [True, False, True] and models[1]["also"] == [member]
+    decisions = {c: {"verdict": "holds", "test": "t"} for c in ("C1", "C2", "C3", "C4")}
+    apply_gate(decisions, models, replace(p, main_corpus=10))
+    assert decisions["C4"] == {"verdict": "not tested", "test": "t", "gate_failed": ["m0"]}
+    assert all(decisions[c]["verdict"] == "holds" for c in ("C1", "C2", "C3"))
+    rows = [line for line in _gate({"gate": {"models": models}}) if line.startswith("| m0 |")]
+    assert rows == [f"| m0 | {e5} = {member} | 100 | 6.900 | 7.200 | 0.30 | **no** |"]
+
+
 def test_fixed_effects_test_replicates_within_tasks() -> None:
     import scipy.stats as scipy_stats
 

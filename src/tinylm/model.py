@@ -261,23 +261,34 @@ class SelfAttention(nn.Module):
             return y.transpose(1, 2).reshape(*lead, 1, H)
         qkv = unpack(linear(x, *self.fused(("query", "key", "value"))))
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
-        if self.training and self.dropout_p > 0 and (x.device.type == "cpu" or randomness.active()):
-            # SDPA has no fused CPU kernel with dropout and its fallback samples slow Bernoulli masks:
-            # plain batched matmuls over (B·heads) with our dropout are ~1.4× faster here (and on any
-            # device, the attention masks of a training step are drawn per row).
-            q, k, v = qkv.reshape(3, B * nh, T, hd).unbind(0)
-            scores = torch.bmm(q, k.transpose(1, 2)).mul_(hd**-0.5)
-            if mask is not None:
-                scores = scores.view(B, nh, T, T).masked_fill(~mask, float("-inf")).view(B * nh, T, T)
-            probs = dropout(scores.softmax(-1).view(B, nh, T, T), self.dropout_p, True, seq_dims=(1, 2))
-            y = torch.bmm(probs.view(B * nh, T, T), v).view(B, nh, T, hd)
+        dropping = self.training and self.dropout_p > 0
+        if explicit_attention(qkv, dropping):
+            y = self._explicit(*qkv.reshape(3, B * nh, T, hd).unbind(0), mask, dropping).view(B, nh, T, hd)
         else:
             q, k, v = qkv.unbind(0)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p
-            )  # (B, heads, T, head size)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, heads, T, hd)
         y = y.transpose(1, 2).reshape(*lead, T, H)
         return y if packed is None else packed.pack(y)
+
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropping: bool) -> Tensor:
+        """softmax(q·kᵀ/√d)·v as batched matmuls over (B·heads, T, d), our dropout on the probabilities."""
+        BH, T, hd = q.shape
+        scores = torch.bmm(q, k.transpose(1, 2)).mul_(hd**-0.5)
+        if mask is not None:
+            scores = scores.view(-1, self.heads, T, T).masked_fill(~mask, float("-inf")).view(BH, T, T)
+        probs = dropout(scores.softmax(-1).view(-1, self.heads, T, T), self.dropout_p, dropping, (1, 2))
+        return torch.bmm(probs.view(BH, T, T), v)
+
+
+def explicit_attention(qkv: Tensor, dropping: bool) -> bool:
+    """Whether self-attention runs as explicit batched matmuls instead of SDPA: on CPU with dropout (SDPA
+    has no fused CPU kernel with dropout; its fallback samples slow Bernoulli masks: ~1.4× slower) or in
+    bf16 (torch 2.13's CPU flash kernel in bf16 takes 2–2.8× the matmuls' time, forward and backward:
+    `benchmarks/attention.py`), and on any device while a training step draws per-row dropout masks. In
+    fp32 on CPU without dropout SDPA is as fast or faster (with padding masks 1.2–1.35×), so it stays."""
+    on_cpu = qkv.device.type == "cpu"
+    per_row_masks = randomness.active() is not None
+    return (dropping and (on_cpu or per_row_masks)) or (on_cpu and qkv.dtype == torch.bfloat16)
 
 
 class AddNorm(nn.Module):
