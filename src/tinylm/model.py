@@ -283,9 +283,9 @@ class SelfAttention(nn.Module):
 def explicit_attention(qkv: Tensor, dropping: bool) -> bool:
     """Whether self-attention runs as explicit batched matmuls instead of SDPA: on CPU with dropout (SDPA
     has no fused CPU kernel with dropout; its fallback samples slow Bernoulli masks: ~1.4× slower) or in
-    bf16 (torch 2.13's CPU flash kernel in bf16 takes 2–2.8× the matmuls' time, forward and backward:
-    `benchmarks/attention.py`), and on any device while a training step draws per-row dropout masks. In
-    fp32 on CPU without dropout SDPA is as fast or faster (with padding masks 1.2–1.35×), so it stays."""
+    bf16 (torch 2.13's CPU flash kernel in bf16 takes 3.1–4.1× the explicit path's time forward and
+    backward, 1.2–2.4× forward only: `benchmarks/attention.py`), and on any device while a training step
+    draws per-row dropout masks. In fp32 on CPU without dropout SDPA is as fast or faster (1.05–1.4×)."""
     on_cpu = qkv.device.type == "cpu"
     per_row_masks = randomness.active() is not None
     return (dropping and (on_cpu or per_row_masks)) or (on_cpu and qkv.dtype == torch.bfloat16)
