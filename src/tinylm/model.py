@@ -263,7 +263,8 @@ class SelfAttention(nn.Module):
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head size)
         dropping = self.training and self.dropout_p > 0
         if explicit_attention(qkv, dropping):
-            y = self._explicit(*qkv.reshape(3, B * nh, T, hd).unbind(0), mask, dropping).view(B, nh, T, hd)
+            q, k, v = qkv.reshape(3, B * nh, T, hd).unbind(0)
+            y = self._explicit(q, k, v, mask, dropping).view(B, nh, T, hd)
         else:
             q, k, v = qkv.unbind(0)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, heads, T, hd)
