@@ -24,6 +24,7 @@ from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM
 from tinylm.objectives import MLMObjective
 from tinylm.perf import tune_cpu_allocator
+from tinylm.predict import autocast
 from tinylm.train import make_optimizer
 
 #: Operator name fragments → the part of the step they belong to (first match wins).
@@ -47,7 +48,7 @@ def part_of(name: str) -> str:
 
 
 def profile_step(
-    layers: int, fused: bool, steps: int, bf16: bool = False
+    layers: int, fused: bool, steps: int, precision: str = "fp32"
 ) -> tuple[float, dict[str, float], list[tuple[str, float]]]:
     """Tokens/s of `steps` timed steps, each part's share of the profiled steps' self CPU time, and every
     operator's share (largest first)."""
@@ -62,7 +63,7 @@ def profile_step(
     batch = {"input_ids": ids, "attention": torch.ones_like(ids)}
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(torch.device("cpu"), precision):  # the trainer's own
             loss, stats = objective.loss(model, batch)
         (loss / stats["count"]).backward()
         opt.step()
@@ -100,7 +101,7 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; {setting}")
     for layers in args.layers:
         for fused in (False, True):
-            tps, shares, top = profile_step(layers, fused, args.steps, args.precision == "bf16")
+            tps, shares, top = profile_step(layers, fused, args.steps, args.precision)
             parts = ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
             print(f"{layers}/128 {'fused' if fused else 'plain'} loss: {tps:,.0f} tokens/s; {parts}")
         for key, share in top[: args.top]:

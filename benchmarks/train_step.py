@@ -29,9 +29,10 @@ from tinylm.objectives import MLMObjective
 from tinylm.train import make_optimizer
 from tinylm.bench.pretrain import sample_batch
 from tinylm.perf import tune_cpu_allocator
+from tinylm.predict import autocast
 tune_cpu_allocator()  # as the trainer does
 layers, steps, lengths = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-bf16 = sys.argv[4] == "bf16"  # autocast as the trainer's precision: bf16 does
+precision = sys.argv[4]  # fp32 or bf16, under the trainer's own autocast
 torch.manual_seed(0)
 cfg = ModelConfig(layers=layers, hidden_size=128, heads=2, ffn_size=512, dropout=0.0, attention_dropout=0.0)
 model = TinyBertForMaskedLM(cfg).train()
@@ -49,7 +50,7 @@ batch = {"input_ids": ids, "attention": attention}
 times = []
 for i in range(steps + 3):
     t = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with autocast(torch.device("cpu"), precision):
         loss, stats = objective.loss(model, batch)
     loss.backward()
     opt.step()

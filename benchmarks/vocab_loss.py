@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tinylm.machine import cpu_name
 from tinylm.objectives import cross_entropy_and_hits
 from tinylm.perf import tune_cpu_allocator
+from tinylm.predict import autocast
 from tinylm.vocab_loss import linear_cross_entropy
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256], help="rows per chunk to time")
     args = p.parse_args()
-    bf16 = args.precision == "bf16"
+    cpu = torch.device("cpu")
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()  # as the trainer does
     g = torch.Generator().manual_seed(0)
@@ -43,12 +44,12 @@ def main() -> None:
     targets[valid:] = -1
 
     def plain() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(cpu, args.precision):
             loss, _ = cross_entropy_and_hits(F.linear(h, w, b)[:valid].float(), targets[:valid])
         loss.backward()
 
     def fused(chunk: int) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(cpu, args.precision):
             loss, _ = linear_cross_entropy(h, w, b, targets, chunk)
         loss.backward()
 

@@ -288,8 +288,9 @@ def explicit_attention(qkv: Tensor, dropping: bool) -> bool:
     backward, 1.2–2.4× forward only: `benchmarks/attention.py`), and on any device while a training step
     draws per-row dropout masks. In fp32 on CPU without dropout SDPA is as fast or faster (1.05–1.4×)."""
     on_cpu = qkv.device.type == "cpu"
-    per_row_masks = randomness.active() is not None
-    return (dropping and (on_cpu or per_row_masks)) or (on_cpu and qkv.dtype == torch.bfloat16)
+    if on_cpu and qkv.dtype == torch.bfloat16:
+        return True
+    return dropping and (on_cpu or randomness.active() is not None)
 
 
 class AddNorm(nn.Module):
