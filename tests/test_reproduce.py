@@ -603,6 +603,62 @@ def test_estimate_warns_when_timed_on_a_busy_machine(
         assert ("timed while the machine was busy" in est.format_estimate(e)) is warned
 
 
+def test_estimate_times_each_job_in_the_precision_it_trains_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`precision: auto` jobs (quick) are timed as the trainer will run them (bf16 where `auto_precision`
+    picks it here, fp32 where it does not), a stated precision (smoke: fp32) as stated, and the total line
+    names the precision; the estimate once timed every job in fp32."""
+    from tinylm.paper import estimate as est
+
+    def pair(preset: str) -> list:  # a pre-training and one fine-tuning of it
+        grid = build_grid(load_preset(preset), ["agnews"], 1)
+        ft = next(j for j in grid if j.kind == "finetune" and j.deps and j.deps[0].startswith("pretrain"))
+        return [next(j for j in grid if j.id == ft.deps[0]), ft]
+
+    timed: list[str] = []
+
+    def fake_speed(kind: str, cfg: object, batch: int, seq: float, precision: str = "fp32") -> float:
+        timed.append(precision)
+        return 1000.0 if precision == "fp32" else 4000.0
+
+    monkeypatch.setattr(est, "tokens_per_second", fake_speed)
+    monkeypatch.setattr(est, "mean_lengths", lambda *a: {"wiki": 93.0, "agnews": 50.0, "agnews:labels": 4.0})
+    minutes = {}
+    for choice in ("fp32", "bf16"):
+        monkeypatch.setattr(est, "auto_precision", lambda dev, cpu, c=choice: (c, "stubbed for the test"))
+        for preset, expected in (("quick", choice), ("smoke", "fp32")):
+            timed.clear()
+            e = est.estimate(pair(preset), None, ["agnews"], 64, [1], 100.0)
+            assert len(timed) == 2 and set(timed) == {expected} and e["precisions"] == [expected]
+            assert [r["precision"] for r in e["rows"]] == [expected, expected]
+            assert f"threads, {expected})" in est.format_estimate(e)
+            if preset == "quick":
+                minutes[choice] = e["total"]["minutes_here"]
+    assert minutes["fp32"] == pytest.approx(4 * minutes["bf16"])
+
+
+def test_the_estimates_timed_step_runs_in_the_precision_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tokens_per_second` runs each timed forward under bf16 autocast when asked for bf16, not otherwise."""
+    import torch
+
+    from tinylm.config import ModelConfig
+    from tinylm.model import TinyBertForMaskedLM
+    from tinylm.paper.estimate import tokens_per_second
+
+    seen: list[torch.dtype | None] = []
+    forward = TinyBertForMaskedLM.forward
+
+    def spy(self: TinyBertForMaskedLM, *args: object, **kw: object) -> torch.Tensor:
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(TinyBertForMaskedLM, "forward", spy)
+    cfg = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=2000, max_length=16)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", None)):
+        seen.clear()
+        assert tokens_per_second("pretrain", cfg, 4, 12.0, precision, budget_s=0.05) > 0
+        assert seen and set(seen) == {dtype}
+
+
 def test_gpu_estimate_of_tiny_models_has_a_per_step_floor() -> None:
     """`--estimate`'s GPU column: each job is the larger of FLOPs ÷ TFLOP/s and steps × (operator launches ×
     µs per launch); the launches are counted on a real step (more layers, more launches), and the bound

@@ -24,8 +24,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinylm.config import ModelConfig, model_shape
+from tinylm.device import auto_precision
+from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
 from tinylm.paper.jobs import Job
+from tinylm.predict import autocast
 from tinylm.settings import RECIPES, PretrainSettings
 
 MASK_SHARE = 0.15
@@ -85,6 +88,7 @@ def job_cost(
         "seq": seq,
         "batch": tc.batch_size,
         "model": mcfg,
+        "precision": tc.precision,
     }
 
 
@@ -122,9 +126,12 @@ def launches_per_step(kind: str, cfg: ModelConfig) -> int:
     return int(counter.count)
 
 
-def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budget_s: float = 3.0) -> float:
-    """Training tokens/s of one architecture on this device: random ids, at most 8 rows per step (a large
-    model on a CPU), timed steps after one warm-up until `budget_s` seconds have passed (at least one)."""
+def tokens_per_second(
+    kind: str, cfg: ModelConfig, batch: int, seq: float, precision: str = "fp32", budget_s: float = 3.0
+) -> float:
+    """Training tokens/s of one architecture on this device in `precision` (the run's: bf16 autocast or
+    fp32): random ids, at most 8 rows per step (a large model on a CPU), timed steps after one warm-up until
+    `budget_s` seconds have passed (at least one)."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = TinyBertForMaskedLM(cfg) if kind == "pretrain" else TinyBertForSequenceClassification(cfg, 4)
@@ -135,11 +142,12 @@ def tokens_per_second(kind: str, cfg: ModelConfig, batch: int, seq: float, budge
     n_mask = max(1, int(MASK_SHARE * rows * T))
 
     def step() -> None:
-        if kind == "pretrain":
-            pos = torch.randperm(rows * T, device=dev)[:n_mask]
-            loss = model(ids, None, pos).float().logsumexp(-1).mean()
-        else:
-            loss = model(ids).float().logsumexp(-1).mean()
+        with autocast(dev, precision):
+            if kind == "pretrain":
+                pos = torch.randperm(rows * T, device=dev)[:n_mask]
+                loss = model(ids, None, pos).float().logsumexp(-1).mean()
+            else:
+                loss = model(ids).float().logsumexp(-1).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -190,16 +198,19 @@ def estimate(
     its FLOP bound and its per-step floor); `busy` records the load the device timings were taken under."""
     lengths = mean_lengths(data_dir, tasks, max_length)
     load, cores = getattr(os, "getloadavg", lambda: (0.0,))()[0], os.cpu_count() or 1
-    rows, speed, launches = [], {}, {}
+    rows, speed, launches, precisions = [], {}, {}, {}
     by_job = {j.id: j for j in jobs}
     for j in jobs:
         if j.kind not in RECIPES:
             continue
         init = by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None
         c = job_cost(j, lengths, init, _unlabelled_docs(j, by_job))
-        key = (j.kind, str(c["model"]), c["batch"])
+        if c["precision"] not in precisions:
+            precisions[c["precision"]] = concrete_precision(c["precision"])
+        c["precision"] = precisions[c["precision"]]
+        key = (j.kind, str(c["model"]), c["batch"], c["precision"])
         if key not in speed:
-            speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"])
+            speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"], c["precision"])
         c["minutes_here"] = c["tokens"] / speed[key] / 60
         if key[:2] not in launches:
             launches[key[:2]] = launches_per_step(j.kind, c["model"])
@@ -218,6 +229,7 @@ def estimate(
         "rows": rows,
         "mean_lengths": lengths,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "precisions": sorted(set(precisions.values())),
         "total": {
             "tokens": sum(r["tokens"] for r in rows),
             "steps": sum(r["steps"] for r in rows),
@@ -232,6 +244,15 @@ def estimate(
         "critical_path_gpu_minutes": critical,
         "busy": {"load_average": load, "cores": cores, "busy": load > BUSY_LOAD_SHARE * cores},
     }
+
+
+def concrete_precision(precision: str) -> str:
+    """The precision a run with this setting trains in here: 'auto' resolved as the trainer resolves it
+    (`device.auto_precision`: measured and cached per CPU), else the setting itself."""
+    if precision != "auto":
+        return precision
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return auto_precision(device, cpu_name())[0]
 
 
 def _unlabelled_docs(job: Job, by_job: dict[str, Job]) -> int:
@@ -264,8 +285,9 @@ def format_estimate(e: dict[str, Any]) -> str:
     t = e["total"]
     lines.append(
         f"total: {t['tokens'] / 1e6:,.1f}M training tokens, {t['steps']:,} optimizer steps, "
-        f"{t['flops'] / 1e15:,.2f} PFLOP; on this {e['device']} ({torch.get_num_threads()} threads): "
-        f"{_h(t['minutes_here'])} one job at a time (training steps only)"
+        f"{t['flops'] / 1e15:,.2f} PFLOP; on this {e['device']} ({torch.get_num_threads()} threads, "
+        f"{'/'.join(e.get('precisions', [])) or 'fp32'}): {_h(t['minutes_here'])} one job at a time "
+        "(training steps only; fine-tuning counted at every epoch: early stopping ends many sooner)"
     )
     gpus = ", ".join(f"{n} GPU(s): {_h(m)}" for n, m in e["on_gpus"].items())
     floor = (
