@@ -141,3 +141,43 @@ def test_types_check() -> None:
     """mypy over src/ (strict on the paper wing, the registry and the predictor: see pyproject.toml)."""
     proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def third_party_modules() -> set[str]:
+    """Top-level names of the non-standard-library modules src/tinylm imports (at the top or in functions)."""
+    found: set[str] = set()
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "tinylm"}
+
+
+def test_the_main_jobs_install_provides_every_module_tinylm_imports() -> None:
+    """The README's main job installs `.[hf,onnx]`: every third-party module src/tinylm imports comes with
+    the core dependencies or those two extras, except `ray` (its own extra, for the Ray grid only). scipy,
+    which the report's statistics import, was once only in `dev`: `reproduce --preset quick` then trained
+    for 50 minutes on a fresh install and failed writing its report."""
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    assert "pip install -q -e '.[hf,onnx]' && TINYLM_DATA_DIR" in (ROOT / "README.md").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def dist(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    installed = {dist(r) for r in project["dependencies"] + extras["hf"] + extras["onnx"]}
+    owners = packages_distributions()
+    modules = third_party_modules()
+    assert {"torch", "numpy", "scipy", "yaml"} <= modules  # the scan sees imports inside functions too
+    missing = {
+        m: sorted(owners.get(m, [m]))
+        for m in modules - {"ray"}
+        if not {dist(d) for d in owners.get(m, [m])} & installed
+    }
+    assert not missing, f"imported by tinylm but not installed by the README's main job: {missing}"
