@@ -607,6 +607,7 @@ def test_estimate_times_each_job_in_the_precision_it_trains_in(monkeypatch: pyte
     """`precision: auto` jobs (quick) are timed as the trainer will run them (bf16 where `auto_precision`
     picks it here, fp32 where it does not), a stated precision (smoke: fp32) as stated, and the total line
     names the precision; the estimate once timed every job in fp32."""
+    from tinylm import device
     from tinylm.paper import estimate as est
 
     def pair(preset: str) -> list:  # a pre-training and one fine-tuning of it
@@ -624,7 +625,7 @@ def test_estimate_times_each_job_in_the_precision_it_trains_in(monkeypatch: pyte
     monkeypatch.setattr(est, "mean_lengths", lambda *a: {"wiki": 93.0, "agnews": 50.0, "agnews:labels": 4.0})
     minutes = {}
     for choice in ("fp32", "bf16"):
-        monkeypatch.setattr(est, "auto_precision", lambda dev, cpu, c=choice: (c, "stubbed for the test"))
+        monkeypatch.setattr(device, "auto_precision", lambda dev, cpu, c=choice: (c, "stubbed for the test"))
         for preset, expected in (("quick", choice), ("smoke", "fp32")):
             timed.clear()
             e = est.estimate(pair(preset), None, ["agnews"], 64, [1], 100.0)

@@ -86,6 +86,12 @@ def measured_precision(cpu: str) -> tuple[str, str]:
     return choice, f"measured here ({key}): bf16 matmuls {ratio:.2f}× the speed of fp32"
 
 
+def concrete_precision(precision: str, device: torch.device, cpu: str = "") -> str:
+    """The precision a run with this setting trains in on `device`: 'auto' as `auto_precision` decides it,
+    any other setting unchanged."""
+    return auto_precision(device, cpu)[0] if precision == "auto" else precision
+
+
 def auto_precision(device: torch.device, cpu: str = "") -> tuple[str, str]:
     """What `precision: auto` means on this device, and why: fp32 without bf16 support; bf16 on a CUDA
     device that has it; on a CPU with bf16, the faster of the two as measured (`measured_precision`)."""

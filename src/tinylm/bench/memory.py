@@ -42,14 +42,13 @@ def bench_memory(
     every `eval_every`, sampling RSS after each."""
     import torch
 
-    from tinylm.device import auto_precision
+    from tinylm.device import concrete_precision
     from tinylm.machine import cpu_name
     from tinylm.pretrain import pretrain
     from tinylm.settings import PretrainSettings
     from tinylm.train import Progress
 
-    if precision == "auto":
-        precision = auto_precision(torch.device("cpu"), cpu_name())[0]
+    precision = concrete_precision(precision, torch.device("cpu"), cpu_name())
     samples: list[tuple[int, float]] = []
 
     def on_step(p: Progress) -> None:

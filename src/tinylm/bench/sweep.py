@@ -68,15 +68,13 @@ def run_config(
     """Pre-train one variation for `tokens` training tokens; its held-out curve against tokens and seconds."""
     import torch
 
-    from tinylm.device import auto_precision
+    from tinylm.device import concrete_precision
     from tinylm.machine import cpu_name
     from tinylm.pretrain import pretrain
     from tinylm.settings import PretrainSettings
 
     s = BASE | changes
-    precision = s["precision"]
-    if precision == "auto":
-        precision = auto_precision(torch.device("cpu"), cpu_name())[0]
+    precision = concrete_precision(s["precision"], torch.device("cpu"), cpu_name())
     approx_steps = max(10, tokens // (s["batch_size"] * 120))
     settings = {k: v for k, v in s.items() if k not in ("warmup_share", "precision")} | {
         "precision": precision,

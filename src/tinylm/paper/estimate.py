@@ -24,7 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinylm.config import ModelConfig, model_shape
-from tinylm.device import auto_precision
+from tinylm.device import concrete_precision
 from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
 from tinylm.paper.jobs import Job
@@ -206,7 +206,8 @@ def estimate(
         init = by_job[j.deps[0]] if j.kind == "finetune" and j.deps else None
         c = job_cost(j, lengths, init, _unlabelled_docs(j, by_job))
         if c["precision"] not in precisions:
-            precisions[c["precision"]] = concrete_precision(c["precision"])
+            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            precisions[c["precision"]] = concrete_precision(c["precision"], dev, cpu_name())
         c["precision"] = precisions[c["precision"]]
         key = (j.kind, str(c["model"]), c["batch"], c["precision"])
         if key not in speed:
@@ -244,15 +245,6 @@ def estimate(
         "critical_path_gpu_minutes": critical,
         "busy": {"load_average": load, "cores": cores, "busy": load > BUSY_LOAD_SHARE * cores},
     }
-
-
-def concrete_precision(precision: str) -> str:
-    """The precision a run with this setting trains in here: 'auto' resolved as the trainer resolves it
-    (`device.auto_precision`: measured and cached per CPU), else the setting itself."""
-    if precision != "auto":
-        return precision
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return auto_precision(device, cpu_name())[0]
 
 
 def _unlabelled_docs(job: Job, by_job: dict[str, Job]) -> int:
