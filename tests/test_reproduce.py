@@ -456,7 +456,7 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
         poolings=["cls", "max"],
         pretrain_seeds=0,
         size_seeds=3,
-        e0={"tasks": ["sst2"], "points": 2, "seeds": 0},
+        e0={"tasks": ["sst2"], "points": 2, "seeds": 0, "poolings": ["mean"]},
     )
     with pytest.raises(ConfigError) as e:
         load_preset(str(bad))
@@ -467,6 +467,7 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
         "pretrain_seeds: must be positive",
         "size_seeds: must be between 1 and pretrain_seeds (0",
         "e0.seeds: must be positive, got 0",
+        "e0.poolings: 'mean' is not one of the preset's poolings ['cls', 'max']",
     ):
         assert part in str(e.value)
     assert load_preset(str(smoke_variant(tmp_path, controlled=None, e0=None))).controlled is None
@@ -484,6 +485,25 @@ def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
     assert shapes == [(1, 128, 2, 0, 20_000_000), (1, 128, 4, 0, 20_000_000), (1, 128, 2, 2, 20_000_000)]
     assert "2 heads, 4 heads, 2 heads with the Conv2d" in " ".join(p.description.split())
     assert "20M tokens each" in p.description
+
+
+def test_quick_preset_runs_what_its_description_names() -> None:
+    """The quick preset's description: two conv members (2 and 4 heads) on 3M tokens, both heads in C1,
+    E0 with 2 fine-tuning seeds on the [CLS] head only (`e0.poolings`)."""
+    p = load_preset("quick")
+    grid = build_grid(p, p.tasks, p.seeds)
+    members = [j.settings for j in grid if j.kind == "pretrain" and "member" in j.role]
+    assert [(s["heads"], s["conv_layers"], s["max_tokens"]) for s in members] == [
+        (2, 2, 3_000_000),
+        (4, 2, 3_000_000),
+    ]
+    finetunes = [j for j in grid if j.kind == "finetune"]
+    e0 = [j for j in finetunes if j.role.get("e0")]
+    snapshot_runs = [j for j in e0 if j.role["init"] == "snapshot"]
+    assert {j.role["pooling"] for j in e0} == {"cls"} and len(snapshot_runs) == 2 * 2 * 4  # tasks, seeds
+    assert {j.role["pooling"] for j in finetunes if not j.role.get("e0")} == {"cls", "mean"}
+    text = " ".join(p.description.split())
+    assert "on 3M tokens" in text and "E0 with 2 fine-tuning seeds on the [CLS] head" in text
 
 
 def test_controlled_corpora_get_their_own_pretraining_budget(tmp_path: Path) -> None:

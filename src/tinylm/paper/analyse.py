@@ -233,7 +233,7 @@ def analyse_e0(r: Results, p: Preset, tasks: list[str]) -> list[dict[str, Any]]:
     lr0, seeds = p.finetune.get("lr"), range(p.e0.seeds)
     rows = []
     for task in [t for t in p.e0.tasks if t in tasks]:
-        for pl in p.poolings:
+        for pl in p.e0.heads(p.poolings):
             scratch = [r.accuracy(_e0_job(r, lr0, s, task=task, pooling=pl, init="scratch")) for s in seeds]
             points = [(snaps[n], {"init": "snapshot", "tokens": n}) for n in sorted(snaps)]
             for snap, role in [*points, (final, final_role)]:

@@ -153,10 +153,10 @@ def _task_finetunes(
 
 
 def _e0_finetunes(g: GridBuilder, task: str, pre: Job, snaps: list[int]) -> None:
-    """E0: scratch, the finished run and every snapshot, per fine-tuning seed and head, at one lr."""
+    """E0: scratch, the finished run and every snapshot, per fine-tuning seed and E0 head, at one lr."""
     assert g.p.e0 is not None
     for seed in range(g.p.e0.seeds):
-        for pl in g.p.poolings:
+        for pl in g.p.e0.heads(g.p.poolings):
             g.finetune(None, task, seed, {"init": "scratch"}, pl, sweep=False)
             final = {"init": "pretrained", "size": g.p.main_corpus, "pseed": 0}
             g.finetune(pre, task, seed, final, pl, sweep=False)

@@ -35,12 +35,18 @@ class Controlled:
 @dataclass(frozen=True)
 class E0:
     """E0 (beyond the paper): fine-tune snapshots of the main deep pre-training, taken at 0 and at
-    budget/2^k tokens (k = points … 1) plus the finished run, on `tasks` with every head, each with
-    fine-tuning seeds 0 … `seeds`−1 (the gap is paired with the scratch run of the same seed)."""
+    budget/2^k tokens (k = points … 1) plus the finished run, on `tasks` with the heads `poolings` (none:
+    every head of the preset), each with fine-tuning seeds 0 … `seeds`−1 (the gap is paired with the
+    scratch run of the same seed)."""
 
     tasks: list[str]
     points: int
     seeds: int = 1
+    poolings: list[str] | None = None
+
+    def heads(self, preset_poolings: list[str]) -> list[str]:
+        """The heads E0 fine-tunes: its own list, or every head of the preset."""
+        return list(self.poolings) if self.poolings is not None else list(preset_poolings)
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,7 @@ DISTINCT_LISTS = (
     ("finetune_lrs",),
     ("poolings",),
     ("e0", "tasks"),
+    ("e0", "poolings"),
     ("e5", "tasks"),
     ("e5", "fractions"),
     ("e6", "tasks"),
@@ -356,6 +363,14 @@ def _e0_problems(raw: dict[str, Any]) -> list[str]:
         out.append(f"e0.points: must be positive, got {e0['points']}")
     if e0.get("seeds", 1) < 1:
         out.append(f"e0.seeds: must be positive, got {e0['seeds']}")
+    heads = raw.get("poolings", ["cls"])
+    out += [
+        f"e0.poolings: {x!r} is not one of the preset's poolings {heads}"
+        for x in e0.get("poolings") or []
+        if x not in heads
+    ]
+    if e0.get("poolings") == []:
+        out.append("e0.poolings: empty (leave it out to fine-tune every head of the preset)")
     budget = raw["pretrain"].get("max_tokens")
     if not isinstance(budget, int) or budget < 2 ** max(1, e0["points"]):
         out.append("e0: needs pretrain.max_tokens (the budget its snapshots divide), an integer >= 2^points")
