@@ -95,6 +95,25 @@ def test_mask_rate_schedule_falls_linearly_and_evaluation_keeps_mask_prob() -> N
     assert 0.13 < len(held_out) / n < 0.17
 
 
+def test_prediction_rate_keeps_the_loss_rows_while_the_masking_rate_corrupts_more() -> None:
+    """predict_prob 0.15 under a 30 % masking rate: ~30 % of the tokens corrupted, ~15 % in the loss, every
+    predicted position among the corrupted ones; at or below predict_prob every selected token is
+    predicted and the draws are those of the run without it (the same masks, step for step)."""
+    ids = torch.randint(1000, 30000, (64, 128), generator=torch.Generator().manual_seed(0))
+    plain = MLMObjective(30522, mask_prob=0.15, mask_prob_start=0.3)
+    split = MLMObjective(30522, mask_prob=0.15, mask_prob_start=0.3, predict_prob=0.15)
+    inputs, positions, targets = split.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=0.0))
+    plain_inputs, plain_positions, _ = plain.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=0.0))
+    n = ids.numel()
+    selected = plain_positions  # the same generators draw the same selection and corruption
+    assert torch.equal(inputs, plain_inputs) and 0.28 < len(selected) / n < 0.32
+    assert 0.13 < len(positions) / n < 0.17 and bool(torch.isin(positions, selected).all())
+    assert torch.equal(targets, ids.view(-1)[positions])
+    late = split.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=1.0))
+    late_plain = plain.mask_rows(ids, rows_of(0, 0, range(64), 128, progress=1.0))
+    assert all(torch.equal(a, b) for a, b in zip(late, late_plain, strict=True))
+
+
 def _window_model() -> tuple[TinyBertForMaskedLM, torch.Tensor, torch.Tensor]:
     cfg = ModelConfig(layers=2, hidden_size=32, heads=2, ffn_size=64, vocab_size=200, max_length=16,
                       dropout=0.0, attention_dropout=0.0)  # fmt: skip
@@ -173,7 +192,8 @@ def test_bad_recipe_options_are_one_clear_error_before_anything_runs(tmp_path) -
 
     with pytest.raises(ConfigError) as e:
         PretrainSettings.build({"mask_prob_start": 1.5, "position_init": "random", "attention_init": "x",
-                                "attention_window_start": -1, "attention_window_share": 0})  # fmt: skip
+                                "attention_window_start": -1, "attention_window_share": 0,
+                                "predict_prob": 0})  # fmt: skip
     text = str(e.value)
     for field in ("mask_prob_start", "position_init", "attention_init", "attention_window_start",
                   "attention_window_share"):  # fmt: skip
@@ -183,4 +203,8 @@ def test_bad_recipe_options_are_one_clear_error_before_anything_runs(tmp_path) -
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode != 0 and "mask_prob_start: must be in (0, 1)" in out.stderr
+    # predict_prob at or above every masking rate the run uses would never act: an error, not a no-op
+    assert "predict_prob: must be in (0, " in text
+    with pytest.raises(ConfigError, match=r"predict_prob: must be in \(0, 0.15\)"):
+        PretrainSettings.build({"predict_prob": 0.15})
     assert list(tmp_path.iterdir()) == []  # nothing started

@@ -289,6 +289,13 @@ class CorpusConfig:
         "masking-rate schedule: start at this share and fall linearly to mask_prob over the run's steps "
         "(e.g. 0.3; arXiv 2305.15096); held-out evaluation always masks mask_prob; None = constant",
     )
+    predict_prob: float | None = opt(
+        None,
+        "prediction rate below the masking rate (arXiv 2202.08005): while a training step masks more than "
+        "this share of tokens, each selected token enters the loss with probability predict_prob ÷ the "
+        "step's rate (the others stay corrupted in the input), so the vocabulary projection's rows stay at "
+        "this rate's count; None = every selected token is predicted",
+    )
     attention_window_start: int | None = opt(
         None,
         "attention-window warm-up: in a training step each token attends only to the tokens within ± this "
@@ -332,6 +339,12 @@ class CorpusConfig:
             p.append(f"mask_prob: must be in (0, 1), got {self.mask_prob}")
         if self.mask_prob_start is not None and not 0 < self.mask_prob_start < 1:
             p.append(f"mask_prob_start: must be in (0, 1) or null (constant), got {self.mask_prob_start}")
+        top = max(self.mask_prob, self.mask_prob_start or 0.0)
+        if self.predict_prob is not None and not 0 < self.predict_prob < top:
+            p.append(
+                f"predict_prob: must be in (0, {top:g}) (below the highest masking rate, else it never acts) "
+                f"or null, got {self.predict_prob}"
+            )
         if self.attention_window_start is not None and self.attention_window_start < 0:
             p.append(
                 f"attention_window_start: must be >= 0 positions or null (full attention), got "

@@ -110,6 +110,8 @@ class MLMObjective(Objective):
     are selected; of those `mask_replace` → [MASK], `mask_random` → a uniform random id, the rest kept.
     The loss (cross-entropy) and accuracy count only the selected positions. With `mask_prob_start`, a
     training step's rate falls linearly from it to `mask_prob` over the run (evaluation: `mask_prob`).
+    With `predict_prob` below a step's rate, each selected token enters that step's loss with probability
+    `predict_prob` ÷ rate (corrupted in the input all the same): more corruption, no more loss rows.
     `fused`: the training loss through the model's fused projection + loss (`vocab_loss`), else the
     plain logits + `cross_entropy_and_hits`. With `window_start`, a training step's tokens attend only
     within ± `window_at(progress)` positions: from `window_start`, widening linearly to the whole sequence
@@ -125,13 +127,14 @@ class MLMObjective(Objective):
         unigram: np.ndarray | None = None,
         mask_prob_start: float | None = None,
         fused: bool = True,
+        predict_prob: float | None = None,
         window_start: int | None = None,
         window_share: float = 0.25,
     ):
         self.vocab_size = vocab_size
         self.window_start, self.window_share = window_start, window_share
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
-        self.mask_prob_start, self.fused = mask_prob_start, fused
+        self.mask_prob_start, self.fused, self.predict_prob = mask_prob_start, fused, predict_prob
         self.generator = torch.Generator().manual_seed(seed)
         self.unigram = None if unigram is None else torch.from_numpy(unigram)
 
@@ -163,21 +166,30 @@ class MLMObjective(Objective):
         """`mask` with every row drawn from its own generator (a training step's rows): a row's masks do
         not depend on the micro-batch it is in. A row may draw no target."""
         maskable = (ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)
-        row = ids.shape[1:]
-        selected = (rows.rand(row) < self.rate_at(rows.progress)) & maskable
+        row, rate = ids.shape[1:], self.rate_at(rows.progress)
+        selected = (rows.rand(row) < rate) & maskable
         action = rows.rand(row)
         random_ids = rows.randint(self.vocab_size, row)
-        return self._apply(ids, selected, action, random_ids)
+        predicted = None
+        if self.predict_prob is not None and rate > self.predict_prob:
+            predicted = selected & (rows.rand(row) < self.predict_prob / rate)
+        return self._apply(ids, selected, action, random_ids, predicted)
 
     def _apply(
-        self, ids: Tensor, selected: Tensor, action: Tensor, random_ids: Tensor
+        self,
+        ids: Tensor,
+        selected: Tensor,
+        action: Tensor,
+        random_ids: Tensor,
+        predicted: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Corrupts the `selected` tokens; the loss's positions are `predicted` (default: `selected`)."""
         inputs = ids.clone()
         to_mask = selected & (action < self.mask_replace)
         to_random = selected & (action >= self.mask_replace) & (action < self.mask_replace + self.mask_random)
         inputs[to_mask] = MASK_ID
         inputs[to_random] = random_ids[to_random]
-        positions = selected.view(-1).nonzero().squeeze(1)
+        positions = (selected if predicted is None else predicted).view(-1).nonzero().squeeze(1)
         return inputs, positions, ids.view(-1)[positions]
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

@@ -135,6 +135,7 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
         seed=tcfg.seed,
         unigram=unigram,
         mask_prob_start=ccfg.mask_prob_start,
+        predict_prob=ccfg.predict_prob,
         window_start=ccfg.attention_window_start,
         window_share=ccfg.attention_window_share,
         fused=tcfg.fused_loss,

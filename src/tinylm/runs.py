@@ -49,6 +49,7 @@ HASHED_WHEN_CHANGED = {
     "position_init": "normal",
     "attention_init": "normal",
     "mask_prob_start": None,
+    "predict_prob": None,
     "attention_window_start": None,
     "attention_window_share": 0.25,
     "patience": None,

@@ -43,6 +43,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "warm-up 1%": {"warmup_steps": 45},
     "mask 30→15%": {"mask_prob_start": 0.3},
     "mask 40→15%": {"mask_prob_start": 0.4},
+    "mask 30→15%, predict 15%": {"mask_prob_start": 0.3, "predict_prob": 0.15},
+    "mask 40→15%, predict 15%": {"mask_prob_start": 0.4, "predict_prob": 0.15},
     "sinusoidal positions": {"position_init": "sinusoidal"},
     "mimetic attention": {"attention_init": "mimetic"},
     "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
