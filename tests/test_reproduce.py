@@ -488,14 +488,14 @@ def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
 
 
 def test_quick_preset_runs_what_its_description_names() -> None:
-    """The quick preset's description: two conv members (2 and 4 heads) on 3M tokens, both heads in C1,
+    """The quick preset's description: two conv members (2 and 4 heads) on 4M tokens, both heads in C1,
     E0 with 2 fine-tuning seeds on the [CLS] head only (`e0.poolings`)."""
     p = load_preset("quick")
     grid = build_grid(p, p.tasks, p.seeds)
     members = [j.settings for j in grid if j.kind == "pretrain" and "member" in j.role]
     assert [(s["heads"], s["conv_layers"], s["max_tokens"]) for s in members] == [
-        (2, 2, 3_000_000),
-        (4, 2, 3_000_000),
+        (2, 2, 4_000_000),
+        (4, 2, 4_000_000),
     ]
     finetunes = [j for j in grid if j.kind == "finetune"]
     e0 = [j for j in finetunes if j.role.get("e0")]
@@ -503,7 +503,7 @@ def test_quick_preset_runs_what_its_description_names() -> None:
     assert {j.role["pooling"] for j in e0} == {"cls"} and len(snapshot_runs) == 2 * 2 * 4  # tasks, seeds
     assert {j.role["pooling"] for j in finetunes if not j.role.get("e0")} == {"cls", "mean"}
     text = " ".join(p.description.split())
-    assert "on 3M tokens" in text and "E0 with 2 fine-tuning seeds on the [CLS] head" in text
+    assert "on 4M tokens" in text and "E0 with 2 fine-tuning seeds on the [CLS] head" in text
 
 
 def test_controlled_corpora_get_their_own_pretraining_budget(tmp_path: Path) -> None:
