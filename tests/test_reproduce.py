@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tinylm.errors import ConfigError
+from tinylm.paper import reproduce as reproduce_module
 from tinylm.paper import steps
 from tinylm.paper.grid import build_grid
 from tinylm.paper.invocations import InvocationClock
@@ -366,6 +367,12 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     assert [d["ended"] for d in both] == ["interrupted", "finished"]
     timings = json.loads((tmp_path / "resumed" / "timings.json").read_text())
     assert timings["wall_seconds"] == pytest.approx(sum(d["seconds"] for d in both), abs=0.11)
+    # every job finished but the report fails (as it did once for a missing module): not "finished"
+    monkeypatch.setattr(reproduce_module, "write_report", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        reproduce(preset, str(tmp_path / "resumed"), **args, **QUIET)
+    third = json.loads((tmp_path / "resumed" / "invocations.json").read_text())[-1]["ended"]
+    assert third == "interrupted while writing the report"
 
 
 def test_a_killed_invocation_keeps_its_wall_time(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,6 +107,24 @@ def pretrain(
     return run_once(settings, "pretrain", "pre-training run", lambda s, run: _pretrain(s, run, on_step), log)
 
 
+def mlm_objective(s: PretrainSettings, unigram: np.ndarray) -> MLMObjective:
+    """The run's masking objective from its corpus (masking) and train (seed, loss path) settings."""
+    c = s.corpus
+    return MLMObjective(
+        s.model.vocab_size,
+        c.mask_prob,
+        c.mask_replace,
+        c.mask_random,
+        seed=s.train.seed,
+        unigram=unigram,
+        mask_prob_start=c.mask_prob_start,
+        predict_prob=c.predict_prob,
+        window_start=c.attention_window_start,
+        window_share=c.attention_window_share,
+        fused=s.train.fused_loss,
+    )
+
+
 def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] | None) -> None:
     mcfg, tcfg, ccfg, run, d, log = s.model, s.train, s.corpus, r.dir, r.dist, r.log
     source = resolve_source(ccfg.data_dir)
@@ -126,20 +145,7 @@ def _pretrain(s: PretrainSettings, r: Run, on_step: Callable[[Progress], None] |
     torch.manual_seed(tcfg.seed)
     model = TinyBertForMaskedLM(mcfg)
     log(describe(mcfg))
-    unigram = unigram_log_probs(corpus.train.ids, mcfg.vocab_size)
-    objective = MLMObjective(
-        mcfg.vocab_size,
-        ccfg.mask_prob,
-        ccfg.mask_replace,
-        ccfg.mask_random,
-        seed=tcfg.seed,
-        unigram=unigram,
-        mask_prob_start=ccfg.mask_prob_start,
-        predict_prob=ccfg.predict_prob,
-        window_start=ccfg.attention_window_start,
-        window_share=ccfg.attention_window_share,
-        fused=tcfg.fused_loss,
-    )
+    objective = mlm_objective(s, unigram_log_probs(corpus.train.ids, mcfg.vocab_size))
     eval_data, train = (TokenData(c.ids, c.lengths) for c in (corpus.eval, corpus.train))
     device = d.device(pick_device(tcfg.device))
 

@@ -2,7 +2,8 @@
 
 An invocation's entry is written when it starts and rewritten every `every` seconds by a daemon thread,
 so a grid stopped by SIGKILL (a session's end, a lost machine) still counts all but the last minute of
-its time; a clean end marks it "finished", an exception or Ctrl-C "interrupted"."""
+its time; a clean end marks it "finished", an exception or Ctrl-C "interrupted" (while the jobs ran) or
+"interrupted while writing the report" (after they all finished)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ class InvocationClock:
         self._stopped.set()
         self._thread.join()
         return self._write(ended)
+
+    def mark(self, ended: str) -> None:
+        """Rewrite how the stopped invocation ended (its seconds unchanged), e.g. after the report."""
+        entries = json.loads(self.path.read_text())
+        write_json(self.path, [*entries[:-1], entries[-1] | {"ended": ended}])
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.every):

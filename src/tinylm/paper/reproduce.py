@@ -343,6 +343,11 @@ def _run_grid(
     if clock is None:
         log(f"dry run finished: {len(jobs)} runs of 2 steps each in {time.time() - t0:.0f} s")
         return outp
-    total = clock.stop("finished")  # the grid's whole cost, over every invocation
-    write_report(outp, p, jobs, tasks, seeds, total, seconds, log)
+    total = clock.stop("jobs finished, report not written")  # the grid's whole cost, every invocation
+    try:
+        write_report(outp, p, jobs, tasks, seeds, total, seconds, log)
+    except BaseException:
+        clock.mark("interrupted while writing the report")
+        raise
+    clock.mark("finished")
     return outp
