@@ -482,7 +482,7 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
 
 def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
     """The cpu preset's description: three 1-layer/128 members — 2 heads, 4 heads, 2 heads with the Conv2d
-    front-end — on 20M tokens each."""
+    front-end — on 20M tokens each, re-seeded at most twice below the gate."""
     p = load_preset("cpu")
     members = [j for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain" and "member" in j.role]
     shapes = [
@@ -492,6 +492,9 @@ def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
     assert shapes == [(1, 128, 2, 0, 20_000_000), (1, 128, 4, 0, 20_000_000), (1, 128, 2, 2, 20_000_000)]
     assert "2 heads, 4 heads, 2 heads with the Conv2d" in " ".join(p.description.split())
     assert "20M tokens each" in p.description
+    # "a member that ends below the gate is pre-trained again with the next seed, at most twice"
+    assert p.member_reseeds == 2 and all(j.settings["gate_reseeds"] == 2 for j in members)
+    assert "pre-trained again with the next seed, at most twice" in " ".join(p.description.split())
 
 
 def test_quick_preset_runs_what_its_description_names() -> None:
@@ -903,6 +906,33 @@ def test_finished_pretrainings_of_another_grid_are_reused(
             **QUIET,
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_finished_run_is_reused_under_another_id_when_only_grid_keys_differ(
+    smoke: Path, real_data_dir: Path, tmp_path: Path
+) -> None:
+    """`--reuse-from` finds a finished run by its settings when the job's id differs only in what steers
+    the grid (a member's `gate_reseeds`): the smoke grid's members serve the same preset with re-seeds."""
+    from tinylm.paper.context import Context
+    from tinylm.paper.reuse import reuse_runs
+
+    plain = load_preset("smoke")
+    old = {
+        j.role["member"]: j
+        for j in build_grid(plain, plain.tasks, 1)
+        if j.kind == "pretrain" and "member" in j.role
+    }
+    p = load_preset(str(smoke_variant(tmp_path, member_reseeds=1)))
+    jobs = build_grid(p, p.tasks, p.seeds)
+    new = {j.role["member"]: j for j in jobs if j.kind == "pretrain" and "member" in j.role}
+    assert new and all(new[i].id != old[i].id for i in new)
+    ctx = Context(tmp_path / "grid", str(real_data_dir))
+    copied = reuse_runs(jobs, ctx, [smoke / "runs"], lambda *_: None)
+    for i, j in new.items():
+        assert copied[j.id] == str((smoke / "runs" / old[i].id).resolve())
+        assert (ctx.runs_dir / j.id / "model.safetensors").read_bytes() == (
+            smoke / "runs" / old[i].id / "model.safetensors"
+        ).read_bytes()
 
 
 def test_the_cpu_grid_shares_the_pretrainings_the_readme_names() -> None:

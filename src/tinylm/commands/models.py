@@ -251,8 +251,7 @@ def _prune(args: argparse.Namespace) -> int:
     runs: list[Path] = []
     for given in map(Path, args.runs):
         grid = given / "runs"
-        found = sorted(p for p in grid.iterdir() if p.is_dir()) if grid.is_dir() else [given]
-        runs += found
+        runs += _grid_runs(grid) if grid.is_dir() else [given]
     unfinished = [p for p in runs if not RunDir(p).is_finished()]
     if unfinished:
         raise TinylmError(
@@ -268,6 +267,16 @@ def _prune(args: argparse.Namespace) -> int:
         f"pruned {len(runs)} finished run(s): {freed / 2**20:,.1f} MiB freed (checkpoints/, best.safetensors)"
     )
     return 0
+
+
+def _grid_runs(grid: Path) -> list[Path]:
+    """A grid's run directories, the runs set aside below the gate (ID.below-gate/seed-S) included."""
+    from tinylm.paper.reseed import SET_ASIDE_SUFFIX
+
+    out: list[Path] = []
+    for p in sorted(q for q in grid.iterdir() if q.is_dir()):
+        out += sorted(q for q in p.iterdir() if q.is_dir()) if p.name.endswith(SET_ASIDE_SUFFIX) else [p]
+    return out
 
 
 def _size(path: Path) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from tinylm.finetune import validation_score
 from tinylm.paper.jobs import Job, by_role
 from tinylm.paper.presets import Preset
+from tinylm.paper.reseed import attempts_set_aside
 from tinylm.paper.stats import (
     fixed_effects_test,
     mcnemar_exact,
@@ -34,6 +35,7 @@ class Results:
     """The results.json of every job of a grid, looked up by job or by role."""
 
     def __init__(self, out: Path, jobs: list[Job]):
+        self.out = out
         self.jobs = jobs
         self.by_id: dict[str, dict[str, Any]] = {
             j.id: json.loads((out / "runs" / j.id / "results.json").read_text()) for j in jobs
@@ -116,6 +118,8 @@ def gate_models(r: Results, gate_nats: float) -> list[dict[str, Any]]:
                 "mlm_loss": loss,
                 "unigram_loss": uni,
                 "passed": passed,
+                # earlier attempts below the gate, replaced by this run (`member_reseeds`)
+                "set_aside": attempts_set_aside(r.out / "runs", j),
             }
         )
     return out

@@ -62,10 +62,10 @@ def job_cost(
     fine-tuning job has the architecture of its `init` pre-training job; `unlabelled_docs`: a student's
     extra unlabelled documents (Wikipedia-like articles), learnt every epoch beside the labelled ones."""
     scratch = {"init": "scratch"} if job.kind == "finetune" else {}  # an init job id is no path yet
-    built = RECIPES[job.kind].build(job.settings | scratch)
+    built = RECIPES[job.kind].build(job.run_settings() | scratch)
     mcfg: ModelConfig = built.model
     if init is not None:
-        mcfg = PretrainSettings.build(init.settings).model
+        mcfg = PretrainSettings.build(init.run_settings()).model
     tc = built.train
     if isinstance(built, PretrainSettings):
         seq = lengths["wiki"]

@@ -55,7 +55,7 @@ def run_local(
 ) -> dict[str, float]:
     """Run every unfinished job; returns wall seconds per job (0 for reused ones). `expected`: estimated
     seconds per job, for the grid's ETA."""
-    todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
+    todo = [j for j in jobs if not steps.finished(j, ctx)]
     seconds = {j.id: 0.0 for j in jobs}
     log(
         f"grid: {len(jobs)} jobs, {len(jobs) - len(todo)} already finished (reused), {len(todo)} to run, "
@@ -138,7 +138,7 @@ def run_ray(
     import ray
     import torch
 
-    todo = [j for j in jobs if not ctx.result_path(j.id).is_file()]
+    todo = [j for j in jobs if not steps.finished(j, ctx)]
     seconds = {j.id: 0.0 for j in jobs}
     n_done = len(jobs) - len(todo)
     log(f"grid on Ray: {len(jobs)} jobs, {n_done} already finished (reused), {len(todo)} to run")

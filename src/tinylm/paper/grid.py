@@ -60,8 +60,11 @@ def build_grid(p: Preset, tasks: list[str], seeds: int) -> list[Job]:
     }
     by_epochs = _c2_epoch_pretrains(g)
     ctl_pre = _controlled_pretrains(g)
+    reseeds: dict[str, Any] = (
+        {"gate_reseeds": p.member_reseeds, "gate_nats": p.gate_nats} if p.member_reseeds else {}
+    )
     members = [
-        g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}, **p.member_pretrain)
+        g.pretrain(p.member_model(i), p.main_corpus, i, {"member": i}, **p.member_pretrain, **reseeds)
         for i in range(p.member_pool)
     ]
     for task in tasks:
@@ -231,7 +234,7 @@ def validate_jobs(jobs: list[Job]) -> None:
         if j.kind not in RECIPES:
             continue
         try:
-            settings = j.settings | (
+            settings = j.run_settings() | (
                 {"init": "scratch"} if j.kind == "finetune" else {}
             )  # init: a job id here
             RECIPES[j.kind].build(settings, source=j.id)

@@ -26,6 +26,10 @@ KINDS = (
     "distill",
 )
 
+#: Job settings that steer the grid, not the run (left out of what the job's command is given): a
+#: member pre-training's re-seeds below the adequacy gate (`paper.reseed`).
+GRID_ONLY = frozenset({"gate_reseeds", "gate_nats"})
+
 
 @dataclass
 class Job:
@@ -42,6 +46,10 @@ class Job:
 
     def roles(self) -> list[dict[str, Any]]:
         return [self.role, *self.also]
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings the job's command runs with: its settings without the grid's own (GRID_ONLY)."""
+        return {k: v for k, v in self.settings.items() if k not in GRID_ONLY}
 
 
 def make_job(

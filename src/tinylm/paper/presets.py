@@ -155,6 +155,9 @@ class Preset:
     #: the committee members' pre-training settings over `pretrain` (e.g. more tokens: a 1-layer model is
     #: faster per token and needs more of them to pass the gate)
     member_pretrain: dict[str, Any] = field(default_factory=dict)
+    #: a committee member whose pre-training ends below the gate is trained again with another seed, at
+    #: most this many times (the attempts set aside are in the report; `paper.reseed`); 0: never
+    member_reseeds: int = 0
     #: the controlled corpora's pre-training settings over `pretrain`: their articles are all full-length,
     #: so a token budget buys fewer optimizer steps than on a nested subset with its short articles
     controlled_pretrain: dict[str, Any] = field(default_factory=dict)
@@ -285,6 +288,8 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
     out += _e0_problems(raw)
     out += _future_problems(raw)
     out += _duplicate_problems(raw)
+    if raw.get("member_reseeds", 0) < 0:
+        out.append(f"member_reseeds: must be 0 or more, got {raw['member_reseeds']}")
     if raw.get("pretrain_seeds", 1) < 1:
         out.append(f"pretrain_seeds: must be positive, got {raw['pretrain_seeds']}")
     out += _c2_epochs_problems(raw)

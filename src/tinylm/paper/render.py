@@ -194,6 +194,16 @@ def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[
     return L + _gate(r)
 
 
+def _set_aside_row(a: dict[str, Any], roles: str) -> str:
+    """A gate-table row for an attempt set aside below the gate (`paper.reseed`)."""
+    loss, uni = a["mlm_loss"], a["unigram_loss"]
+    gap = None if loss is None or uni is None else uni - loss
+    return (
+        f"| {a['run']} | {roles}, seed {a['seed']} | {_fmt(a['tokens'], ',')} | {_fmt(loss, '.3f')} | "
+        f"{_fmt(uni, '.3f')} | {_fmt(gap, '.2f')} | no: *set aside*, re-seeded |"
+    )
+
+
 def _gate(r: dict[str, Any]) -> list[str]:
     g = r["gate"]
     L = [
@@ -212,6 +222,15 @@ def _gate(r: dict[str, Any]) -> list[str]:
             f"| {m['run']} | {roles} | {_fmt(m['tokens'], ',')} | {_fmt(m['mlm_loss'], '.3f')} | "
             f"{_fmt(m['unigram_loss'], '.3f')} | {_fmt(gap, '.2f')} | {'yes' if m['passed'] else '**no**'} |"
         )
+        L += [_set_aside_row(a, roles) for a in m.get("set_aside", [])]
+    if any(m.get("set_aside") for m in g["models"]):
+        L += [
+            "",
+            "*Set aside*: a committee member that ended below the gate was pre-trained again with the next "
+            "seed (`member_reseeds`); the row above it is the attempt kept, and the run set aside stays in "
+            "OUT/runs/ID.below-gate/. Members are chosen on their held-out MLM loss alone, never on a "
+            "downstream accuracy.",
+        ]
     if not all(m["passed"] for m in g["models"]):
         L += [
             "",

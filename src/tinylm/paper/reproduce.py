@@ -85,7 +85,10 @@ def summary(p: Preset, results: dict[str, Any], wall_seconds: float) -> dict[str
         "wall_minutes": round(wall_seconds / 60, 1),
         "gate": {
             "threshold_nats": results["gate"]["threshold_nats"],
-            "models": [{k: m[k] for k in keys} for m in results["gate"]["models"]],
+            "models": [
+                {k: m[k] for k in keys} | ({"set_aside": m["set_aside"]} if m.get("set_aside") else {})
+                for m in results["gate"]["models"]
+            ],
         },
         "verdicts": {
             c: {k: d.get(k) for k in ("verdict", "test", "p", "effect_pp")}
@@ -285,10 +288,11 @@ def _print_estimate(
     and what is left of it (jobs finished in OUT, or `to_copy` from other grids); returns the estimated
     seconds of each training job on this machine (the grid's ETA starts from them)."""
     from tinylm.paper.estimate import estimate, format_estimate, format_left
+    from tinylm.paper.steps import finished
 
     cost = estimate(jobs, data_dir, tasks, p.max_length, gpus or [1, 8], *gpu)
     log(f"estimate for preset {p.name} ({len(jobs)} jobs):\n{format_estimate(cost)}")
-    left = format_left(cost, {j.id for j in jobs if ctx.result_path(j.id).is_file()}, set(to_copy))
+    left = format_left(cost, {j.id for j in jobs if finished(j, ctx)}, set(to_copy))
     if left:
         log(left)
     return {r["id"]: 60.0 * r["minutes_here"] for r in cost["rows"]}

@@ -3,10 +3,11 @@
 A job's id is a hash of its settings, so two presets that share a pre-training (the quick and cpu
 grids' main deep model of seed 0, say) give it the same id. Before the grid runs, each pre-training job
 without a finished run of its own is looked up in the source grids (DIR/runs/ID, or DIR/ID for a runs
-directory); a finished run whose config.yaml defines the same run as this grid's settings (every
-setting but paths, threads and display: `runs.identity_differences`) is copied in, without what only a
-resume needs, with `reused_from.json` naming its source. Its training time was spent elsewhere: the
-report lists it apart and leaves it out of this grid's lane time.
+directory; failing that, any finished run there, as a job's id also hashes settings that steer the grid
+only, e.g. a member's `gate_reseeds`); a finished run whose config.yaml defines the same run as this
+grid's settings (every setting but paths, threads and display: `runs.identity_differences`) is copied
+in, without what only a resume needs, with `reused_from.json` naming its source. Its training time was
+spent elsewhere: the report lists it apart and leaves it out of this grid's lane time.
 """
 
 from __future__ import annotations
@@ -53,20 +54,38 @@ def reusable(
     from tinylm.paper.steps import pretrain_settings
 
     found: dict[str, Path] = {}
+    index: list[tuple[Path, dict[str, Any]]] | None = None  # every finished run of the sources, read once
     for job in jobs:
         if job.kind != "pretrain" or (ctx.runs_dir / job.id).exists():
             continue  # finished here already, or in progress here (resumed, not replaced)
+        flat = pretrain_settings(job, ctx).flat()
         for src in (d / job.id for d in sources):
             if not (src / "results.json").is_file():
                 continue
             old = _config(src)
-            diff = None if old is None else identity_differences(old, pretrain_settings(job, ctx).flat())
+            diff = None if old is None else identity_differences(old, flat)
             if diff == "":
                 found[job.id] = src
                 break
             reason = f"settings differ ({diff})" if diff else "no readable config.yaml"
             log(f"reuse-from: {src} not reused: {reason}")
+        else:  # no run of this id: one of another id with the same settings (a grid-only key differs)
+            index = _finished_runs(sources) if index is None else index
+            same = next((src for src, old in index if identity_differences(old, flat) == ""), None)
+            if same is not None:
+                found[job.id] = same
     return found
+
+
+def _finished_runs(sources: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every finished run directly in the source runs directories with its config.yaml, in source order."""
+    out = []
+    for d in sources:
+        for run in sorted(p for p in d.iterdir() if (p / "results.json").is_file()):
+            cfg = _config(run)
+            if cfg is not None:
+                out.append((run, cfg))
+    return out
 
 
 def reuse_runs(

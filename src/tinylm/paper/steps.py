@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.fileio import write_json
-from tinylm.paper import future_steps
+from tinylm.paper import future_steps, reseed
 from tinylm.paper.context import Context, best_of_groups, log_of
 from tinylm.paper.jobs import Job
 from tinylm.settings import FinetuneSettings, PretrainSettings
 
 
 def _training_settings(job: Job, ctx: Context) -> dict[str, Any]:
-    settings = job.settings | {
+    settings = job.run_settings() | {
         "out": str(ctx.runs_dir),
         "name": job.id,
         "resume": True,
@@ -42,18 +42,22 @@ def _in_runs(ctx: Context, path: str) -> str:
     return path if Path(path).is_absolute() else str(ctx.runs_dir / path)
 
 
-def pretrain_settings(job: Job, ctx: Context) -> PretrainSettings:
-    """The settings a pre-training job runs with in this grid."""
+def pretrain_settings(job: Job, ctx: Context, seed: int | None = None) -> PretrainSettings:
+    """The settings a pre-training job runs with in this grid (`seed`: a re-seeded attempt's)."""
     settings = _training_settings(job, ctx)
+    if seed is not None:
+        settings["seed"] = seed
     if settings.get("corpus", "wikipedia").startswith("file:"):  # E5: a `select` job's corpus
         settings["corpus"] = "file:" + _in_runs(ctx, settings["corpus"].removeprefix("file:"))
     return PretrainSettings.build(settings)
 
 
 def run_pretrain(job: Job, ctx: Context) -> None:
+    """One pre-training, trained again with the next seed while it ends below the gate and the job has
+    re-seeds left (`reseed`)."""
     from tinylm.pretrain import pretrain
 
-    pretrain(pretrain_settings(job, ctx), log=log_of(ctx))
+    reseed.run_reseeded(job, ctx, lambda seed: pretrain(pretrain_settings(job, ctx, seed), log=log_of(ctx)))
 
 
 def run_finetune(job: Job, ctx: Context) -> None:
@@ -151,6 +155,12 @@ STEPS: dict[str, Callable[[Job, Context], None]] = {
     "latency": run_latency,
     **future_steps.STEPS,
 }
+
+
+def finished(job: Job, ctx: Context) -> bool:
+    """Whether a job has nothing left to do: its results exist, and a re-seeded pre-training's model is
+    past the gate or has no re-seed left."""
+    return ctx.result_path(job.id).is_file() and not reseed.needs_another(job, ctx)
 
 
 def run_job(job: Job, ctx: Context) -> dict[str, Any]:
