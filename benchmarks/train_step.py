@@ -2,13 +2,16 @@
 models, for one or several source trees, alternated in rounds so that machine noise hits all alike.
 
     python benchmarks/train_step.py --trees OLD/src src --rounds 3 [--real-lengths] [--precision bf16]
+        [--side-by-side]
 
 Each measurement runs in a fresh process with PYTHONPATH set to the tree (batch 32 × 128 real Wikipedia
 tokens when TINYLM_DATA_DIR is set, dropout off, fp32 or `--precision bf16` autocast as the trainer's,
 torch's default threads, glibc's allocator tuned as the trainer tunes it); the table gives the median over
 rounds and the ratio of every tree to the first, with the CPU named. `--real-lengths`: the rows cut to the
 lengths of 32 seeded Wikipedia leads of the presets' corpus (padded, trimmed to the longest, as the trainer
-batches them; tokens/s count real tokens), so that work skipped on padding shows.
+batches them; tokens/s count real tokens), so that work skipped on padding shows. `--side-by-side`: the
+trees' processes run at once, one thread each, as `reproduce --jobs 2` runs its lanes (sharing memory
+bandwidth and caches), instead of one after the other with every core.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 CHILD = """
 import json, statistics, sys, time
@@ -61,11 +65,31 @@ print(json.dumps(int(attention.sum()) / statistics.median(times)))
 """
 
 
-def measure(tree: str, layers: int, steps: int, lengths: list[int], precision: str) -> float:
-    env = os.environ | {"PYTHONPATH": os.path.abspath(tree)}
+def start(tree: str, layers: int, steps: int, lengths: list[int], precision: str, threads: str = "") -> Any:
+    env = (
+        os.environ | {"PYTHONPATH": os.path.abspath(tree)} | ({"OMP_NUM_THREADS": threads} if threads else {})
+    )
     argv = [sys.executable, "-c", CHILD, str(layers), str(steps), json.dumps(lengths), precision]
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(proc: Any) -> float:
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"a measurement failed:\n{err}")
+    return float(out.strip().splitlines()[-1])
+
+
+def measure(tree: str, layers: int, steps: int, lengths: list[int], precision: str) -> float:
+    return result(start(tree, layers, steps, lengths, precision))
+
+
+def measure_side_by_side(
+    trees: list[str], layers: int, steps: int, lengths: list[int], precision: str
+) -> list[float]:
+    """Every tree's step at once, one process of one thread each (as `reproduce --jobs N` runs its lanes)."""
+    procs = [start(t, layers, steps, lengths, precision, threads="1") for t in trees]
+    return [result(p) for p in procs]
 
 
 def real_lengths(n: int = 32, seed: int = 0) -> list[int]:
@@ -92,6 +116,11 @@ def main() -> None:
     p.add_argument(
         "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the step under bf16 autocast"
     )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the trees' measurements at once, one single-thread process each (the grid's lanes)",
+    )
     args = p.parse_args()
     sys.path.insert(0, os.path.abspath(args.trees[-1]))
     from tinylm.machine import cpu_name
@@ -100,13 +129,17 @@ def main() -> None:
 
     runs: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
-        for tree in args.trees:
-            for layers in (2, 1):
-                runs.setdefault((tree, layers), []).append(
-                    measure(tree, layers, args.steps, lengths, args.precision)
-                )
+        for layers in (2, 1):
+            if args.side_by_side:
+                got = measure_side_by_side(args.trees, layers, args.steps, lengths, args.precision)
+            else:
+                got = [measure(t, layers, args.steps, lengths, args.precision) for t in args.trees]
+            for tree, x in zip(args.trees, got, strict=True):
+                runs.setdefault((tree, layers), []).append(x)
     shape = f"real lead lengths (mean {sum(lengths) / len(lengths):.1f})" if lengths else "32 × 128 tokens"
     step = f"tokens/s of one training step ({args.precision})"
+    if args.side_by_side:
+        step += ", the trees side by side (one thread each)"
     print(f"CPU: {cpu_name()}; median of {args.rounds} rounds, {step}, {shape}")
     for layers in (2, 1):
         base = statistics.median(runs[(args.trees[0], layers)])

@@ -20,21 +20,25 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_modules(path: Path) -> set[str]:
+    """The absolute module names a file imports, at the top or inside functions (`from M import x` gives M
+    and M.x: x may be a submodule)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
 def imports() -> dict[str, set[str]]:
     """Every tinylm module -> the tinylm modules it imports (at the top or inside functions)."""
     modules = {module_name(p): p for p in PKG.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tinylm"):
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("tinylm")]
-            deps |= {t for t in targets if t in modules and t != name}
-        graph[name] = deps
-    return graph
+    return {
+        name: {t for t in imported_modules(path) if t in modules and t != name}
+        for name, path in modules.items()
+    }
 
 
 def test_no_import_cycles() -> None:
@@ -145,13 +149,7 @@ def test_types_check() -> None:
 
 def third_party_modules() -> set[str]:
     """Top-level names of the non-standard-library modules src/tinylm imports (at the top or in functions)."""
-    found: set[str] = set()
-    for path in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+    found = {m.split(".")[0] for path in PKG.rglob("*.py") for m in imported_modules(path)}
     return {m for m in found if m not in sys.stdlib_module_names and m != "tinylm"}
 
 
