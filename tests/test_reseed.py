@@ -131,7 +131,7 @@ def test_the_grid_re_seeds_members_below_the_gate_and_the_report_says_so(
     """The smoke grid with a gate no model can pass and one re-seed per member: every member is trained
     twice (seeds i and i + 1000, real pre-trainings), the first attempt set aside, both in the report and
     the summary; a resumed grid trains nothing again, and one stopped between the two attempts trains
-    only the second, to the same model."""
+    only the second, to the same model; `tinylm prune` takes the runs set aside in its stride."""
     raw = yaml.safe_load(Path(load_preset("smoke").path).read_text())
     variant = raw | {"member_reseeds": 1, "gate_nats": 50.0, "e5": None, "e6": None, "distill": None}
     variant |= {"e0": None, "controlled": None, "pretrain_seeds": 1, "size_seeds": 1, "poolings": ["cls"]}
@@ -172,3 +172,9 @@ def test_the_grid_re_seeds_members_below_the_gate_and_the_report_says_so(
         and json.loads((kept / "results.json").read_text())["final_eval"] == before
     )
     assert [seed_of(p) for p in set_aside(out / "runs", members[0]["id"])] == [0]
+
+    # `tinylm prune OUT` takes the runs set aside as runs of the grid (not as an unfinished run)
+    from tinylm.cli import main
+
+    assert main(["prune", str(out)]) == 0
+    assert (set_aside(out / "runs", members[0]["id"])[0] / "model.safetensors").is_file()
