@@ -17,7 +17,7 @@ import numpy as np
 from tinylm.finetune import validation_score
 from tinylm.paper.jobs import Job, by_role
 from tinylm.paper.presets import Preset
-from tinylm.paper.reseed import attempts_set_aside
+from tinylm.paper.reseed import attempts_set_aside, passes
 from tinylm.paper.stats import (
     fixed_effects_test,
     mcnemar_exact,
@@ -108,7 +108,7 @@ def gate_models(r: Results, gate_nats: float) -> list[dict[str, Any]]:
         res = r.of(j)
         ev = res.get("final_eval", {})
         loss, uni = ev.get("mlm_loss"), ev.get("unigram_loss")
-        passed = loss is not None and uni is not None and uni - loss >= gate_nats
+        passed = passes(res, gate_nats)
         out.append(
             {
                 "run": j.id,

@@ -14,6 +14,7 @@ import numpy as np
 from tinylm.paper.analyse import Results, metric_correlations, paired_comparison, training_cost
 from tinylm.paper.jobs import Job, by_role
 from tinylm.paper.presets import Preset
+from tinylm.paper.reseed import nats_below_unigram
 from tinylm.paper.stats import mean_std, paired_test
 
 #: a committee curve has saturated at the smallest k whose accuracy is within this many points of its best
@@ -22,8 +23,7 @@ SATURATION_PP = 1.0
 
 def _gate_gap(r: Results, job: Job) -> float | None:
     """Nats between the unigram baseline and the held-out MLM loss of a pre-training (None: not measured)."""
-    ev = r.of(job).get("final_eval", {})
-    return None if ev.get("mlm_loss") is None else float(ev["unigram_loss"] - ev["mlm_loss"])
+    return nats_below_unigram(r.of(job))
 
 
 def _e5_cell(

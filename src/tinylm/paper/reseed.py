@@ -34,6 +34,7 @@ def nats_below_unigram(results: dict[str, Any]) -> float | None:
 
 
 def passes(results: dict[str, Any], gate_nats: float) -> bool:
+    """The adequacy gate: held-out MLM loss at least `gate_nats` below the unigram baseline."""
     gap = nats_below_unigram(results)
     return gap is not None and gap >= gate_nats
 
