@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,7 @@ def gate_inputs(mlm: float, unigram: float | None) -> tuple[Results, Preset]:
         Job("pretrain", {}, [], {"deep": True, "size": 10, "selection": "high"}, id="hi"),
     ]
     r = Results.__new__(Results)
-    r.jobs = jobs
+    r.out, r.jobs = Path("no-such-grid"), jobs  # no run set aside below the gate
     ev = {"mlm_loss": mlm, "unigram_loss": unigram}
     r.by_id = {
         "deep": {"final_eval": ev, "tokens": 100},
