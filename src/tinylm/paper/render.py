@@ -194,13 +194,13 @@ def _header(p: Preset, r: dict[str, Any], timings: dict[str, Any], counts: dict[
     return L + _gate(r)
 
 
-def _set_aside_row(a: dict[str, Any], roles: str) -> str:
-    """A gate-table row for an attempt set aside below the gate (`paper.reseed`)."""
-    loss, uni = a["mlm_loss"], a["unigram_loss"]
+def _gate_row(m: dict[str, Any], roles: str, passed: str) -> str:
+    """A gate-table row: a model's (or an attempt set aside's) run, roles, tokens and losses."""
+    loss, uni = m["mlm_loss"], m["unigram_loss"]
     gap = None if loss is None or uni is None else uni - loss
     return (
-        f"| {a['run']} | {roles}, seed {a['seed']} | {_fmt(a['tokens'], ',')} | {_fmt(loss, '.3f')} | "
-        f"{_fmt(uni, '.3f')} | {_fmt(gap, '.2f')} | no: *set aside*, re-seeded |"
+        f"| {m['run']} | {roles} | {_fmt(m['tokens'], ',')} | {_fmt(loss, '.3f')} | "
+        f"{_fmt(uni, '.3f')} | {_fmt(gap, '.2f')} | {passed} |"
     )
 
 
@@ -214,15 +214,12 @@ def _gate(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for m in g["models"]:
-        gap = (
-            None if m["mlm_loss"] is None or m["unigram_loss"] is None else m["unigram_loss"] - m["mlm_loss"]
-        )
         roles = " = ".join(str(r) for r in [m["role"], *m.get("also", [])])  # one run, every role it serves
-        L.append(
-            f"| {m['run']} | {roles} | {_fmt(m['tokens'], ',')} | {_fmt(m['mlm_loss'], '.3f')} | "
-            f"{_fmt(m['unigram_loss'], '.3f')} | {_fmt(gap, '.2f')} | {'yes' if m['passed'] else '**no**'} |"
-        )
-        L += [_set_aside_row(a, roles) for a in m.get("set_aside", [])]
+        L.append(_gate_row(m, roles, "yes" if m["passed"] else "**no**"))
+        L += [
+            _gate_row(a, f"{roles}, seed {a['seed']}", "no: *set aside*, re-seeded")
+            for a in m.get("set_aside", [])
+        ]
     if any(m.get("set_aside") for m in g["models"]):
         L += [
             "",

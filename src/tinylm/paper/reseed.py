@@ -11,12 +11,12 @@ aside. Resumable: a grid stopped at any point continues with the attempt it was 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tinylm.fileio import read_json_object
 from tinylm.paper.context import Context
 from tinylm.paper.jobs import Job
 
@@ -55,8 +55,7 @@ def set_aside(runs_dir: Path, job_id: str) -> list[Path]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return out
+    return read_json_object(path, "(a pre-training's results)")
 
 
 def needs_another(job: Job, ctx: Context) -> bool:
