@@ -2,7 +2,7 @@
 (logits, then `cross_entropy_and_hits`, then the slice's and the matmul's gradients) against the fused
 `vocab_loss.linear_cross_entropy` at several chunk sizes, alternated in rounds, on one thread.
 
-    python benchmarks/vocab_loss.py [--rows 640] [--rounds 7] [--precision bf16] [--chunks 32 64 128 256]
+    python benchmarks/vocab_loss.py [--rows 640] [--rounds 7] [--precision bf16] [--chunks 4 8 16 64 256]
 
 640 rows ≈ 15 % of a 32 × 128 batch, padded to the 64-row bucket; hidden 128, vocabulary 30,522, fp32 or
 under the trainer's bf16 autocast.
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256], help="rows per chunk to time")
+    p.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 64, 256], help="rows per chunk to time")
     args = p.parse_args()
     cpu = torch.device("cpu")
     torch.set_num_threads(args.threads)

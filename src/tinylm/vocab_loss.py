@@ -1,14 +1,25 @@
-"""The MLM output layer and its loss fused: vocabulary projection + cross-entropy over chunks of rows.
+"""The MLM output layer and its loss fused: vocabulary projection + cross-entropy, gradients made in the
+forward pass.
 
-The plain path writes the (rows × vocab) logit matrix (~80 MB at batch 32), keeps it for the backward
-pass, and reads or rewrites it several times (row max, exp, sum, softmax − one-hot, the gradient of the
-slice that drops padding rows); on a 2-core AMD EPYC (AVX2) those passes were ~20 % of a 2/128 step
-(benchmarks/README.md, profile). Here the rows are taken `chunk` at a time: the chunk's logits are made,
-turned into their gradient (softmax − one-hot) in place, and immediately multiplied into the gradients of
-the rows, the weight and the bias; the logits are never kept. The loss is the last node of the graph, so
-the gradients can be computed in the forward pass and only scaled in the backward pass (as Liger's and
-Apple's fused linear-cross-entropy kernels do). Same mathematics as the plain path:
-`tests/test_vocab_loss.py` compares loss, hits and gradients in fp32 and bf16.
+The plain path writes the (rows × vocab) fp32 logit matrix (~80 MB at batch 32), keeps it for the
+backward pass and reads or rewrites it many times (row max, exp, sum, softmax − one-hot, the slice's
+gradient, the cast back to the matmul dtype, the bias gradient). The loss is the last node of the graph,
+so the gradients can be computed in the forward pass and only scaled in the backward pass (as Liger's and
+Apple's fused linear-cross-entropy kernels do). Here, per group of rows:
+
+- the logits come from one `addmm` in the matmul dtype (bias inside, exactly as `F.linear` under
+  autocast), are taken to fp32 `chunk` rows at a time, shifted by the row max and exponentiated in place;
+  the loss is `log Σ exp − (target logit − max)` in fp32, as the plain path's;
+- the unnormalised numerators `e = exp(z − max)` are stored once in the matmul dtype, the target's entry
+  replaced by `e_t − Σ e` (the one-hot folded in before the rounding, so confident rows lose nothing);
+  the softmax's division by `Σ e` is applied to the small factors instead of the big matrix:
+  `grad_h = (E @ W) / Σ e` row-wise, and `[grad_W | grad_b] = Eᵀ @ [X / Σ e | 1 / Σ e]` in one matmul.
+
+So the (rows × vocab) matrix is passed over by: the matmul, the cast to fp32, the row max, the shift,
+exp, the row sum, the cast back, and the two gradient matmuls: no softmax scaling, no bias pass, no
+column sum, one weight-gradient matmul per group. Same mathematics as the plain path:
+`tests/test_vocab_loss.py` compares loss, hits and gradients in fp32 and bf16, confident rows included;
+`benchmarks/vocab_loss.py` times it against the plain path.
 """
 
 from __future__ import annotations
@@ -16,9 +27,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: Rows per chunk: its fp32 logits (256 × 30,522 × 4 B ≈ 31 MB) bound the memory of the loss, and the
-#: weight is read twice per chunk. `benchmarks/vocab_loss.py` times chunk sizes (differences within noise).
-CHUNK_ROWS = 256
+#: fp32 logits taken at a time on a CPU: 1 MB (8 rows of a 30,522 vocabulary), so that the max, shift,
+#: exp and sum passes run in the core's L2 cache instead of main memory (`benchmarks/vocab_loss.py`: in a
+#: 2/128 step on a 2-core Xeon, 8 rows took the loss from 82 to 51 ms against 256 rows). On a GPU the
+#: whole group at once (one kernel per pass).
+CPU_CHUNK_ELEMENTS = 1 << 18
+#: Rows per group: the group's numerators are kept in the matmul dtype until its gradient matmuls
+#: (2,048 × 30,522 × 2 B ≈ 125 MB in bf16); a 32 × 128 batch's ~640 masked rows are one group.
+GROUP_ROWS = 2048
 
 
 def _matmul_dtype(h: Tensor) -> torch.dtype:
@@ -27,55 +43,85 @@ def _matmul_dtype(h: Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
 
 
+def default_chunk(device: torch.device, vocab: int) -> int:
+    """Rows per fp32 chunk: what fits `CPU_CHUNK_ELEMENTS` on a CPU, a whole group elsewhere."""
+    return max(1, CPU_CHUNK_ELEMENTS // vocab) if device.type == "cpu" else GROUP_ROWS
+
+
+def _padded_width(d: int) -> int:
+    """Columns of `[X / Σe | 1 / Σe]`, rounded up to a multiple of 16 (matmul kernels' tile width)."""
+    return -(-(d + 1) // 16) * 16
+
+
+def _group(
+    x: Tensor, w: Tensor, b: Tensor, targets: Tensor, chunk: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Loss sum, hits, `E @ W`, `Eᵀ @ [X/Σe | 1/Σe]` and `valid / Σe` for one group of rows (see above)."""
+    rows, d = x.shape
+    valid = targets >= 0
+    t = targets.clamp(min=0)[:, None]
+    e = torch.addmm(b, x, w.t())  # the logits in the matmul dtype (the plain path's F.linear)
+    sumexp = torch.empty(rows, dtype=torch.float32, device=x.device)
+    picked = torch.empty(rows, dtype=torch.float32, device=x.device)
+    for s in range(0, rows, chunk):
+        z = e[s : s + chunk].float()  # fp32 logits, as the plain path's `.float()` (a view when fp32)
+        z.sub_(z.amax(1, keepdim=True))
+        picked[s : s + chunk] = z.gather(1, t[s : s + chunk]).squeeze(1)  # target − max: 0 when largest
+        sumexp[s : s + chunk] = z.exp_().sum(1)
+        if z.data_ptr() != e.data_ptr() + s * e.stride(0) * e.element_size():
+            e[s : s + chunk] = z  # back to the matmul dtype
+    total = torch.where(valid, sumexp.log() - picked, 0.0).sum()
+    hits = ((picked >= 0) & valid).sum()
+    target_entries = torch.arange(rows, device=x.device) * e.shape[1] + t.squeeze(1)
+    e.view(-1)[target_entries] = (picked.exp() - sumexp).to(e.dtype)  # the one-hot, before the rounding
+    inv = valid / sumexp  # 1 / Σe, zero on ignored rows
+    cols = torch.zeros(rows, _padded_width(d), dtype=torch.float32, device=x.device)
+    cols[:, :d] = x * inv[:, None]
+    cols[:, d] = inv
+    return total, hits, torch.mm(e, w), torch.mm(e.t(), cols.to(e.dtype)), inv
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, h: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int
     ) -> tuple[Tensor, Tensor]:
         dt = _matmul_dtype(h)
+        d = h.shape[1]
         with torch.autocast(h.device.type, enabled=False):
-            w, x = weight.to(dt), h.to(dt)
+            w, x, b = weight.to(dt), h.to(dt), bias.to(dt)
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             hits = torch.zeros((), dtype=torch.int64, device=h.device)
-            grad_h = torch.empty(h.shape, dtype=dt, device=h.device)
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
-            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=h.device)
-            for s in range(0, len(h), chunk):
-                xc, tc = x[s : s + chunk], targets[s : s + chunk]
-                valid = tc >= 0
-                t = tc.clamp(min=0)[:, None]
-                z = torch.mm(xc, w.t()).float().add_(bias)  # the chunk's logits (fp32, as the plain path)
-                z.sub_(z.amax(1, keepdim=True))
-                picked = z.gather(1, t).squeeze(1)  # target logit − row max: 0 where it is the largest
-                hits += ((picked >= 0) & valid).sum()
-                sumexp = z.exp_().sum(1)
-                total += torch.where(valid, sumexp.log() - picked, 0.0).sum()
-                z.mul_((valid / sumexp)[:, None])  # softmax, zero on ignored rows
-                z.scatter_add_(1, t, -valid.float()[:, None])  # − one-hot
-                zc = z.to(dt)
-                grad_h[s : s + chunk] = torch.mm(zc, w)
-                if dt == torch.float32:
-                    grad_w.addmm_(zc.t(), xc)
-                else:
-                    grad_w += torch.mm(zc.t(), xc).float()
-                grad_b += z.sum(0)
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
+            eh, inv, wb = [], [], None
+            for s in range(0, len(h), GROUP_ROWS):
+                loss, n, eh_g, wb_g, inv_g = _group(
+                    x[s : s + GROUP_ROWS], w, b, targets[s : s + GROUP_ROWS], chunk
+                )
+                total, hits = total + loss, hits + n
+                eh.append(eh_g)
+                inv.append(inv_g)
+                wb = wb_g.float() if wb is None else wb.add_(wb_g.float())
+        assert wb is not None, "no rows"
+        ctx.save_for_backward(torch.cat(eh), torch.cat(inv), wb[:, :d], wb[:, d])
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype)
         ctx.mark_non_differentiable(hits)
         return total, hits
 
     @staticmethod
     def backward(ctx, grad: Tensor, _hits: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
-        grad_h, grad_w, grad_b = ctx.saved_tensors
+        eh, inv, grad_w, grad_b = ctx.saved_tensors
         dh, dw, db = ctx.dtypes
-        return (grad_h * grad).to(dh), (grad_w * grad).to(dw), (grad_b * grad).to(db), None, None
+        grad_h = eh.float().mul_((inv * grad)[:, None])
+        return grad_h.to(dh), (grad_w * grad).to(dw), (grad_b * grad).to(db), None, None
 
 
 def linear_cross_entropy(
-    h: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int = CHUNK_ROWS
+    h: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Summed cross-entropy of `h @ weight.T + bias` (fp32 logits) against `targets`, rows whose target is
     negative ignored (padding rows), and the number of rows whose target has the largest logit (ties
-    count); the plain path's `cross_entropy_and_hits(F.linear(h, weight, bias).float(), targets)`."""
-    total, hits = _LinearCrossEntropy.apply(h, weight, bias, targets, chunk)
+    count); the plain path's `cross_entropy_and_hits(F.linear(h, weight, bias).float(), targets)`.
+    `chunk`: rows taken to fp32 at a time (default: `default_chunk`)."""
+    rows = chunk or default_chunk(h.device, weight.shape[0])
+    total, hits = _LinearCrossEntropy.apply(h, weight, bias, targets, rows)
     return total, hits
