@@ -380,6 +380,7 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
     assert r["lanes"][1]["settings"]["batch_size"] == 16
     table = ttg.format_time_to_gate(r)
     assert "tiny-pretrain-v1 (baseline)" in table and "batch 16" in table and r["cpu"] in table
+    assert r["lanes_at_once"] == 2 and "2 lanes of 1 thread(s), 2 at a time" in table
     json.dumps(r)  # the JSON the command writes
     ttg.plot_time_to_gate(r, tmp_path / "ttg.png")
     assert (tmp_path / "ttg.png").stat().st_size > 1000

@@ -178,6 +178,7 @@ def bench_time_to_gate(
     return {
         "cpu": cpu_name(),
         "threads_per_lane": threads,
+        "lanes_at_once": lanes,
         "lanes": rows,
         "seeds": seeds,
         "summary": summarise_seeds(rows) if seeds and len(seeds) > 1 else None,
@@ -257,8 +258,8 @@ def format_time_to_gate(r: dict[str, Any]) -> str:
         "",
         f"Gate: held-out MLM loss {r['gate_nats']} nats below the unigram baseline; cap "
         f"{r['max_tokens']:,} tokens; evaluated every {r['eval_every']} steps; {len(r['lanes'])} lanes of "
-        f"{r['threads_per_lane']} thread(s) on {r['cpu']} (torch {r['torch']}). Seconds: training wall "
-        "time, evaluations excluded.",
+        f"{r['threads_per_lane']} thread(s), {r.get('lanes_at_once', len(r['lanes']))} at a time, on "
+        f"{r['cpu']} (torch {r['torch']}). Seconds: training wall time, evaluations excluded.",
     ]
     return "\n".join(lines + _summary_table(r.get("summary")))
 
