@@ -124,13 +124,27 @@ def test_rows_beyond_one_group_accumulate_into_the_same_gradients(
     assert abs(float(groups[0]) - float(plain[0])) <= tol * abs(float(plain[0]))
 
 
-def test_the_cpu_chunk_is_cache_sized_and_other_devices_take_whole_groups() -> None:
-    from tinylm.vocab_loss import CPU_CHUNK_ELEMENTS, GROUP_ROWS, default_chunk
+def test_the_cpu_chunk_fills_half_the_l2_cache_and_other_devices_take_whole_groups(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import tinylm.vocab_loss as vocab_loss
 
-    assert default_chunk(torch.device("cpu"), 30522) == 8  # 8 × 30,522 fp32 logits ≈ 1 MB
-    assert default_chunk(torch.device("cpu"), 997) * 997 <= CPU_CHUNK_ELEMENTS
-    assert default_chunk(torch.device("cpu"), 10**7) == 1
-    assert default_chunk(torch.device("cuda"), 30522) == GROUP_ROWS
+    l2 = vocab_loss.l2_cache_bytes()
+    assert 64 << 10 <= l2 <= 64 << 20  # read from sysfs (or the stated default): a plausible L2
+    caches = [("index0", 1, "Data", "48K"), ("index1", 1, "Instruction", "32K"),
+              ("index2", 2, "Unified", "1M"), ("index3", 3, "Unified", "32768K")]  # fmt: skip
+    for name, level, kind, size in caches:  # a fake sysfs cache directory
+        (tmp_path / name).mkdir()
+        for key, value in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / name / key).write_text(f"{value}\n")
+    assert vocab_loss.l2_cache_bytes(str(tmp_path)) == 1 << 20
+    assert vocab_loss.l2_cache_bytes(str(tmp_path / "index2")) == vocab_loss.DEFAULT_L2_BYTES  # no index*
+    monkeypatch.setattr(vocab_loss, "l2_cache_bytes", lambda: 2 << 20)
+    assert vocab_loss.default_chunk(torch.device("cpu"), 30522) == 8  # 8 × 30,522 × 4 B ≈ 1 MB
+    monkeypatch.setattr(vocab_loss, "l2_cache_bytes", lambda: 512 << 10)
+    assert vocab_loss.default_chunk(torch.device("cpu"), 30522) == 2
+    assert vocab_loss.default_chunk(torch.device("cpu"), 10**7) == 1
+    assert vocab_loss.default_chunk(torch.device("cuda"), 30522) == vocab_loss.GROUP_ROWS
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
