@@ -124,6 +124,18 @@ def test_rows_beyond_one_group_accumulate_into_the_same_gradients(
     assert abs(float(groups[0]) - float(plain[0])) <= tol * abs(float(plain[0]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_no_rows_is_a_zero_loss_with_zero_gradients(dtype: torch.dtype) -> None:
+    """A process whose share of a global batch has no masked rows: loss 0, no hits, every gradient zero."""
+    h = torch.randn(0, 16).requires_grad_()
+    w, b = torch.randn(50, 16).requires_grad_(), torch.zeros(50).requires_grad_()
+    with _autocast(dtype):
+        loss, hits = linear_cross_entropy(h, w, b, torch.zeros(0, dtype=torch.long))
+    grads = torch.autograd.grad(loss, (h, w, b))
+    assert float(loss.detach()) == 0.0 and int(hits) == 0
+    assert grads[0].shape == (0, 16) and all(float(g.abs().sum()) == 0.0 for g in grads)
+
+
 def test_the_cpu_chunk_fills_half_the_l2_cache_and_other_devices_take_whole_groups(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
