@@ -136,6 +136,20 @@ def test_no_rows_is_a_zero_loss_with_zero_gradients(dtype: torch.dtype) -> None:
     assert grads[0].shape == (0, 16) and all(float(g.abs().sum()) == 0.0 for g in grads)
 
 
+def test_a_retained_graph_gives_the_same_gradients_twice() -> None:
+    """backward(retain_graph=True) twice accumulates exactly twice the gradients (the saved tensors are
+    scaled into new tensors, never in place)."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(20, 8, generator=g).requires_grad_()
+    w, b = torch.randn(40, 8, generator=g).requires_grad_(), torch.zeros(40).requires_grad_()
+    loss, _ = linear_cross_entropy(h, w, b, torch.randint(40, (20,), generator=g))
+    (loss * 0.5).backward(retain_graph=True)
+    once = [t.grad.clone() for t in (h, w, b)]
+    (loss * 0.5).backward()
+    for t, first in zip((h, w, b), once, strict=True):
+        torch.testing.assert_close(t.grad, 2 * first)
+
+
 def test_the_cpu_chunk_fills_half_the_l2_cache_and_other_devices_take_whole_groups(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:

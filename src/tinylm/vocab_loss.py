@@ -131,7 +131,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad: Tensor, _hits: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         eh, inv, grad_w, grad_b = ctx.saved_tensors
         dh, dw, db = ctx.dtypes
-        grad_h = eh.float().mul_((inv * grad)[:, None])
+        grad_h = eh.float() * (inv * grad)[:, None]  # not in place: `eh` is the saved fp32 tensor in fp32
         return grad_h.to(dh), (grad_w * grad).to(dw), (grad_b * grad).to(db), None, None
 
 
