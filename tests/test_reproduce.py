@@ -367,6 +367,11 @@ def test_interrupted_grid_resumes_and_gives_the_same_results(
     assert [d["ended"] for d in both] == ["interrupted", "finished"]
     timings = json.loads((tmp_path / "resumed" / "timings.json").read_text())
     assert timings["wall_seconds"] == pytest.approx(sum(d["seconds"] for d in both), abs=0.11)
+    ran = {k: v for k, v in timings["run_seconds"].items() if k in calls}
+    assert len(ran) == len(calls) and all(v > 0 for v in ran.values())
+    reproduce(preset, str(tmp_path / "resumed"), **args, **QUIET)  # all finished: the report again
+    again = json.loads((tmp_path / "resumed" / "timings.json").read_text())["run_seconds"]
+    assert again == timings["run_seconds"]  # the jobs' own seconds are kept, not zeroed
     # every job finished but the report fails (as it did once for a missing module): not "finished"
     monkeypatch.setattr(reproduce_module, "write_report", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import ConfigError
-from tinylm.fileio import DirLock, write_json, write_text
+from tinylm.fileio import DirLock, read_json_object, write_json, write_text
 from tinylm.paper.analyse import Results, analyse, committee_latency, latency_rows
 from tinylm.paper.analyse_future import analyse_future, future_latency
 from tinylm.paper.context import Context
@@ -176,6 +176,14 @@ def train_seconds(r: Results, reused: dict[str, str]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()} | runs
 
 
+def merged_run_seconds(out: Path, seconds: dict[str, float]) -> dict[str, float]:
+    """Each job's seconds in the invocation that ran it: a job this invocation found finished (0 s here)
+    keeps what an earlier invocation's timings.json recorded for it."""
+    path = out / "timings.json"
+    before = read_json_object(path, "a grid's timings").get("run_seconds", {}) if path.exists() else {}
+    return {k: v if v > 0 else float(before.get(k, v)) for k, v in seconds.items()}
+
+
 def write_report(
     out: Path,
     p: Preset,
@@ -194,7 +202,7 @@ def write_report(
     reused = reused_runs(Context(out, None), jobs)
     timings: dict[str, Any] = {
         "wall_seconds": round(wall_seconds, 1),
-        "run_seconds": run_seconds,
+        "run_seconds": merged_run_seconds(out, run_seconds),
         "train_seconds": train_seconds(runs, reused),
         "reused_runs": reused,
         "latency": latency_rows(out, jobs),
