@@ -695,6 +695,37 @@ def test_the_estimates_timed_step_runs_in_the_precision_it_is_given(monkeypatch:
         assert seen and set(seen) == {dtype}
 
 
+def test_the_estimates_timed_step_is_the_trainers_step_on_the_real_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CPU column timed 8 rows of a tiny model through plain logits: 3x slower than the lanes it
+    predicts. Now a tiny model's timed step has the run's batch and the fused loss at the masked rows; a
+    large model keeps at most 8 rows on a CPU (its few steps stay quick)."""
+    import torch
+
+    from tinylm.config import ModelConfig
+    from tinylm.model import TinyBertForMaskedLM
+    from tinylm.paper.estimate import timed_rows, tokens_per_second
+
+    calls: list[tuple[int, bool]] = []
+    forward = TinyBertForMaskedLM.forward
+
+    def spy(self: TinyBertForMaskedLM, ids: torch.Tensor, *args: object, **kw: object) -> object:
+        calls.append((ids.shape[0], kw.get("targets") is not None))
+        return forward(self, ids, *args, **kw)
+
+    monkeypatch.setattr(TinyBertForMaskedLM, "forward", spy)
+    tiny = ModelConfig(layers=2, hidden_size=128, heads=2, ffn_size=512, vocab_size=30522, max_length=128)
+    large = ModelConfig(layers=12, hidden_size=768, heads=12, ffn_size=3072, vocab_size=30522, max_length=128)
+    cpu = torch.device("cpu")
+    assert timed_rows("pretrain", tiny, 32, 93, cpu) == 32 and timed_rows("finetune", tiny, 32, 50, cpu) == 32
+    assert timed_rows("pretrain", large, 32, 128, cpu) == 8
+    assert timed_rows("pretrain", large, 32, 128, torch.device("cuda")) == 32
+    small = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=2000, max_length=16)
+    assert tokens_per_second("pretrain", small, 16, 12.0, "fp32", budget_s=0.05) > 0
+    assert calls and set(calls) == {(16, True)}
+
+
 def test_gpu_estimate_of_tiny_models_has_a_per_step_floor() -> None:
     """`--estimate`'s GPU column: each job is the larger of FLOPs ÷ TFLOP/s and steps × (operator launches ×
     µs per launch); the launches are counted on a real step (more layers, more launches), and the bound
@@ -940,16 +971,32 @@ def test_a_finished_run_is_reused_under_another_id_when_only_grid_keys_differ(
         ).read_bytes()
 
 
-def test_the_cpu_grid_shares_the_pretrainings_the_readme_names() -> None:
-    """README: the cpu grid's deep models of seeds 0 and 1 on 20K articles are quick's, its 5K ones of equal
-    tokens are future's — the same job ids, so `--reuse-from` can take them."""
+def test_the_cpu_grid_pretrains_with_tiny_pretrain_and_quick_with_v2() -> None:
+    """README and the presets' descriptions: `cpu`'s deep models train with today's `tiny-pretrain` recipe
+    (40 % → 15 % masking, 9M tokens; its controlled corpora on 12M: about the same optimizer steps on
+    full-length articles) and its plain members with 15 % masking throughout; `quick` keeps
+    `tiny-pretrain-v2` (its committed report ran on it)."""
+    from tinylm.config import named_config, read_yaml
 
-    def pretrainings(name: str) -> dict[str, dict]:
+    recipe = read_yaml(named_config("tiny-pretrain"))
+    v2 = read_yaml(named_config("tiny-pretrain-v2"))
+
+    def pretrainings(name: str) -> list[dict]:
         p = load_preset(name)
-        return {j.id: j.settings for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain"}
+        return [j.settings | j.role for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain"]
 
-    cpu, quick, future = pretrainings("cpu"), pretrainings("quick"), pretrainings("future")
-    from_quick = {(s["num_articles"], s["seed"], s["layers"]) for i, s in cpu.items() if i in quick}
-    from_future = {(s["num_articles"], s["seed"], s["max_tokens"]) for i, s in cpu.items() if i in future}
-    assert from_quick == {(20000, 0, 2), (20000, 1, 2)}
-    assert {(5000, 0, 14_000_000), (5000, 1, 14_000_000)} <= from_future
+    cpu, quick = pretrainings("cpu"), pretrainings("quick")
+    keys = ("max_tokens", "batch_size", "lr", "warmup_steps", "weight_decay", "dropout", "mask_prob_start")
+
+    def same(s: dict, ref: dict) -> bool:
+        return {k: s.get(k) for k in keys} == {k: ref.get(k) for k in keys}
+
+    nested = [s for s in cpu if s.get("deep") and "selection" not in s]
+    assert len(nested) == 7 and all(same(s, recipe) for s in nested)
+    controlled = [s for s in cpu if "selection" in s]
+    assert len(controlled) == 6
+    assert {(s["max_tokens"], s["mask_prob_start"]) for s in controlled} == {(12_000_000, 0.4)}
+    members = [s for s in cpu if "member" in s]
+    assert len(members) == 3 and {s.get("mask_prob_start") for s in members} == {None}
+    deep_quick = [s for s in quick if s.get("deep")]
+    assert len(deep_quick) == 2 and all(same(s, v2) for s in deep_quick)

@@ -386,6 +386,31 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
     assert (tmp_path / "ttg.png").stat().st_size > 1000
 
 
+def test_the_shipped_recipe_runs_on_its_own_budget_and_v2_is_kept_by_name() -> None:
+    """`tiny-pretrain` is v2 with the 40 % → 15 % masking schedule on a 9M budget: its bench lane keeps that
+    budget (its schedules decay over it) whatever `--max-tokens` says; `tiny-pretrain-v2` is still a recipe
+    (the old file's settings, on the run's cap); the table names a lane's own budget."""
+    from tinylm.bench import time_to_gate as ttg
+    from tinylm.config import named_config, read_yaml
+    from tinylm.settings import PretrainSettings
+
+    now, v2 = read_yaml(named_config("tiny-pretrain")), read_yaml(named_config("tiny-pretrain-v2"))
+    assert {k for k in now.keys() | v2.keys() if now.get(k) != v2.get(k)} == {"mask_prob_start", "max_tokens"}
+    built = PretrainSettings.build(now)
+    assert built.train.max_tokens == 9_000_000 and now["mask_prob_start"] == 0.4
+    fixed = {"max_tokens": 14_000_000, "eval_every": 100}
+    cur = ttg.lane_settings(ttg.CURRENT, None, fixed)
+    assert cur["max_tokens"] == 9_000_000 and cur["mask_prob_start"] == 0.4 and cur["eval_every"] == 100
+    prev = ttg.lane_settings(ttg.PREVIOUS, None, fixed)
+    assert prev["max_tokens"] == 14_000_000 and prev.get("mask_prob_start") is None
+    assert {k: prev[k] for k in v2 if k not in fixed} == {k: v for k, v in v2.items() if k not in fixed}
+    assert ttg.lane_settings("mask 40→15%", None, fixed)["max_tokens"] == 14_000_000
+    lanes = [{"recipe": n, "settings": s} for n, s in ((ttg.PREVIOUS, prev), (ttg.CURRENT, cur))]
+    assert (
+        ttg._own_budgets({"max_tokens": 14_000_000, "lanes": lanes}) == " (tiny-pretrain: its own 9,000,000)"
+    )
+
+
 def test_member_lanes_compare_to_the_baseline_named(data_dir: Path, tmp_path: Path) -> None:
     """`--baseline "member 1/128"`: the member lanes (1 layer; one with the paper's conv front-end) run with
     the named lane first and every ratio to it."""

@@ -24,9 +24,14 @@ from typing import Any
 #: The baseline lane: the recipe as it shipped before the time-to-gate work (`tiny-pretrain-v1`, the plain
 #: loss path); it is always run, and every ratio is to it.
 BASELINE = "tiny-pretrain-v1"
-#: The current recipe: its lane runs `tiny-pretrain`'s differences from the baseline (also on another base).
+#: The current recipe: its lane runs `tiny-pretrain`'s differences from the baseline (also on another base),
+#: on its own budget (its schedule decays over it).
 CURRENT = "tiny-pretrain"
 CURRENT_PLAIN = "tiny-pretrain, plain loss"
+#: The second recipe (v1 on the fused loss, 15 % masking throughout, 14M tokens), kept by name.
+PREVIOUS = "tiny-pretrain-v2"
+#: Recipes read from a shipped config file: their differences from the baseline's file.
+FROM_CONFIG = {CURRENT: CURRENT, CURRENT_PLAIN: CURRENT, PREVIOUS: PREVIOUS}
 #: A 1-layer/128 committee member, plain and with the paper's Conv2d front-end (the `cpu` preset's member).
 MEMBER = "member 1/128"
 MEMBER_CONV = "member 1/128 + conv"
@@ -36,6 +41,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     BASELINE: {"fused_loss": False},
     CURRENT: {},
     CURRENT_PLAIN: {"fused_loss": False},
+    PREVIOUS: {},
     "fused loss": {},
     "batch 16": {"batch_size": 16, "warmup_steps": 460},
     "batch 16, lr 1.4e-3": {"batch_size": 16, "warmup_steps": 460, "lr": 1.4e-3},
@@ -62,8 +68,8 @@ def recipe_changes(name: str) -> dict[str, Any]:
     """A recipe's changes to the baseline's settings (the current recipe's: what its config file changes)."""
     from tinylm.config import named_config, read_yaml
 
-    if name in (CURRENT, CURRENT_PLAIN):
-        v1, now = read_yaml(named_config(BASELINE)), read_yaml(named_config(CURRENT))
+    if name in FROM_CONFIG:
+        v1, now = read_yaml(named_config(BASELINE)), read_yaml(named_config(FROM_CONFIG[name]))
         return {k: v for k, v in now.items() if v1.get(k) != v} | RECIPES[name]
     return RECIPES[name]
 
@@ -82,6 +88,13 @@ def recipe_settings(name: str, base: dict[str, Any] | None = None) -> dict[str, 
         raise ConfigError([f"recipe: unknown recipe {name!r} (expected one of {', '.join(RECIPES)})"])
     start = read_yaml(named_config(BASELINE)) if base is None else dict(base)
     return start | recipe_changes(name)
+
+
+def lane_settings(name: str, base: dict[str, Any] | None, fixed: dict[str, Any]) -> dict[str, Any]:
+    """A lane's settings: the recipe's, with the run's `fixed` ones (token cap, evaluations); a recipe with
+    a budget of its own (`tiny-pretrain`) keeps it: its schedules decay over it, and it is its cap."""
+    own = recipe_changes(name).get("max_tokens")
+    return recipe_settings(name, base) | fixed | ({"max_tokens": own} if own else {})
 
 
 def crossing(path: Path, gate: float) -> dict[str, Any]:
@@ -162,7 +175,7 @@ def bench_time_to_gate(
             pool.submit(
                 run_lane,
                 n if s is None else f"{n} seed {s}",
-                recipe_settings(n, base) | fixed | ({} if s is None else {"seed": s}),
+                lane_settings(n, base, fixed) | ({} if s is None else {"seed": s}),
                 gate,
                 out,
                 threads,
@@ -257,11 +270,22 @@ def format_time_to_gate(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Gate: held-out MLM loss {r['gate_nats']} nats below the unigram baseline; cap "
-        f"{r['max_tokens']:,} tokens; evaluated every {r['eval_every']} steps; {len(r['lanes'])} lanes of "
+        f"{r['max_tokens']:,} tokens{_own_budgets(r)}; evaluated every {r['eval_every']} steps; "
+        f"{len(r['lanes'])} lanes of "
         f"{r['threads_per_lane']} thread(s), {r.get('lanes_at_once', len(r['lanes']))} at a time, on "
         f"{r['cpu']} (torch {r['torch']}). Seconds: training wall time, evaluations excluded.",
     ]
     return "\n".join(lines + _summary_table(r.get("summary")))
+
+
+def _own_budgets(r: dict[str, Any]) -> str:
+    """The lanes that ran on a budget of their own (their schedule and cap), as a clause of the caption."""
+    own = {
+        x["recipe"]: x["settings"]["max_tokens"]
+        for x in r["lanes"]
+        if x["settings"]["max_tokens"] != r["max_tokens"]
+    }
+    return "".join(f" ({n}: its own {v:,})" for n, v in own.items())
 
 
 def _summary_table(summary: list[dict[str, Any]] | None) -> list[str]:
@@ -362,7 +386,8 @@ def add_time_to_gate_parser(bsub: argparse._SubParsersAction[Any]) -> None:
         dest="max_tokens",
         type=int,
         default=14_000_000,
-        help="token cap of a lane that does not reach the gate (default 14M: tiny-pretrain's budget)",
+        help="schedule and token cap of the lanes whose recipe has no budget of its own (default 14M: "
+        "tiny-pretrain-v2's budget; tiny-pretrain runs on its own)",
     )
     q.add_argument(
         "--eval-every",

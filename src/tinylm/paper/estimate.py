@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinylm.config import ModelConfig, model_shape
@@ -126,28 +127,46 @@ def launches_per_step(kind: str, cfg: ModelConfig) -> int:
     return int(counter.count)
 
 
+#: On a CPU a timed step has at most 8 rows when the whole batch would cost more FLOPs than this (a large
+#: model: a few steps stay quick); a tiny model is timed on its real batch (a few rows would understate
+#: its tokens/s several-fold: per-step overheads).
+CPU_FULL_BATCH_FLOPS = 5e10
+
+
+def timed_rows(kind: str, cfg: ModelConfig, batch: int, seq: int, device: torch.device) -> int:
+    """The rows of a timed step: the run's batch, or at most 8 on a CPU for a large model."""
+    mlm = MASK_SHARE if kind == "pretrain" else None
+    if device.type == "cpu" and train_flops_per_token(cfg, seq, mlm) * batch * seq > CPU_FULL_BATCH_FLOPS:
+        return min(batch, 8)
+    return batch
+
+
 def tokens_per_second(
     kind: str, cfg: ModelConfig, batch: int, seq: float, precision: str = "fp32", budget_s: float = 3.0
 ) -> float:
     """Training tokens/s of one architecture on this device in `precision` (the run's: bf16 autocast or
-    fp32): random ids, at most 8 rows per step (a large model on a CPU), timed steps after one warm-up until
-    `budget_s` seconds have passed (at least one)."""
+    fp32), through the trainer's own loss (pre-training: the fused vocabulary loss at the masked rows):
+    random ids, `timed_rows` per step, timed steps after one warm-up until `budget_s` seconds have passed
+    (at least one)."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = TinyBertForMaskedLM(cfg) if kind == "pretrain" else TinyBertForSequenceClassification(cfg, 4)
     model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    rows, T = min(batch, 8) if dev.type == "cpu" else batch, max(4, int(round(seq)))
+    T = max(4, int(round(seq)))
+    rows = timed_rows(kind, cfg, batch, T, dev)
     ids = torch.randint(1000, cfg.vocab_size, (rows, T), device=dev)
     n_mask = max(1, int(MASK_SHARE * rows * T))
+    targets = torch.randint(1000, cfg.vocab_size, (n_mask,), device=dev)
+    labels = torch.randint(4, (rows,), device=dev)
 
     def step() -> None:
         with autocast(dev, precision):
             if kind == "pretrain":
                 pos = torch.randperm(rows * T, device=dev)[:n_mask]
-                loss = model(ids, None, pos).float().logsumexp(-1).mean()
+                loss = model(ids, None, pos, targets=targets)[0] / n_mask
             else:
-                loss = model(ids).float().logsumexp(-1).mean()
+                loss = nn.functional.cross_entropy(model(ids).float(), labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
