@@ -652,7 +652,14 @@ def test_estimate_times_each_job_in_the_precision_it_trains_in(monkeypatch: pyte
 
     timed: list[str] = []
 
-    def fake_speed(kind: str, cfg: object, batch: int, seq: float, precision: str = "fp32") -> float:
+    def fake_speed(
+        kind: str,
+        cfg: object,
+        batch: int,
+        seq: float,
+        precision: str = "fp32",
+        mask_share: float | None = None,
+    ) -> float:
         timed.append(precision)
         return 1000.0 if precision == "fp32" else 4000.0
 
@@ -721,6 +728,13 @@ def test_the_estimates_timed_step_is_the_trainers_step_on_the_real_batch(
     assert timed_rows("pretrain", tiny, 32, 93, cpu) == 32 and timed_rows("finetune", tiny, 32, 50, cpu) == 32
     assert timed_rows("pretrain", large, 32, 128, cpu) == 8
     assert timed_rows("pretrain", large, 32, 128, torch.device("cuda")) == 32
+    # a masking schedule's extra rows count: 40 % → 15 % predicts 27.5 % of the tokens on average
+    from tinylm.config import CorpusConfig
+    from tinylm.paper.estimate import prediction_share
+
+    assert prediction_share(CorpusConfig()) == pytest.approx(0.15)
+    assert prediction_share(CorpusConfig(mask_prob_start=0.4)) == pytest.approx(0.275)
+    assert prediction_share(CorpusConfig(mask_prob_start=0.3, predict_prob=0.15)) == pytest.approx(0.15)
     small = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=2000, max_length=16)
     assert tokens_per_second("pretrain", small, 16, 12.0, "fp32", budget_s=0.05) > 0
     assert calls and set(calls) == {(16, True)}

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tinylm.config import ModelConfig, model_shape
+from tinylm.config import CorpusConfig, ModelConfig, model_shape
 from tinylm.device import concrete_precision
 from tinylm.machine import cpu_name
 from tinylm.model import TinyBertForMaskedLM, TinyBertForSequenceClassification, train_flops_per_token
@@ -71,7 +71,7 @@ def job_cost(
     if isinstance(built, PretrainSettings):
         seq = lengths["wiki"]
         tokens = tc.max_tokens or tc.epochs * built.corpus.num_articles * seq
-        mlm: float | None = MASK_SHARE
+        mlm: float | None = prediction_share(built.corpus)
     else:
         task = built.task
         seq = lengths[task.task]
@@ -90,7 +90,18 @@ def job_cost(
         "batch": tc.batch_size,
         "model": mcfg,
         "precision": tc.precision,
+        "mask_share": mlm,
     }
+
+
+def prediction_share(c: CorpusConfig) -> float:
+    """The mean share of a pre-training step's tokens whose logits it computes: the masking rate averaged
+    over the run's schedule (`mask_prob_start` → `mask_prob`), capped by `predict_prob` where set."""
+    start = c.mask_prob if c.mask_prob_start is None else c.mask_prob_start
+    rates = np.linspace(start, c.mask_prob, 101)
+    if c.predict_prob is not None:
+        rates = np.minimum(rates, c.predict_prob)
+    return float(rates.mean())
 
 
 class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -142,12 +153,18 @@ def timed_rows(kind: str, cfg: ModelConfig, batch: int, seq: int, device: torch.
 
 
 def tokens_per_second(
-    kind: str, cfg: ModelConfig, batch: int, seq: float, precision: str = "fp32", budget_s: float = 3.0
+    kind: str,
+    cfg: ModelConfig,
+    batch: int,
+    seq: float,
+    precision: str = "fp32",
+    budget_s: float = 3.0,
+    mask_share: float | None = None,
 ) -> float:
     """Training tokens/s of one architecture on this device in `precision` (the run's: bf16 autocast or
-    fp32), through the trainer's own loss (pre-training: the fused vocabulary loss at the masked rows):
-    random ids, `timed_rows` per step, timed steps after one warm-up until `budget_s` seconds have passed
-    (at least one)."""
+    fp32), through the trainer's own loss (pre-training: the fused vocabulary loss at `mask_share` of the
+    positions, default 15 %): random ids, `timed_rows` per step, timed steps after one warm-up until
+    `budget_s` seconds have passed (at least one)."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = TinyBertForMaskedLM(cfg) if kind == "pretrain" else TinyBertForSequenceClassification(cfg, 4)
@@ -156,7 +173,7 @@ def tokens_per_second(
     T = max(4, int(round(seq)))
     rows = timed_rows(kind, cfg, batch, T, dev)
     ids = torch.randint(1000, cfg.vocab_size, (rows, T), device=dev)
-    n_mask = max(1, int(MASK_SHARE * rows * T))
+    n_mask = max(1, int((mask_share or MASK_SHARE) * rows * T))
     targets = torch.randint(1000, cfg.vocab_size, (n_mask,), device=dev)
     labels = torch.randint(4, (rows,), device=dev)
 
@@ -228,9 +245,11 @@ def estimate(
             dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             precisions[c["precision"]] = concrete_precision(c["precision"], dev, cpu_name())
         c["precision"] = precisions[c["precision"]]
-        key = (j.kind, str(c["model"]), c["batch"], c["precision"])
+        key = (j.kind, str(c["model"]), c["batch"], c["precision"], c["mask_share"])
         if key not in speed:
-            speed[key] = tokens_per_second(j.kind, c["model"], c["batch"], c["seq"], c["precision"])
+            speed[key] = tokens_per_second(
+                j.kind, c["model"], c["batch"], c["seq"], c["precision"], mask_share=c["mask_share"]
+            )
         c["minutes_here"] = c["tokens"] / speed[key] / 60
         if key[:2] not in launches:
             launches[key[:2]] = launches_per_step(j.kind, c["model"])
