@@ -221,6 +221,13 @@ def gpu_minutes(
     }
 
 
+def _timed_speed(kind: str, c: dict[str, Any]) -> float:
+    """`tokens_per_second` of a job's architecture, batch, precision and masking share (its cost `c`)."""
+    return tokens_per_second(
+        kind, c["model"], c["batch"], c["seq"], c["precision"], mask_share=c["mask_share"]
+    )
+
+
 def estimate(
     jobs: list[Job],
     data_dir: str | None,
@@ -247,9 +254,7 @@ def estimate(
         c["precision"] = precisions[c["precision"]]
         key = (j.kind, str(c["model"]), c["batch"], c["precision"], c["mask_share"])
         if key not in speed:
-            speed[key] = tokens_per_second(
-                j.kind, c["model"], c["batch"], c["seq"], c["precision"], mask_share=c["mask_share"]
-            )
+            speed[key] = _timed_speed(j.kind, c)
         c["minutes_here"] = c["tokens"] / speed[key] / 60
         if key[:2] not in launches:
             launches[key[:2]] = launches_per_step(j.kind, c["model"])
