@@ -57,10 +57,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
     "window ±2 → full at 25%": {"attention_window_start": 2, "attention_window_share": 0.25},
     "window ±8 → full at 25%": {"attention_window_start": 8, "attention_window_share": 0.25},
-    # committee members (issue 21, item 5): the paper's BERT-1 variants at tiny width, on today's recipe
+    # committee members (issue 21, item 5): the paper's BERT-1 variants at tiny width, on tiny-pretrain-v2's
+    # recipe (15 % masking; the cpu preset's members), and a plain one with today's masking schedule
     MEMBER: {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330},
     "member 1/128, 4 heads": {"fused_loss": True, "model": "tiny-1x128", "heads": 4, "warmup_steps": 330},
     MEMBER_CONV: {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330} | CONV_FRONT_END,
+    "member 1/128, mask 40→15%": {"fused_loss": True, "model": "tiny-1x128", "warmup_steps": 330}
+    | {"mask_prob_start": 0.4},
 }
 
 
