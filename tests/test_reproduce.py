@@ -487,16 +487,17 @@ def test_preset_types_are_checked_with_their_place(tmp_path: Path) -> None:
 
 def test_cpu_preset_members_are_the_ones_its_description_names() -> None:
     """The cpu preset's description: three 1-layer/128 members — 2 heads, 4 heads, 2 heads with the Conv2d
-    front-end — on 20M tokens each, re-seeded at most twice below the gate."""
+    front-end — on 12M tokens each with the masking schedule, re-seeded at most twice below the gate."""
     p = load_preset("cpu")
     members = [j for j in build_grid(p, p.tasks, p.seeds) if j.kind == "pretrain" and "member" in j.role]
     shapes = [
         (s["layers"], s["hidden_size"], s["heads"], s.get("conv_layers", 0), s["max_tokens"])
         for s in (j.settings for j in members)
     ]
-    assert shapes == [(1, 128, 2, 0, 20_000_000), (1, 128, 4, 0, 20_000_000), (1, 128, 2, 2, 20_000_000)]
+    assert shapes == [(1, 128, 2, 0, 12_000_000), (1, 128, 4, 0, 12_000_000), (1, 128, 2, 2, 12_000_000)]
     assert "2 heads, 4 heads, 2 heads with the Conv2d" in " ".join(p.description.split())
-    assert "20M tokens each" in p.description
+    assert "12M tokens each with the same 40% -> 15% masking schedule" in " ".join(p.description.split())
+    assert {j.settings["mask_prob_start"] for j in members} == {0.4}
     # "a member that ends below the gate is pre-trained again with the next seed, at most twice"
     assert p.member_reseeds == 2 and all(j.settings["gate_reseeds"] == 2 for j in members)
     assert "pre-trained again with the next seed, at most twice" in " ".join(p.description.split())
@@ -988,7 +989,7 @@ def test_a_finished_run_is_reused_under_another_id_when_only_grid_keys_differ(
 def test_the_cpu_grid_pretrains_with_tiny_pretrain_and_quick_with_v2() -> None:
     """README and the presets' descriptions: `cpu`'s deep models train with today's `tiny-pretrain` recipe
     (40 % → 15 % masking, 9M tokens; its controlled corpora on 12M: about the same optimizer steps on
-    full-length articles) and its plain members with 15 % masking throughout; `quick` keeps
+    full-length articles) and its committee members with the same schedule on 12M; `quick` keeps
     `tiny-pretrain-v2` (its committed report ran on it)."""
     from tinylm.config import named_config, read_yaml
 
@@ -1011,6 +1012,8 @@ def test_the_cpu_grid_pretrains_with_tiny_pretrain_and_quick_with_v2() -> None:
     assert len(controlled) == 6
     assert {(s["max_tokens"], s["mask_prob_start"]) for s in controlled} == {(12_000_000, 0.4)}
     members = [s for s in cpu if "member" in s]
-    assert len(members) == 3 and {s.get("mask_prob_start") for s in members} == {None}
+    assert len(members) == 3 and {(s["max_tokens"], s["mask_prob_start"]) for s in members} == {
+        (12_000_000, 0.4)
+    }
     deep_quick = [s for s in quick if s.get("deep")]
     assert len(deep_quick) == 2 and all(same(s, v2) for s in deep_quick)
