@@ -287,6 +287,36 @@ def test_finetune_killed_before_results_resumes_without_duplicate_epochs(
     assert after["test"] == before["test"]
 
 
+def test_a_resume_with_the_init_spelled_another_way_continues_the_run(
+    data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`reproduce --out ../x` resuming what `--out /abs/x` started (a real `cpu` grid stopped on this:
+    "settings differ (init: '/work/x/runs/pretrain-...' -> '../x/runs/pretrain-...')"): one place, one
+    setting; another pre-training run is still another setting."""
+    from tinylm.finetune import finetune
+    from tinylm.settings import FinetuneSettings, PretrainSettings
+
+    pre = {"cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "pre"), "progress": False}
+    pre |= {"data_dir": str(data_dir), "num_articles": 24, "eval_articles": 4, "max_steps": 2}
+    vocab = load_tokenizer(resolve_source(data_dir)).vocab_size
+    model = dict(layers=1, hidden_size=16, heads=2, ffn_size=32, max_length=24, batch_size=4)
+    model["vocab_size"] = vocab
+    init = pretrain(PretrainSettings.build(pre | model | {"name": "a"}), **QUIET).path
+    other = pretrain(PretrainSettings.build(pre | model | {"name": "b"}), **QUIET).path
+    task = dict(task="agnews", samples_per_label_train=6, samples_per_label_test=4, validation_per_label=2)
+    run = dict(out=str(tmp_path / "runs"), name="ft", progress=False, resume=True, prune=False)
+    settings = model | task | run | dict(epochs=2, lr=1e-3, data_dir=str(data_dir), init=str(init.resolve()))
+    first = finetune(FinetuneSettings.build(settings), **QUIET)
+    before = json.loads((first.path / "results.json").read_text())
+    (first.path / "results.json").unlink()  # killed before results.json: the next start resumes
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TinylmError, match=r"settings differ from the original run \(init: "):
+        finetune(FinetuneSettings.build(settings | {"init": os.path.relpath(other)}), **QUIET)
+    again = finetune(FinetuneSettings.build(settings | {"init": os.path.relpath(init)}), **QUIET)
+    after = json.loads((again.path / "results.json").read_text())
+    assert os.path.relpath(init) == "pre/a" and after["per_epoch"] == before["per_epoch"]
+
+
 def test_grid_workers_stop_when_the_grid_process_is_killed(tmp_path: Path) -> None:
     """`kill PID` of a reproduce (SIGTERM to the parent only) must not leave its workers training on."""
     script = tmp_path / "grid.py"

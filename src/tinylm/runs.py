@@ -13,6 +13,7 @@ reported, never silently skipped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,12 +74,33 @@ def run_name(prefix: str, flat: dict[str, Any]) -> str:
     return f"{prefix}-{arch}-{stable_hash(identity, 10)}"
 
 
+#: Settings that may name a file or directory (`file:PATH` or a path): one place is one setting however
+#: it is spelled, relative to the working directory or absolute (`reproduce --out ../x` then `/abs/x`).
+PATH_KEYS = frozenset({"init", "teacher", "test_file", "task", "corpus", "distill_unlabelled"})
+
+
+def _place(value: Any) -> Any:
+    """A path-valued setting as the real path it names (a `file:` one always, a bare one when it exists:
+    'scratch' or a hub id stays as written); any other value unchanged."""
+    if not isinstance(value, str):
+        return value
+    prefix = "file:" if value.startswith("file:") else ""
+    path = value[len(prefix) :]
+    return prefix + os.path.realpath(path) if prefix or os.path.exists(path) else value
+
+
 def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     """The settings that define a run and differ between a run's config.yaml (`old`) and `new` settings,
     as "key: old -> new, ..." (at most 6), or "" when they define the same run. A setting added after
-    the old run was made is absent from its config.yaml: it counts at its default."""
+    the old run was made is absent from its config.yaml: it counts at its default; a path is compared as
+    the place it names (`PATH_KEYS`)."""
     old = {k: v for k, v in HASHED_WHEN_CHANGED.items() if k in new} | old
-    diff = sorted(k for k in set(old) | set(new) if k not in NON_IDENTITY_KEYS and old.get(k) != new.get(k))
+
+    def same(k: str) -> bool:
+        a, b = old.get(k), new.get(k)
+        return a == b or (k in PATH_KEYS and _place(a) == _place(b))
+
+    diff = sorted(k for k in set(old) | set(new) if k not in NON_IDENTITY_KEYS and not same(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
 
 
