@@ -1017,3 +1017,32 @@ def test_the_cpu_grid_pretrains_with_tiny_pretrain_and_quick_with_v2() -> None:
     }
     deep_quick = [s for s in quick if s.get("deep")]
     assert len(deep_quick) == 2 and all(same(s, v2) for s in deep_quick)
+
+
+def test_the_report_labels_every_recipe_setting_that_is_not_the_papers() -> None:
+    """Issue 21: a recipe change that deviates from the paper's setting is a labelled deviation."""
+    import dataclasses
+
+    from tinylm.paper.render import deviations
+
+    def recipe_lines(p) -> list[str]:
+        lines = deviations(p, ["agnews"], 1)
+        return [
+            d for d in lines if d.startswith(("Pre-training recipe", "Fine-tuning:")) or "also pre-train" in d
+        ]
+
+    cpu = recipe_lines(load_preset("cpu"))
+    assert cpu[0].startswith("Pre-training recipe: masking 40% → 15% over the run (mask_prob_start 0.4)")
+    assert "dropout 0.0 (the paper: 0.1)" in cpu[0] and "grad_clip 1.0 (the paper: none)" in cpu[0]
+    assert cpu[1] == "Fine-tuning: grad_clip 1.0 (the paper: none)."
+    quick = recipe_lines(load_preset("quick"))  # tiny-pretrain-v2: 15 % throughout, no masking line
+    assert "masking" not in quick[0] and "dropout 0.0" in quick[0]
+    assert recipe_lines(load_preset("paper")) == []  # the paper's own recipe deviates in nothing
+    members = dataclasses.replace(
+        load_preset("quick"), member_pretrain={"mask_prob_start": 0.3, "batch_size": 16}
+    )
+    extra = [d for d in recipe_lines(members) if d.startswith("The committee members")]
+    assert extra == [
+        "The committee members also pre-train with: batch_size 16 (the paper: 32); masking 30% → 15% over "
+        "the run (mask_prob_start 0.3)."
+    ]

@@ -58,7 +58,68 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
         out.append(
             "The linear LR schedule is stepped per optimizer step (the paper's code steps it once per epoch)."
         )
-    return out + _data_deviations(p, tasks) + _protocol_deviations(p, seeds)
+    return out + _recipe_deviations(p) + _data_deviations(p, tasks) + _protocol_deviations(p, seeds)
+
+
+#: The paper's pre-training recipe beyond budget, learning rate and schedule (docs: paper.md — its
+#: masking, HF BertConfig defaults, its optimizer without clipping), in `tinylm pretrain` keys.
+PAPER_RECIPE: dict[str, Any] = {
+    "mask_prob": 0.15,
+    "mask_prob_start": None,
+    "predict_prob": None,
+    "mask_replace": 0.8,
+    "mask_random": 0.1,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "batch_size": 32,
+    "weight_decay": 0.01,
+    "position_init": "normal",
+    "attention_init": "normal",
+    "attention_window_start": None,
+    "grad_clip": None,
+}
+
+
+#: The paper's fine-tuning settings of the same kind (its code: batch 32, AdamW wd 0.01, no clipping).
+PAPER_FINETUNE: dict[str, Any] = {
+    k: PAPER_RECIPE[k] for k in ("dropout", "attention_dropout", "batch_size", "weight_decay", "grad_clip")
+}
+
+
+def _changes(flat: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+    """The settings of `flat` (a run's settings over tinylm's defaults) that are not the paper's."""
+    out = []
+    for k, want in paper.items():
+        if flat[k] == want or (k == "mask_prob_start" and flat[k] == flat["mask_prob"]):
+            continue
+        if k == "mask_prob_start":
+            out.append(
+                f"masking {flat[k]:.0%} → {flat['mask_prob']:.0%} over the run (mask_prob_start {flat[k]})"
+            )
+        else:
+            out.append(f"{k} {flat[k]} (the paper: {'none' if want is None else want})")
+    return out
+
+
+def _recipe_deviations(p: Preset) -> list[str]:
+    """The pre-training recipe where it is not the paper's (the deep models', then what the committee
+    members' and the controlled corpora's settings change on top of it), and the fine-tuning's."""
+    from tinylm.settings import FinetuneSettings, PretrainSettings
+
+    def pre(settings: dict[str, Any]) -> list[str]:
+        return _changes(PretrainSettings.build(settings).flat(), PAPER_RECIPE)
+
+    base = pre(p.pretrain)
+    out = [f"Pre-training recipe: {'; '.join(base)}."] if base else []
+    for who, over in (
+        ("committee members", p.member_pretrain),
+        ("controlled corpora", p.controlled_pretrain),
+    ):
+        extra = sorted(set(pre(p.pretrain | over)) - set(base)) if over else []
+        if extra:
+            out.append(f"The {who} also pre-train with: {'; '.join(extra)}.")
+    tuned = _changes(FinetuneSettings.build({"task": "agnews"} | p.finetune).flat(), PAPER_FINETUNE)
+    return out + ([f"Fine-tuning: {'; '.join(tuned)}."] if tuned else [])
 
 
 def _data_deviations(p: Preset, tasks: list[str]) -> list[str]:
