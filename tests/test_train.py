@@ -384,6 +384,11 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
     json.dumps(r)  # the JSON the command writes
     ttg.plot_time_to_gate(r, tmp_path / "ttg.png")
     assert (tmp_path / "ttg.png").stat().st_size > 1000
+    seeded = [{"recipe": a, "seed": s} for s in (0, 1) for a in ("v1", "new")]  # a --seeds run's lanes
+    styles = ttg.lane_styles(seeded)
+    assert [x["label"] for x in styles] == ["v1, seed 0", "new, seed 0", "v1, seed 1", "new, seed 1"]
+    assert styles[0]["color"] == styles[2]["color"] != styles[1]["color"] == styles[3]["color"]
+    assert styles[0]["ls"] == styles[1]["ls"] != styles[2]["ls"] == styles[3]["ls"]
 
 
 def test_the_shipped_recipe_runs_on_its_own_budget_and_v2_is_kept_by_name() -> None:

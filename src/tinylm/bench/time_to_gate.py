@@ -318,6 +318,20 @@ def _summary_table(summary: list[dict[str, Any]] | None) -> list[str]:
     return lines
 
 
+def lane_styles(lanes: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each lane's line in the figure: one colour per recipe, one line style per seed, labelled with both."""
+    recipes = list(dict.fromkeys(x["recipe"] for x in lanes))
+    seeds = list(dict.fromkeys(x.get("seed") for x in lanes))
+    return [
+        {
+            "color": f"C{recipes.index(x['recipe']) % 10}",
+            "ls": ("-", "--", ":", "-.")[seeds.index(x.get("seed")) % 4],
+            "label": x["recipe"] + ("" if x.get("seed") is None else f", seed {x['seed']}"),
+        }
+        for x in lanes
+    ]
+
+
 def plot_time_to_gate(r: dict[str, Any], path: Path) -> None:
     """Held-out MLM loss against training seconds, one line per lane, the gate of the baseline dashed."""
     import matplotlib
@@ -326,9 +340,9 @@ def plot_time_to_gate(r: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for x in r["lanes"]:
+    for x, style in zip(r["lanes"], lane_styles(r["lanes"]), strict=True):
         c = x["curve"]
-        ax.plot([p["seconds"] / 60 for p in c], [p["mlm_loss"] for p in c], label=x["recipe"])
+        ax.plot([p["seconds"] / 60 for p in c], [p["mlm_loss"] for p in c], **style)
     if r["lanes"] and r["lanes"][0]["unigram_loss"] is not None:
         ax.axhline(
             r["lanes"][0]["unigram_loss"] - r["gate_nats"], color="grey", ls="--", lw=0.8, label="gate"
