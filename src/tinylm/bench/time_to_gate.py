@@ -318,7 +318,7 @@ def _summary_table(summary: list[dict[str, Any]] | None) -> list[str]:
     return lines
 
 
-def lane_styles(lanes: list[dict[str, Any]]) -> list[dict[str, str]]:
+def lane_styles(lanes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each lane's line in the figure: one colour per recipe, one line style per seed, labelled with both."""
     recipes = list(dict.fromkeys(x["recipe"] for x in lanes))
     seeds = list(dict.fromkeys(x.get("seed") for x in lanes))
