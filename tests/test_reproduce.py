@@ -1046,3 +1046,26 @@ def test_the_report_labels_every_recipe_setting_that_is_not_the_papers() -> None
         "The committee members also pre-train with: batch_size 16 (the paper: 32); masking 30% → 15% over "
         "the run (mask_prob_start 0.3)."
     ]
+
+
+def test_the_e0_figure_says_what_its_points_are(tmp_path: Path) -> None:
+    """E0's points are means over the fine-tuning seeds (± std as error bars), not seed 0's run."""
+    from tinylm.paper.figures import e0_title, fig_e0
+
+    rows = [
+        {
+            "tokens": t,
+            "task": "agnews",
+            "pooling": "cls",
+            "seeds": 2,
+            "gap_pp": g,
+            "gap_pp_per_seed": [g - 1, g + 1],
+        }
+        | {"mlm_loss": 7.0 - t / 1e6, "unigram_loss": 7.0}
+        for t, g in ((0, -3.0), (1_000_000, 2.0))
+    ]
+    assert e0_title(rows).endswith("(one pre-training run; mean ± std over 2 fine-tuning seeds)")
+    one = [r | {"seeds": 1, "gap_pp_per_seed": [r["gap_pp"]]} for r in rows]
+    assert e0_title(one).endswith("(one pre-training run; fine-tuning seed 0)")
+    fig_e0(rows, tmp_path / "e0.png")
+    assert (tmp_path / "e0.png").stat().st_size > 1000

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.logs import quiet_logger
+from tinylm.paper.stats import mean_std
 
 
 def _plt() -> Any:
@@ -133,14 +134,32 @@ def fig_latency(rows: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def e0_title(rows: list[dict[str, Any]]) -> str:
+    """E0's figure title: what each point is (one fine-tuning seed, or the mean ± std over several)."""
+    seeds = max((r.get("seeds") or 1 for r in rows), default=1)
+    tuned = "fine-tuning seed 0" if seeds == 1 else f"mean ± std over {seeds} fine-tuning seeds"
+    return f"E0: what pre-training buys against how long it ran\n(one pre-training run; {tuned})"
+
+
 def fig_e0(rows: list[dict[str, Any]], path: Path) -> None:
     """E0: gap (pre-trained snapshot − scratch) against training tokens seen, one line per task and head;
     held-out MLM loss minus the unigram baseline on a second axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
     for key in sorted({(r["task"], r["pooling"]) for r in rows}):
-        pts = sorted((r["tokens"], r["gap_pp"]) for r in rows if (r["task"], r["pooling"]) == key)
-        ax.plot([t / 1e6 for t, _ in pts], [g for _, g in pts], marker="o", label=f"{key[0]}, {key[1]} head")
+        pts = sorted(
+            (r["tokens"], r["gap_pp"], mean_std(r.get("gap_pp_per_seed") or [0.0])[1])
+            for r in rows
+            if (r["task"], r["pooling"]) == key
+        )
+        ax.errorbar(
+            [t / 1e6 for t, _, _ in pts],
+            [g for _, g, _ in pts],
+            yerr=[e for _, _, e in pts],
+            marker="o",
+            capsize=3,
+            label=f"{key[0]}, {key[1]} head",
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("pre-training tokens seen (millions; 0 = the initial model)")
@@ -157,9 +176,7 @@ def fig_e0(rows: list[dict[str, Any]], path: Path) -> None:
     lines = ax.get_legend_handles_labels()
     more = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
-    ax.set_title(
-        "E0: what pre-training buys against how long it ran (one run, fine-tuning seed 0)", fontsize=10
-    )
+    ax.set_title(e0_title(rows), fontsize=9)
     _save(fig, path)
 
 
