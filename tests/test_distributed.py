@@ -200,3 +200,28 @@ def test_workers_die_with_a_killed_launcher(data_dir: Path, tmp_path: Path) -> N
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers still training after their launcher was killed: {left}"
     assert not (tmp_path / "long" / "r" / "results.json").exists()
+
+
+def test_a_rank_destroys_its_process_group_before_the_interpreter_ends(monkeypatch) -> None:
+    """A gloo group left to interpreter teardown can abort a rank at exit ("terminate called without an
+    active exception": a 2-rank CI run failed so once); `init` registers its destruction at exit."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from tinylm import distributed
+
+    calls: list[str] = []
+    registered: list = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(f"init {backend}"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # gloo, as on this CPU machine
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    d = distributed.init()
+    assert (d.rank, d.world) == (1, 2) and calls == ["init gloo"] and registered == [distributed._leave]
+    registered[0]()  # what the interpreter runs at exit
+    assert calls == ["init gloo", "destroy"]

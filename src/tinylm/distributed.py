@@ -12,6 +12,7 @@ checkpoint. NCCL on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -54,7 +55,16 @@ def init() -> Dist:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
+        atexit.register(_leave)
     return Dist(rank, world, local)
+
+
+def _leave() -> None:
+    """Destroy the process group while the interpreter is still whole: a gloo group left to the
+    interpreter's teardown can abort the rank ("terminate called without an active exception",
+    pytorch/pytorch#190489; it failed a 2-rank CI test once)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def sum_(tensors: list[torch.Tensor], d: Dist) -> None:
