@@ -61,29 +61,36 @@ def deviations(p: Preset, tasks: list[str], seeds: int) -> list[str]:
     return out + _recipe_deviations(p) + _data_deviations(p, tasks) + _protocol_deviations(p, seeds)
 
 
-#: The paper's pre-training recipe beyond budget, learning rate and schedule (docs: paper.md — its
-#: masking, HF BertConfig defaults, its optimizer without clipping), in `tinylm pretrain` keys.
-PAPER_RECIPE: dict[str, Any] = {
-    "mask_prob": 0.15,
-    "mask_prob_start": None,
-    "predict_prob": None,
-    "mask_replace": 0.8,
-    "mask_random": 0.1,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "batch_size": 32,
-    "weight_decay": 0.01,
-    "position_init": "normal",
-    "attention_init": "normal",
-    "attention_window_start": None,
-    "grad_clip": None,
-}
+#: The recipe settings (beyond budget, learning rate and schedule) compared with the paper's, whose values
+#: are read from the shipped `paper-pretrain` / `paper-finetune-agnews` configs over tinylm's defaults.
+RECIPE_KEYS = (
+    "mask_prob",
+    "mask_prob_start",
+    "predict_prob",
+    "mask_replace",
+    "mask_random",
+    "dropout",
+    "attention_dropout",
+    "batch_size",
+    "weight_decay",
+    "position_init",
+    "attention_init",
+    "attention_window_start",
+    "grad_clip",
+)
+FINETUNE_KEYS = ("dropout", "attention_dropout", "batch_size", "weight_decay", "grad_clip")
 
 
-#: The paper's fine-tuning settings of the same kind (its code: batch 32, AdamW wd 0.01, no clipping).
-PAPER_FINETUNE: dict[str, Any] = {
-    k: PAPER_RECIPE[k] for k in ("dropout", "attention_dropout", "batch_size", "weight_decay", "grad_clip")
-}
+def _paper(kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The paper's values of `keys`: its shipped config (`paper-pretrain` or `paper-finetune-agnews`)."""
+    from tinylm.config import named_config, read_yaml
+    from tinylm.settings import FinetuneSettings, PretrainSettings
+
+    if kind == "pretrain":
+        flat = PretrainSettings.build(read_yaml(named_config("paper-pretrain"))).flat()
+    else:
+        flat = FinetuneSettings.build(read_yaml(named_config("paper-finetune-agnews"))).flat()
+    return {k: flat[k] for k in keys}
 
 
 def _changes(flat: dict[str, Any], paper: dict[str, Any]) -> list[str]:
@@ -107,8 +114,9 @@ def _recipe_deviations(p: Preset) -> list[str]:
     from tinylm.settings import FinetuneSettings, PretrainSettings
 
     def pre(settings: dict[str, Any]) -> list[str]:
-        return _changes(PretrainSettings.build(settings).flat(), PAPER_RECIPE)
+        return _changes(PretrainSettings.build(settings).flat(), paper_pre)
 
+    paper_pre = _paper("pretrain", RECIPE_KEYS)
     base = pre(p.pretrain)
     out = [f"Pre-training recipe: {'; '.join(base)}."] if base else []
     for who, over in (
@@ -118,7 +126,9 @@ def _recipe_deviations(p: Preset) -> list[str]:
         extra = sorted(set(pre(p.pretrain | over)) - set(base)) if over else []
         if extra:
             out.append(f"The {who} also pre-train with: {'; '.join(extra)}.")
-    tuned = _changes(FinetuneSettings.build({"task": "agnews"} | p.finetune).flat(), PAPER_FINETUNE)
+    tuned = _changes(
+        FinetuneSettings.build({"task": "agnews"} | p.finetune).flat(), _paper("finetune", FINETUNE_KEYS)
+    )
     return out + ([f"Fine-tuning: {'; '.join(tuned)}."] if tuned else [])
 
 
