@@ -99,6 +99,22 @@ def test_results_depend_on_the_global_batch_only(data_dir: Path, tmp_path: Path)
     assert seg == [{"step": 0, "world": 2, "grad_accum": 2}]  # the run records how it was computed
 
 
+def test_sampled_softmax_results_depend_on_the_global_batch_only(data_dir: Path, tmp_path: Path) -> None:
+    """The sampled softmax's candidates are drawn once per step (`Rows.step_generator`): 1 process × 1,
+    1 × 2 accumulation steps and 2 processes give the same weights, and not those of the full softmax."""
+    sampled = {"sampled_softmax": 64, "mask_prob_start": 0.4}
+    one = pretrain(PretrainSettings.build(settings(data_dir, tmp_path / "1x1", **sampled)), **QUIET).path
+    accum = pretrain(
+        PretrainSettings.build(settings(data_dir, tmp_path / "1x2", grad_accum=2, **sampled)), **QUIET
+    ).path
+    finished(torchrun("pretrain", settings(data_dir, tmp_path / "2x1", **sampled), tmp_path))
+    diffs = {"1x2": max_diff(one, accum), "2x1": max_diff(one, tmp_path / "2x1" / "r")}
+    print("sampled softmax: max |weight difference| vs 1 process × 1:", diffs)
+    assert all(d <= TOLERANCE for d in diffs.values()), diffs
+    full = settings(data_dir, tmp_path / "full", mask_prob_start=0.4)
+    assert max_diff(one, pretrain(PretrainSettings.build(full), **QUIET).path) > 100 * TOLERANCE
+
+
 def test_a_resume_may_change_the_process_count(data_dir: Path, tmp_path: Path) -> None:
     """2 processes killed mid-run, resumed by one process (plain `tinylm pretrain --resume true`): the
     weights of the uninterrupted 2-process run."""

@@ -736,6 +736,12 @@ def test_the_estimates_timed_step_is_the_trainers_step_on_the_real_batch(
     assert prediction_share(CorpusConfig()) == pytest.approx(0.15)
     assert prediction_share(CorpusConfig(mask_prob_start=0.4)) == pytest.approx(0.275)
     assert prediction_share(CorpusConfig(mask_prob_start=0.3, predict_prob=0.15)) == pytest.approx(0.15)
+    # a sampled-softmax step's row costs its candidates and its target, not the vocabulary
+    w = 2048 / 30522
+    assert prediction_share(CorpusConfig(sampled_softmax=2047), 30522) == pytest.approx(0.15 * w)
+    half = CorpusConfig(mask_prob_start=0.4, sampled_softmax=2047, sampled_softmax_share=0.5)
+    assert prediction_share(half, 30522) == pytest.approx((0.3375 * w + 0.2125) / 2)
+    assert prediction_share(half) == pytest.approx(0.275)  # rows, whatever their width
     small = ModelConfig(layers=1, hidden_size=32, heads=2, ffn_size=64, vocab_size=2000, max_length=16)
     assert tokens_per_second("pretrain", small, 16, 12.0, "fp32", budget_s=0.05) > 0
     assert calls and set(calls) == {(16, True)}
@@ -1046,6 +1052,13 @@ def test_the_report_labels_every_recipe_setting_that_is_not_the_papers() -> None
         "The committee members also pre-train with: batch_size 16 (the paper: 32); masking 30% → 15% over "
         "the run (mask_prob_start 0.3)."
     ]
+    sampled = dataclasses.replace(
+        load_preset("quick"), pretrain=load_preset("quick").pretrain | {"sampled_softmax": 2048}
+    )
+    assert (
+        "sampled softmax over 2,048 candidates per step for the first 100% of the steps (the paper: the full "
+        "vocabulary)" in recipe_lines(sampled)[0]
+    )
 
 
 def test_the_e0_figure_says_what_its_points_are(tmp_path: Path) -> None:

@@ -392,17 +392,24 @@ def test_time_to_gate_bench_finds_the_crossing_in_parallel_lanes(data_dir: Path,
 
 
 def test_the_shipped_recipe_runs_on_its_own_budget_and_v2_is_kept_by_name() -> None:
-    """`tiny-pretrain` is v2 with the 40 % → 15 % masking schedule on a 9M budget: its bench lane keeps that
-    budget (its schedules decay over it) whatever `--max-tokens` says; `tiny-pretrain-v2` is still a recipe
-    (the old file's settings, on the run's cap); the table names a lane's own budget."""
+    """`tiny-pretrain` is v2 with the 40 % → 15 % masking schedule on a 9M budget and the sampled softmax
+    (v3: the same with the full softmax): its bench lane keeps that budget (its schedules decay over it)
+    whatever `--max-tokens` says; `tiny-pretrain-v2` and `-v3` are still recipes (the old files' settings,
+    v2 on the run's cap, v3 on its own budget); the table names a lane's own budget."""
     from tinylm.bench import time_to_gate as ttg
     from tinylm.config import named_config, read_yaml
     from tinylm.settings import PretrainSettings
 
     now, v2 = read_yaml(named_config("tiny-pretrain")), read_yaml(named_config("tiny-pretrain-v2"))
-    assert {k for k in now.keys() | v2.keys() if now.get(k) != v2.get(k)} == {"mask_prob_start", "max_tokens"}
+    v3 = read_yaml(named_config("tiny-pretrain-v3"))
+    changed = {k for k in now.keys() | v2.keys() if now.get(k) != v2.get(k)}
+    assert changed == {"mask_prob_start", "max_tokens", "sampled_softmax"}
+    assert {k for k in now.keys() | v3.keys() if now.get(k) != v3.get(k)} == {"sampled_softmax"}
     built = PretrainSettings.build(now)
     assert built.train.max_tokens == 9_000_000 and now["mask_prob_start"] == 0.4
+    assert built.corpus.sampled_softmax == 2048 and built.corpus.sampled_softmax_share == 1.0
+    third = ttg.lane_settings(ttg.THIRD, None, {"max_tokens": 14_000_000, "eval_every": 100})
+    assert third["max_tokens"] == 9_000_000 and "sampled_softmax" not in third
     fixed = {"max_tokens": 14_000_000, "eval_every": 100}
     cur = ttg.lane_settings(ttg.CURRENT, None, fixed)
     assert cur["max_tokens"] == 9_000_000 and cur["mask_prob_start"] == 0.4 and cur["eval_every"] == 100

@@ -314,10 +314,11 @@ def test_bad_recipe_options_are_one_clear_error_before_anything_runs(tmp_path) -
     with pytest.raises(ConfigError) as e:
         PretrainSettings.build({"mask_prob_start": 1.5, "position_init": "random", "attention_init": "x",
                                 "attention_window_start": -1, "attention_window_share": 0,
-                                "predict_prob": 0})  # fmt: skip
+                                "predict_prob": 0, "sampled_softmax": 0,
+                                "sampled_softmax_share": 1.5})  # fmt: skip
     text = str(e.value)
     for field in ("mask_prob_start", "position_init", "attention_init", "attention_window_start",
-                  "attention_window_share"):  # fmt: skip
+                  "attention_window_share", "sampled_softmax:", "sampled_softmax_share"):  # fmt: skip
         assert field in text
     out = subprocess.run(
         [sys.executable, "-m", "tinylm", "pretrain", "--mask_prob_start", "0", "--out", str(tmp_path)],

@@ -296,6 +296,17 @@ class CorpusConfig:
         "step's rate (the others stay corrupted in the input), so the vocabulary projection's rows stay at "
         "this rate's count; None = every selected token is predicted",
     )
+    sampled_softmax: int | None = opt(
+        None,
+        "sampled-softmax warm-up (arXiv 1412.2007): in the first sampled_softmax_share of the run's steps "
+        "the MLM loss scores each target against this many candidate ids drawn per step from the corpus "
+        "unigram ** 0.75 (logits corrected by log expected count) instead of the whole vocabulary: a cheaper "
+        "projection (the training log's loss and accuracy are then the sampled ones); evaluation and the "
+        "saved model always use the full vocabulary; None = full softmax",
+    )
+    sampled_softmax_share: float = opt(
+        1.0, "share of the run's steps that use sampled_softmax (the rest: the full softmax)"
+    )
     attention_window_start: int | None = opt(
         None,
         "attention-window warm-up: in a training step each token attends only to the tokens within ± this "
@@ -345,6 +356,12 @@ class CorpusConfig:
                 f"predict_prob: must be in (0, {top:g}) (below the highest masking rate, else it never acts) "
                 f"or null, got {self.predict_prob}"
             )
+        if self.sampled_softmax is not None and self.sampled_softmax < 1:
+            p.append(
+                f"sampled_softmax: must be >= 1 candidate or null (full softmax), got {self.sampled_softmax}"
+            )
+        if not 0 < self.sampled_softmax_share <= 1:
+            p.append(f"sampled_softmax_share: must be in (0, 1], got {self.sampled_softmax_share}")
         if self.attention_window_start is not None and self.attention_window_start < 0:
             p.append(
                 f"attention_window_start: must be >= 0 positions or null (full attention), got "

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tinylm import randomness
 from tinylm.config import ModelConfig
 from tinylm.registry import PAD_ID
+from tinylm.sampled_loss import Candidates, sampled_cross_entropy
 from tinylm.vocab_loss import linear_cross_entropy
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -531,10 +532,12 @@ class TinyBertForMaskedLM(nn.Module):
         positions: Tensor | None = None,
         targets: Tensor | None = None,
         window: int | None = None,
+        candidates: Candidates | None = None,
     ) -> Any:
         """Logits at `positions` (all positions where None); with `targets` (one per position, negative =
         ignore) instead the summed cross-entropy and the hit count, projection and loss fused
-        (`vocab_loss`: the logit matrix is never stored). `window`: `Bert.forward`'s."""
+        (`vocab_loss`: the logit matrix is never stored), or with `candidates` the sampled softmax's
+        (`sampled_loss`). `window`: `Bert.forward`'s."""
         h = self.bert(input_ids, attention, window=window)
         h = (
             h.reshape(-1, h.shape[-1])
@@ -544,7 +547,10 @@ class TinyBertForMaskedLM(nn.Module):
         head = self.cls.predictions
         if targets is None:
             return head(h)
-        return linear_cross_entropy(head.transform(h), head.decoder.weight, head.bias, targets)
+        x, weight, bias = head.transform(h), head.decoder.weight, head.bias
+        if candidates is not None:
+            return sampled_cross_entropy(x, weight, bias, targets, candidates)
+        return linear_cross_entropy(x, weight, bias, targets)
 
 
 class TinyBertForSequenceClassification(nn.Module):

@@ -17,6 +17,7 @@ from tinylm.data.tokens import TokenData, batches
 from tinylm.predict import autocast, class_probabilities, evaluating
 from tinylm.randomness import Rows, active
 from tinylm.registry import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from tinylm.sampled_loss import Candidates, draw, proposal
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -130,8 +131,12 @@ class MLMObjective(Objective):
         predict_prob: float | None = None,
         window_start: int | None = None,
         window_share: float = 0.25,
+        sampled: int | None = None,
+        sampled_share: float = 1.0,
     ):
         self.vocab_size = vocab_size
+        self.sampled, self.sampled_share = sampled, sampled_share
+        self._proposal: Tensor | None = None
         self.window_start, self.window_share = window_start, window_share
         self.mask_prob, self.mask_replace, self.mask_random = mask_prob, mask_replace, mask_random
         self.mask_prob_start, self.fused, self.predict_prob = mask_prob_start, fused, predict_prob
@@ -201,8 +206,10 @@ class MLMObjective(Objective):
         )
         padded, count = bucketed(positions).to(device), targets.numel()
         window = None if rows is None else self.window_at(rows.progress, ids.shape[1])
-        extra = {} if window is None else {"window": window}
-        if self.fused:  # padding rows get target -1: ignored
+        extra: dict[str, Any] = {} if window is None else {"window": window}
+        if rows is not None and self.sampled and rows.progress < self.sampled_share:
+            extra["candidates"] = self.candidates(rows)
+        if self.fused or "candidates" in extra:  # padding rows get target -1: ignored
             loss, correct = model(
                 inputs.to(device),
                 batch["attention"],
@@ -214,6 +221,16 @@ class MLMObjective(Objective):
             logits = model(inputs.to(device), batch["attention"], padded, **extra)[:count]
             loss, correct = cross_entropy_and_hits(logits.float(), targets.to(device))
         return loss, {"correct": int(correct), "count": count}
+
+    def candidates(self, rows: Rows) -> Candidates:
+        """The sampled softmax's candidates of a training step (drawn from the step's own generator, so
+        every micro-batch of the step gets the same ones), from the unigram proposal."""
+        if self._proposal is None:
+            if self.unigram is None:
+                raise ValueError("sampled softmax needs the corpus unigram (MLMObjective(unigram=...))")
+            self._proposal = proposal(self.unigram)
+        assert self.sampled is not None
+        return draw(self._proposal, self.sampled, rows.step_generator())
 
     @torch.no_grad()
     def evaluate(

@@ -121,6 +121,8 @@ def mlm_objective(s: PretrainSettings, unigram: np.ndarray) -> MLMObjective:
         predict_prob=c.predict_prob,
         window_start=c.attention_window_start,
         window_share=c.attention_window_share,
+        sampled=c.sampled_softmax,
+        sampled_share=c.sampled_softmax_share,
         fused=s.train.fused_loss,
     )
 

@@ -22,6 +22,10 @@ _ACTIVE: ContextVar[Rows | None] = ContextVar("tinylm_rows", default=None)
 _MASK64 = (1 << 63) - 1
 
 
+#: The `row` of `row_seed` that seeds a step's shared draws (beyond any batch's rows).
+STEP_ROW = 1 << 40
+
+
 def row_seed(seed: int, step: int, row: int) -> int:
     """A 63-bit seed of (seed, step, row), mixed (splitmix64) so that nearby triples are unrelated."""
     z = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + row * 0x94D049BB133111EB) & ((1 << 64) - 1)
@@ -34,8 +38,20 @@ class Rows:
     """The generators of a micro-batch's rows, the full (untrimmed) sequence length, and how far the run is
     (`progress`: step ÷ total steps, for schedules such as the masking rate's)."""
 
-    def __init__(self, generators: Sequence[torch.Generator], full_length: int, progress: float = 0.0):
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        full_length: int,
+        progress: float = 0.0,
+        step_seed: int = 0,
+    ):
         self.generators, self.full_length, self.progress = list(generators), full_length, progress
+        self.step_seed = step_seed
+
+    def step_generator(self) -> torch.Generator:
+        """A generator of the whole step (the same in every micro-batch, rank and accumulation step): for
+        draws shared by a step's rows, such as sampled-softmax candidates."""
+        return torch.Generator().manual_seed(self.step_seed)
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -71,7 +87,7 @@ class Rows:
 def rows_of(seed: int, step: int, positions: Sequence[int], full_length: int, progress: float = 0.0) -> Rows:
     """The rows at these places of step `step`'s global batch."""
     gens = [torch.Generator().manual_seed(row_seed(seed, step, int(j))) for j in positions]
-    return Rows(gens, full_length, progress)
+    return Rows(gens, full_length, progress, row_seed(seed, step, STEP_ROW))
 
 
 @contextlib.contextmanager

@@ -71,7 +71,7 @@ def job_cost(
     if isinstance(built, PretrainSettings):
         seq = lengths["wiki"]
         tokens = tc.max_tokens or tc.epochs * built.corpus.num_articles * seq
-        mlm: float | None = prediction_share(built.corpus)
+        mlm: float | None = prediction_share(built.corpus, mcfg.vocab_size)
     else:
         task = built.task
         seq = lengths[task.task]
@@ -94,13 +94,19 @@ def job_cost(
     }
 
 
-def prediction_share(c: CorpusConfig) -> float:
+def prediction_share(c: CorpusConfig, vocab_size: int | None = None) -> float:
     """The mean share of a pre-training step's tokens whose logits it computes: the masking rate averaged
-    over the run's schedule (`mask_prob_start` → `mask_prob`), capped by `predict_prob` where set."""
+    over the run's schedule (`mask_prob_start` → `mask_prob`), capped by `predict_prob` where set. With
+    `vocab_size`, in units of whole vocabulary rows: a sampled-softmax step's row costs its candidates and
+    its target, `(sampled_softmax + 1) / vocab_size` of a row, over the first `sampled_softmax_share`."""
     start = c.mask_prob if c.mask_prob_start is None else c.mask_prob_start
-    rates = np.linspace(start, c.mask_prob, 101)
+    progress = (np.arange(1000) + 0.5) / 1000  # the midpoints of a thousand equal stretches of the run
+    rates = start + (c.mask_prob - start) * progress
     if c.predict_prob is not None:
         rates = np.minimum(rates, c.predict_prob)
+    if vocab_size and c.sampled_softmax:
+        width = min(1.0, (c.sampled_softmax + 1) / vocab_size)
+        rates = np.where(progress < c.sampled_softmax_share, rates * width, rates)
     return float(rates.mean())
 
 

@@ -67,6 +67,7 @@ RECIPE_KEYS = (
     "mask_prob",
     "mask_prob_start",
     "predict_prob",
+    "sampled_softmax",
     "mask_replace",
     "mask_random",
     "dropout",
@@ -102,6 +103,11 @@ def _changes(flat: dict[str, Any], paper: dict[str, Any]) -> list[str]:
         if k == "mask_prob_start":
             out.append(
                 f"masking {flat[k]:.0%} → {flat['mask_prob']:.0%} over the run (mask_prob_start {flat[k]})"
+            )
+        elif k == "sampled_softmax":
+            out.append(
+                f"sampled softmax over {flat[k]:,} candidates per step for the first "
+                f"{flat['sampled_softmax_share']:.0%} of the steps (the paper: the full vocabulary)"
             )
         else:
             out.append(f"{k} {flat[k]} (the paper: {'none' if want is None else want})")
