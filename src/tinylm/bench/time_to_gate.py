@@ -32,14 +32,21 @@ CURRENT_PLAIN = "tiny-pretrain, plain loss"
 PREVIOUS = "tiny-pretrain-v2"
 #: The third (v2 with the 40 % → 15 % masking schedule on 9M tokens, the full softmax), kept by name.
 THIRD = "tiny-pretrain-v3"
-#: Recipes read from a shipped config file: their differences from the baseline's file.
-FROM_CONFIG = {CURRENT: CURRENT, CURRENT_PLAIN: CURRENT, PREVIOUS: PREVIOUS, THIRD: THIRD}
+#: Today's recipe with one more change (the sampled softmax's screens of 2026-12-05).
+ONE_MORE: dict[str, dict[str, Any]] = {
+    "tiny-pretrain, full softmax from 50%": {"sampled_softmax_share": 0.5},
+    "tiny-pretrain, 512 candidates": {"sampled_softmax": 512},
+    "tiny-pretrain, 4096 candidates": {"sampled_softmax": 4096},
+    "tiny-pretrain, mask 60→15%": {"mask_prob_start": 0.6},
+}
+#: Recipes read from a shipped config file: their differences from the baseline's file (then their own).
+FROM_CONFIG = {CURRENT: CURRENT, CURRENT_PLAIN: CURRENT, PREVIOUS: PREVIOUS, THIRD: THIRD} | {
+    name: CURRENT for name in ONE_MORE
+}
 #: A 1-layer/128 committee member, plain and with the paper's Conv2d front-end (the `cpu` preset's member).
 MEMBER = "member 1/128"
 MEMBER_CONV = "member 1/128 + conv"
 CONV_FRONT_END: dict[str, Any] = {"conv_layers": 2, "conv_kernel": "3", "conv_channels": 8}
-#: Today's `tiny-pretrain`'s changes to the baseline (its config file's), for recipes that change one more.
-SAMPLED: dict[str, Any] = {"mask_prob_start": 0.4, "max_tokens": 9_000_000, "sampled_softmax": 2048}
 #: Recipes: changes to the baseline's settings.
 RECIPES: dict[str, dict[str, Any]] = {
     BASELINE: {"fused_loss": False},
@@ -61,10 +68,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sinusoidal + mimetic": {"position_init": "sinusoidal", "attention_init": "mimetic"},
     "mimetic + mask 30→15%": {"attention_init": "mimetic", "mask_prob_start": 0.3},
     # today's recipe with one change (the sampled softmax's screens of 2026-12-05)
-    "tiny-pretrain, full softmax from 50%": SAMPLED | {"sampled_softmax_share": 0.5},
-    "tiny-pretrain, 512 candidates": SAMPLED | {"sampled_softmax": 512},
-    "tiny-pretrain, 4096 candidates": SAMPLED | {"sampled_softmax": 4096},
-    "tiny-pretrain, mask 60→15%": SAMPLED | {"mask_prob_start": 0.6},
+    **ONE_MORE,
     "window ±2 → full at 25%": {"attention_window_start": 2, "attention_window_share": 0.25},
     "window ±8 → full at 25%": {"attention_window_start": 8, "attention_window_share": 0.25},
     # committee members (issue 21, item 5): the paper's BERT-1 variants at tiny width, on tiny-pretrain-v2's
